@@ -1,0 +1,11 @@
+// Each part of the `_core` module is bound in its own file; module.cpp calls them in order.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace ffnskip::bindings {
+void bind_gguf(pybind11::module_& m);       // bind_gguf.cpp: GGUF inspection (info, tests)
+void bind_tokenizer(pybind11::module_& m);  // bind_tokenizer.cpp: Tokenizer
+void bind_engine(pybind11::module_& m);     // bind_engine.cpp: Engine, SkipConfig, stats
+void bind_testing(pybind11::module_& m);    // bind_testing.cpp: `_testing` kernels for the tests
+}  // namespace ffnskip::bindings

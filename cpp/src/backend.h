@@ -1,0 +1,49 @@
+// The interface both backends implement (shared/DESIGN.md, "Backends").
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ffn_skip.h"
+#include "model.h"
+
+namespace ffnskip {
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual const char* name() const = 0;
+    virtual int n_ctx() const = 0;
+    // Tokens currently in the KV cache.
+    virtual int n_past() const = 0;
+
+    // Appends tokens[0..n) at positions n_past().. to the KV cache and writes logits: the last
+    // token's (n_vocab floats) or, with all_logits, every token's (n x n_vocab, row-major).
+    // `skip` (only with n == 1) applies the FFN skip policy to this generated token; null = dense.
+    // Throws ContextOverflow if n_past() + n > n_ctx(); Cancelled if *cancel becomes true between
+    // chunks of a long prompt (the cache is then rolled back to its state before the call).
+    virtual void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
+                         const SkipRequest* skip) = 0;
+    // Keep the first n_keep cache entries (n_keep <= n_past()).
+    virtual void kv_truncate(int n_keep) = 0;
+    void reset() { kv_truncate(0); }
+
+    void set_cancel_flag(const std::atomic<bool>* cancel) { cancel_ = cancel; }
+
+protected:
+    bool cancelled() const { return cancel_ && cancel_->load(std::memory_order_relaxed); }
+    const std::atomic<bool>* cancel_ = nullptr;
+};
+
+// n_threads <= 0: the number of physical cores.
+std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int n_ctx,
+                                          int n_threads);
+
+// Throws BackendUnavailable saying why (not compiled in, no device, out of memory).
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int n_ctx);
+// True when the CUDA backend is compiled in and a device is present; otherwise *why says which.
+bool cuda_available(std::string* why);
+
+}  // namespace ffnskip

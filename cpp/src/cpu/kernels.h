@@ -1,0 +1,40 @@
+// CPU compute kernels with run-time ISA dispatch (AVX-512 / AVX2+FMA+F16C / scalar). Every fast
+// path is tested against the scalar reference in quants.* and against the scalar path here.
+// All functions are thread-safe; callers split work by output rows.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "weight_view.h"
+
+namespace ffnskip::cpu {
+
+// Activations are prepared once per matmul (for quantized weights: 8-bit blocks so the dot
+// product runs on integers), then shared by all threads. act_row_bytes() is the prepared size of
+// one token row of `cols` activations for weights of `weight_type` (0: the kernel reads f32 x).
+size_t act_row_bytes(uint32_t weight_type, int64_t cols);
+// Prepare token rows [t0, t1) of x (row stride `cols`) into acts (row stride act_row_bytes).
+void prepare_acts(uint32_t weight_type, const float* x, int64_t cols, int64_t t0, int64_t t1,
+                  uint8_t* acts);
+
+// y[t * ldy + r] = dot(W row r, x row t) for t in [0, n_tok), r in [r0, r1).
+// `x` is f32 (row stride w.cols), `acts` its prepared form (may be null when act_row_bytes is 0).
+void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok, float* y,
+            int64_t ldy, int64_t r0, int64_t r1);
+
+// Fast dequantization of one row (embedding lookup); same values as dequantize_row_ref.
+void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
+
+// f16 helpers for the KV cache.
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);  // y += a * x
+void f32_to_f16(const float* x, uint16_t* y, int64_t n);
+
+// Which ISA the dispatcher picked: "avx512", "avx2" or "scalar".
+const char* simd_level();
+// Force a level for tests/benchmarks ("scalar", "avx2", "avx512", or "auto"); returns false when
+// the CPU cannot run it (the level is then unchanged). Also settable by FFNSKIP_SIMD at start-up.
+bool set_simd_level(const char* level);
+
+}  // namespace ffnskip::cpu

@@ -1,0 +1,70 @@
+// The FFN skip policy (shared/DESIGN.md, "FFN skipping — exact semantics"), written once and used
+// by both backends: the CPU backend calls it per layer; the CUDA gate kernel mirrors it from the
+// tables exported here. A different gate kind would replace skip_ffn/observe_gate only.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ffnskip/ffnskip.h"
+
+namespace ffnskip {
+
+class SkipPolicy {
+public:
+    // Validates cfg against n_layer (InvalidArgument on a bad config).
+    SkipPolicy(SkipConfig cfg, int n_layer);
+
+    const SkipConfig& config() const { return cfg_; }
+    int n_layer() const { return n_layer_; }
+    bool is_hot(int layer) const { return hot_[static_cast<size_t>(layer)] != 0; }
+    float threshold(int layer) const { return thr_[static_cast<size_t>(layer)]; }
+    // Budget granted when layer `layer`'s gate fires: span, or (span == 0) every hot layer after it.
+    int grant(int layer) const { return grant_[static_cast<size_t>(layer)]; }
+    // Device-friendly copies of the per-layer tables (1/0, thresholds with NaN, grants).
+    const std::vector<uint8_t>& hot_table() const { return hot_; }
+    const std::vector<float>& threshold_table() const { return thr_; }
+    const std::vector<int32_t>& grant_table() const { return grant_; }
+
+    // State of one token's walk through the layers. Budget never carries across tokens.
+    struct TokenState {
+        bool gated = false;  // the policy applies to this token (enabled and past warm-up)
+        int budget = 0;
+    };
+    // gen_index: 0 for the first generated token; negative for prompt tokens (always dense).
+    TokenState begin_token(int64_t gen_index) const;
+    // Before layer `layer`'s FFN: true means skip it (and the budget is consumed).
+    bool skip_ffn(TokenState& s, int layer) const;
+    // After layer `layer`'s FFN ran with gate value g = cos(h, h').
+    void observe_gate(TokenState& s, int layer, float g) const;
+
+private:
+    SkipConfig cfg_;
+    int n_layer_;
+    std::vector<uint8_t> hot_;
+    std::vector<float> thr_;
+    std::vector<int32_t> grant_;
+};
+
+// What a backend reports for one token decoded under a policy: per layer, whether the FFN was
+// skipped, and the gate value where the FFN ran (NaN where it was skipped).
+struct SkipTrace {
+    std::vector<uint8_t> skipped;
+    std::vector<float> gate;
+    void resize(int n_layer);
+};
+
+// Passed to Backend::forward for a single generated token.
+struct SkipRequest {
+    const SkipPolicy* policy = nullptr;
+    int64_t gen_index = 0;
+    SkipTrace* trace = nullptr;  // filled by the backend
+};
+
+// cos(a, b) accumulated in double; 1 when both are zero vectors, 0 when only one is.
+float cosine_similarity(const float* a, const float* b, int64_t n);
+
+// Fold one token's trace into stats.
+void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates);
+
+}  // namespace ffnskip

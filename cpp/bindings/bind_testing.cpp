@@ -1,5 +1,288 @@
+// `_core._testing`: direct access to the weight formats and CPU kernels, for the tests (against
+// numpy/gguf references) and bench/bench_kernels.py. Also the top-level `_core.simd_level()`.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "bindings.h"
+#include "cpu/kernels.h"
+#include "ffnskip/ffnskip.h"
+#include "ggml_types.h"
+#include "quants.h"
+
+namespace py = pybind11;
 
 namespace ffnskip::bindings {
-void bind_testing(pybind11::module_& m) { (void)m; }
+
+namespace {
+
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using U16Array = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
+
+// Raw bytes of a `bytes` object or any contiguous buffer (e.g. a uint8 numpy array).
+struct Bytes {
+    py::buffer_info info;
+    const uint8_t* ptr() const { return static_cast<const uint8_t*>(info.ptr); }
+    size_t size() const { return static_cast<size_t>(info.size * info.itemsize); }
+};
+
+Bytes get_bytes(const py::buffer& b) {
+    Bytes out{b.request()};
+    const bool contiguous =
+        out.info.ndim <= 1 && (out.info.ndim == 0 || out.info.strides[0] == out.info.itemsize);
+    if (!contiguous) throw InvalidArgument("expected bytes or a contiguous 1-d buffer");
+    return out;
+}
+
+size_t checked_row_bytes(uint32_t type, int64_t n) {
+    const TypeInfo* t = type_info(type);
+    if (t == nullptr || !t->weight_ok) {
+        throw InvalidArgument(std::string("unsupported weight type ") + type_name(type));
+    }
+    const size_t rb = row_bytes(type, n);
+    if (n <= 0 || rb == 0) {
+        throw InvalidArgument(std::to_string(n) + " elements is not a positive multiple of the " +
+                              t->name + " block size " + std::to_string(t->block_size));
+    }
+    return rb;
+}
+
+py::array_t<float> dequantize(uint32_t type, const py::buffer& data, int64_t n, bool reference) {
+    const size_t rb = checked_row_bytes(type, n);
+    Bytes src = get_bytes(data);
+    if (src.size() != rb) {
+        throw InvalidArgument(std::to_string(n) + " " + type_name(type) + " elements need " +
+                              std::to_string(rb) + " bytes, got " + std::to_string(src.size()));
+    }
+    py::array_t<float> out(n);
+    float* dst = out.mutable_data();
+    if (reference) {
+        dequantize_row_ref(type, src.ptr(), dst, n);
+    } else {
+        cpu::dequantize_row(type, src.ptr(), dst, n);
+    }
+    return out;
+}
+
+// A spin barrier: the benchmark splits every matmul over threads the way the engine's pool does.
+class Barrier {
+  public:
+    explicit Barrier(int n) : n_(n) {}
+    void wait() {
+        const int gen = gen_.load();
+        if (count_.fetch_add(1) + 1 == n_) {
+            count_.store(0);
+            gen_.fetch_add(1);
+        } else {
+            while (gen_.load() == gen) std::this_thread::yield();
+        }
+    }
+
+  private:
+    const int n_;
+    std::atomic<int> count_{0}, gen_{0};
+};
+
+// Runs `reps` rounds; in each round every thread prepares its share of the token rows, then
+// computes its share of the output rows of each weight matrix in turn. Returns best seconds per
+// matmul (one matrix) over the rounds.
+double thread_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// cpu_time: measure thread CPU time instead of wall time (less disturbed on a shared machine;
+// meaningful for one thread, as waiting threads spin).
+double run_matmuls(const std::vector<WeightView>& ws, const float* x, int64_t n_tok, float* y,
+                   int n_threads, int reps, bool cpu_time = false) {
+    const WeightView& w0 = ws[0];
+    const size_t arb = cpu::act_row_bytes(w0.type, w0.cols);
+    std::vector<uint8_t> acts(arb * static_cast<size_t>(n_tok) + 64);
+    Barrier barrier(n_threads);
+    std::vector<double> best(static_cast<size_t>(n_threads), 1e30);
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(n_threads));
+    auto work = [&](int id) {
+        try {
+            const int64_t t0 = n_tok * id / n_threads, t1 = n_tok * (id + 1) / n_threads;
+            const int64_t r0 = w0.rows * id / n_threads, r1 = w0.rows * (id + 1) / n_threads;
+            for (int rep = 0; rep < reps; ++rep) {
+                barrier.wait();
+                const auto start = std::chrono::steady_clock::now();
+                const double cpu_start = thread_seconds();
+                for (const WeightView& w : ws) {
+                    cpu::prepare_acts(w.type, x, w.cols, t0, t1, acts.data());
+                    barrier.wait();
+                    cpu::matmul(w, x, arb ? acts.data() : nullptr, n_tok, y, w.rows, r0, r1);
+                    barrier.wait();
+                }
+                const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - start;
+                const double sec = cpu_time ? thread_seconds() - cpu_start : dt.count();
+                best[static_cast<size_t>(id)] =
+                    std::min(best[static_cast<size_t>(id)], sec / ws.size());
+            }
+        } catch (...) {
+            errors[static_cast<size_t>(id)] = std::current_exception();
+        }
+    };
+    {
+        py::gil_scoped_release release;
+        std::vector<std::thread> pool;
+        for (int i = 1; i < n_threads; ++i) pool.emplace_back(work, i);
+        work(0);
+        for (auto& t : pool) t.join();
+    }
+    for (auto& e : errors) {
+        if (e) std::rethrow_exception(e);
+    }
+    return *std::max_element(best.begin(), best.end());
+}
+
+std::vector<WeightView> weight_views(uint32_t type, const std::vector<Bytes>& bufs, int64_t rows,
+                                     int64_t cols) {
+    const size_t rb = checked_row_bytes(type, cols);
+    if (rows <= 0) throw InvalidArgument("rows must be positive");
+    std::vector<WeightView> ws;
+    for (const Bytes& b : bufs) {
+        if (b.size() != rb * static_cast<size_t>(rows)) {
+            throw InvalidArgument(std::to_string(rows) + "x" + std::to_string(cols) + " " +
+                                  type_name(type) + " weights need " + std::to_string(rb * rows) +
+                                  " bytes, got " + std::to_string(b.size()));
+        }
+        ws.push_back(WeightView{type, b.ptr(), rows, cols, rb});
+    }
+    return ws;
+}
+
+F32Array check_x(const F32Array& x, int64_t cols) {
+    if (x.ndim() != 2 || x.shape(1) != cols) {
+        throw InvalidArgument("x must have shape (n_tok, " + std::to_string(cols) + ")");
+    }
+    return x;
+}
+
+void check_threads(int n_threads) {
+    if (n_threads < 1 || n_threads > 256) throw InvalidArgument("n_threads must be in 1..256");
+}
+
+py::array_t<float> matmul(uint32_t type, const py::buffer& weight, int64_t rows, int64_t cols,
+                          const F32Array& x, int n_threads) {
+    check_threads(n_threads);
+    std::vector<Bytes> bufs;
+    bufs.push_back(get_bytes(weight));
+    const auto ws = weight_views(type, bufs, rows, cols);
+    check_x(x, cols);
+    const int64_t n_tok = x.shape(0);
+    py::array_t<float> y({n_tok, rows});
+    if (n_tok > 0) run_matmuls(ws, x.data(), n_tok, y.mutable_data(), n_threads, 1);
+    return y;
+}
+
+double bench_matmul(uint32_t type, const std::vector<py::buffer>& weights, int64_t rows,
+                    int64_t cols, const F32Array& x, int n_threads, int reps, bool cpu_time) {
+    check_threads(n_threads);
+    if (weights.empty() || reps < 1)
+        throw InvalidArgument("need at least one weight matrix and one rep");
+    std::vector<Bytes> bufs;
+    for (const auto& w : weights) bufs.push_back(get_bytes(w));
+    const auto ws = weight_views(type, bufs, rows, cols);
+    check_x(x, cols);
+    if (x.shape(0) == 0) throw InvalidArgument("x has no tokens");
+    std::vector<float> y(static_cast<size_t>(x.shape(0) * rows));
+    return run_matmuls(ws, x.data(), x.shape(0), y.data(), n_threads, reps, cpu_time);
+}
+
+// Best-of-reps read bandwidth (GB/s) over `nbytes` with n_threads: the floor decode compares to.
+double read_bandwidth(int64_t nbytes, int n_threads, int reps) {
+    check_threads(n_threads);
+    if (nbytes < 1 << 20 || reps < 1)
+        throw InvalidArgument("nbytes >= 1 MiB and reps >= 1 required");
+    const size_t n = static_cast<size_t>(nbytes) / 8;
+    std::vector<uint64_t> buf(n, 1);
+    std::atomic<uint64_t> sink{0};
+    double best = 1e30;
+    py::gil_scoped_release release;
+    for (int rep = 0; rep < reps; ++rep) {
+        const auto start = std::chrono::steady_clock::now();
+        std::vector<std::thread> pool;
+        for (int id = 0; id < n_threads; ++id) {
+            pool.emplace_back([&, id] {
+                const size_t i0 = n * id / n_threads, i1 = n * (id + 1) / n_threads;
+                uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                size_t i = i0;
+                for (; i + 4 <= i1; i += 4)
+                    s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
+                for (; i < i1; ++i) s0 += buf[i];
+                sink += s0 + s1 + s2 + s3;
+            });
+        }
+        for (auto& t : pool) t.join();
+        const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - start;
+        best = std::min(best, dt.count());
+    }
+    return static_cast<double>(n * 8) / best / 1e9;
+}
+
+}  // namespace
+
+void bind_testing(py::module_& m) {
+    m.def("simd_level", &cpu::simd_level,
+          "The CPU kernel level in use: 'avx512', 'avx2' or 'scalar'.");
+
+    py::module_ t = m.def_submodule("_testing", "Kernel-level access for tests and benchmarks.");
+    t.def(
+        "set_simd_level",
+        [](const std::string& level) { return cpu::set_simd_level(level.c_str()); },
+        py::arg("level"),
+        "Force 'scalar', 'avx2', 'avx512' or 'auto'; False when this CPU cannot.");
+    t.def(
+        "row_bytes", [](uint32_t type, int64_t n) { return checked_row_bytes(type, n); },
+        py::arg("type"), py::arg("n"));
+    t.def(
+        "dequantize_ref",
+        [](uint32_t type, const py::buffer& d, int64_t n) { return dequantize(type, d, n, true); },
+        py::arg("type"), py::arg("data"), py::arg("n"));
+    t.def(
+        "dequantize",
+        [](uint32_t type, const py::buffer& d, int64_t n) { return dequantize(type, d, n, false); },
+        py::arg("type"), py::arg("data"), py::arg("n"));
+    t.def("matmul", &matmul, py::arg("type"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
+          py::arg("x"), py::arg("n_threads") = 1,
+          "y (n_tok, rows) = x @ W.T with the dispatched CPU kernels.");
+    t.def("bench_matmul", &bench_matmul, py::arg("type"), py::arg("weights"), py::arg("rows"),
+          py::arg("cols"), py::arg("x"), py::arg("n_threads") = 1, py::arg("reps") = 5,
+          py::arg("cpu_time") = false,
+          "Best seconds per matmul (activation preparation included), cycling through `weights`;\n"
+          "cpu_time: thread CPU seconds instead of wall time.");
+    t.def("read_bandwidth", &read_bandwidth, py::arg("nbytes"), py::arg("n_threads") = 1,
+          py::arg("reps") = 5, "Best read bandwidth in GB/s of a streaming sum over nbytes.");
+    t.def("dot_f16_f32", [](const U16Array& a, const F32Array& b) {
+        if (a.size() != b.size()) throw InvalidArgument("dot_f16_f32: a and b differ in length");
+        return cpu::dot_f16_f32(a.data(), b.data(), a.size());
+    });
+    t.def(
+        "axpy_f16",
+        [](float a, const U16Array& x, const F32Array& y) {
+            if (x.size() != y.size()) throw InvalidArgument("axpy_f16: x and y differ in length");
+            py::array_t<float> out(y.size());
+            std::memcpy(out.mutable_data(), y.data(), sizeof(float) * y.size());
+            cpu::axpy_f16(a, x.data(), out.mutable_data(), x.size());
+            return out;
+        },
+        "Returns y + a * x (y is not modified).");
+    t.def("f32_to_f16", [](const F32Array& x) {
+        py::array_t<uint16_t> out(x.size());
+        cpu::f32_to_f16(x.data(), out.mutable_data(), x.size());
+        return out;
+    });
+}
+
 }  // namespace ffnskip::bindings

@@ -20,16 +20,23 @@ from .errors import (  # noqa: E402
     ModelFormatError,
     TemplateError,
 )
+from .generator import Generator  # noqa: E402
+from .skip import SkipConfig  # noqa: E402
+
+Tokenizer = _core.Tokenizer
 
 __all__ = [
     "BackendUnavailableError",
     "CancelledError",
     "ContextOverflowError",
     "Error",
+    "Generator",
     "InvalidArgumentError",
     "ModelFileError",
     "ModelFormatError",
+    "SkipConfig",
     "TemplateError",
+    "Tokenizer",
     "_core",
 ]
 __version__ = "0.1.0"

@@ -71,7 +71,7 @@ struct SkipStats {
     std::vector<int64_t> skipped;      // per layer: FFN blocks skipped
     std::vector<float> gates;          // tokens x n_layer when recording, NaN where no gate ran
 
-    void reset(int layers, bool keep_gates_buffer = false);
+    void reset(int layers);
     int64_t total_skipped() const;
     double skip_ratio() const;  // total skipped / (tokens * n_layer)
 };

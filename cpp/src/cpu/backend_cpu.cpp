@@ -1,0 +1,313 @@
+// The CPU backend. forward() below is the whole model, top to bottom, for a chunk of tokens:
+//   x = embed(tokens)
+//   per layer:  h  = x + Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))   n = rmsnorm
+//               h' = h + W_down · (silu(W_gate·n(h)) * (W_up·n(h)))               (the FFN block)
+//               x  = h', or h when the skip policy skips this FFN for this token
+//   logits = W_out · n(x)
+// Matmuls run on the persistent thread pool, split by output rows.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "cpu/kernels.h"
+#include "cpu/ops.h"
+#include "cpu/threadpool.h"
+
+namespace ffnskip {
+
+namespace {
+
+using cpu::ThreadPool;
+
+// Tokens per forward chunk: bounds scratch memory and sets the cancellation granularity.
+constexpr int kChunk = 256;
+
+struct MatmulJob {
+    const WeightView* w;
+    const float* x;     // f32 input rows (stride w->cols)
+    float* y;           // output rows (stride ldy)
+    int64_t ldy;
+    const uint8_t* acts;
+};
+
+class CpuBackend final : public Backend {
+public:
+    CpuBackend(std::shared_ptr<const Model> model, int n_ctx, int n_threads)
+        : model_(std::move(model)), hp_(model_->hparams()), n_ctx_(n_ctx), pool_(n_threads) {
+        if (n_ctx_ < 1) throw InvalidArgument("n_ctx must be >= 1");
+        const int64_t kvd = static_cast<int64_t>(hp_.n_head_kv) * hp_.head_dim;
+        const int64_t qd = static_cast<int64_t>(hp_.n_head) * hp_.head_dim;
+        const size_t cache = static_cast<size_t>(n_ctx_) * static_cast<size_t>(kvd);
+        k_cache_.resize(static_cast<size_t>(hp_.n_layer));
+        v_cache_.resize(static_cast<size_t>(hp_.n_layer));
+        for (int l = 0; l < hp_.n_layer; ++l) {
+            k_cache_[static_cast<size_t>(l)].assign(cache, 0);
+            v_cache_[static_cast<size_t>(l)].assign(cache, 0);
+        }
+        const size_t C = kChunk;
+        x_.resize(C * hp_.n_embd);
+        xn_.resize(C * hp_.n_embd);
+        tmp_.resize(C * hp_.n_embd);
+        hnext_.resize(hp_.n_embd);
+        q_.resize(C * qd);
+        k_.resize(C * kvd);
+        v_.resize(C * kvd);
+        att_.resize(C * qd);
+        gate_.resize(C * hp_.n_ff);
+        up_.resize(C * hp_.n_ff);
+        rope_cos_.resize(C * std::max(1, hp_.n_rot / 2));
+        rope_sin_.resize(C * std::max(1, hp_.n_rot / 2));
+        scores_.resize(static_cast<size_t>(pool_.size()) * n_ctx_);
+        size_t act = 0;
+        auto grow = [&](const WeightView& w) {
+            act = std::max(act, cpu::act_row_bytes(w.type, w.cols));
+        };
+        grow(model_->output);
+        for (const LayerWeights& L : model_->layers) {
+            for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+                grow(*w);
+        }
+        act_stride_ = act;
+        // One prepared-activation buffer per distinct weight type of a fused matmul group.
+        acts_.resize(3 * C * act + 64);
+    }
+
+    const char* name() const override { return "cpu"; }
+    int n_ctx() const override { return n_ctx_; }
+    int n_past() const override { return n_past_; }
+
+    void kv_truncate(int n_keep) override {
+        if (n_keep < 0 || n_keep > n_past_) {
+            throw InvalidArgument("kv_truncate(" + std::to_string(n_keep) + "): only " +
+                                  std::to_string(n_past_) + " tokens are cached");
+        }
+        n_past_ = n_keep;
+    }
+
+    void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
+                 const SkipRequest* skip) override {
+        if (n <= 0) throw InvalidArgument("forward: no tokens");
+        if (skip && n != 1) throw InvalidArgument("forward: a skip request needs exactly 1 token");
+        if (static_cast<int64_t>(n_past_) + n > n_ctx_) {
+            throw ContextOverflow("context overflow: " + std::to_string(n_past_) + " cached + " +
+                                  std::to_string(n) + " new tokens > n_ctx " +
+                                  std::to_string(n_ctx_));
+        }
+        for (int i = 0; i < n; ++i) {
+            if (tokens[i] < 0 || tokens[i] >= hp_.n_vocab) {
+                throw InvalidArgument("token id " + std::to_string(tokens[i]) +
+                                      " is out of range [0, " + std::to_string(hp_.n_vocab) + ")");
+            }
+        }
+        const int start = n_past_;
+        for (int c = 0; c < n; c += kChunk) {
+            if (c > 0 && cancelled()) {
+                n_past_ = start;  // the half-filled cache entries are simply forgotten
+                throw Cancelled("cancelled during prompt processing");
+            }
+            const int T = std::min(kChunk, n - c);
+            const bool last = c + T == n;
+            float* out = nullptr;
+            if (all_logits) out = logits + static_cast<int64_t>(c) * hp_.n_vocab;
+            else if (last) out = logits;
+            forward_chunk(tokens + c, T, out, all_logits, skip);
+        }
+    }
+
+private:
+    // ---- the model ------------------------------------------------------------------------
+    void forward_chunk(const int32_t* tokens, int T, float* logits, bool all_logits,
+                       const SkipRequest* skip) {
+        const int d = hp_.n_embd;
+        const int pos0 = n_past_;
+        for (int t = 0; t < T; ++t) {
+            cpu::dequantize_row(model_->tok_embd.type,
+                                model_->tok_embd.data + model_->tok_embd.row_bytes * tokens[t],
+                                &x_[static_cast<size_t>(t) * d], d);
+        }
+        const int half = hp_.n_rot / 2;
+        for (int t = 0; t < T; ++t) {
+            cpu::rope_table(pos0 + t, hp_.n_rot, hp_.rope_base, &rope_cos_[t * half],
+                            &rope_sin_[t * half]);
+        }
+        SkipPolicy::TokenState st;
+        if (skip) {
+            st = skip->policy->begin_token(skip->gen_index);
+            skip->trace->resize(hp_.n_layer);
+        }
+        for (int l = 0; l < hp_.n_layer; ++l) {
+            const LayerWeights& L = model_->layers[static_cast<size_t>(l)];
+            attention_block(L, l, T, pos0);  // x <- h
+            if (skip && skip->policy->skip_ffn(st, l)) {
+                skip->trace->skipped[static_cast<size_t>(l)] = 1;
+                continue;  // no FFN weight is read for this layer
+            }
+            ffn_block(L, T);  // tmp <- FFN(n(h))
+            if (skip) {
+                // h' = h + f, kept apart from h for the gate; same float ops as the dense add.
+                for (int i = 0; i < d; ++i) hnext_[i] = x_[i] + tmp_[i];
+                const float g = cosine_similarity(x_.data(), hnext_.data(), d);
+                skip->trace->gate[static_cast<size_t>(l)] = g;
+                skip->policy->observe_gate(st, l, g);
+                std::memcpy(x_.data(), hnext_.data(), sizeof(float) * d);
+            } else {
+                add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
+            }
+        }
+        n_past_ = pos0 + T;
+        if (!logits) return;
+        const int first = all_logits ? 0 : T - 1;
+        const int rows = T - first;
+        for (int t = first; t < T; ++t) {
+            cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], model_->output_norm.data(),
+                         &xn_[static_cast<size_t>(t - first) * d], d, hp_.rms_eps);
+        }
+        matmuls({{&model_->output, xn_.data(), logits, hp_.n_vocab, nullptr}}, rows);
+    }
+
+    void attention_block(const LayerWeights& L, int l, int T, int pos0) {
+        const int d = hp_.n_embd, hd = hp_.head_dim;
+        const int qd = hp_.n_head * hd, kvd = hp_.n_head_kv * hd;
+        for (int t = 0; t < T; ++t) {
+            cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.attn_norm.data(),
+                         &xn_[static_cast<size_t>(t) * d], d, hp_.rms_eps);
+        }
+        matmuls({{&L.wq, xn_.data(), q_.data(), qd, nullptr},
+                 {&L.wk, xn_.data(), k_.data(), kvd, nullptr},
+                 {&L.wv, xn_.data(), v_.data(), kvd, nullptr}},
+                T);
+        uint16_t* kc = k_cache_[static_cast<size_t>(l)].data();
+        uint16_t* vc = v_cache_[static_cast<size_t>(l)].data();
+        const int half = hp_.n_rot / 2;
+        pool_.run(T, [&](int t, int) {
+            float* q = &q_[static_cast<size_t>(t) * qd];
+            float* k = &k_[static_cast<size_t>(t) * kvd];
+            float* v = &v_[static_cast<size_t>(t) * kvd];
+            if (!L.bq.empty()) {
+                for (int i = 0; i < qd; ++i) q[i] += L.bq[i];
+                for (int i = 0; i < kvd; ++i) k[i] += L.bk[i];
+                for (int i = 0; i < kvd; ++i) v[i] += L.bv[i];
+            }
+            cpu::rope_apply(q, hp_.n_head, hd, hp_.n_rot, hp_.rope, &rope_cos_[t * half],
+                            &rope_sin_[t * half]);
+            cpu::rope_apply(k, hp_.n_head_kv, hd, hp_.n_rot, hp_.rope, &rope_cos_[t * half],
+                            &rope_sin_[t * half]);
+            const size_t row = static_cast<size_t>(pos0 + t) * kvd;
+            cpu::f32_to_f16(k, kc + row, kvd);
+            cpu::f32_to_f16(v, vc + row, kvd);
+        });
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        const int group = hp_.n_head / hp_.n_head_kv;
+        pool_.run(T * hp_.n_head, [&](int task, int thread) {
+            const int t = task / hp_.n_head, h = task % hp_.n_head;
+            const int kvh = h / group;
+            cpu::attend(&q_[static_cast<size_t>(t) * qd + h * hd], kc + kvh * hd, vc + kvh * hd,
+                        kvd, pos0 + t + 1, hd, scale,
+                        &scores_[static_cast<size_t>(thread) * n_ctx_],
+                        &att_[static_cast<size_t>(t) * qd + h * hd]);
+        });
+        matmuls({{&L.wo, att_.data(), tmp_.data(), d, nullptr}}, T);
+        add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
+    }
+
+    // tmp <- W_down · (silu(W_gate · n(h)) * (W_up · n(h)))
+    void ffn_block(const LayerWeights& L, int T) {
+        const int d = hp_.n_embd, ff = hp_.n_ff;
+        for (int t = 0; t < T; ++t) {
+            cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.ffn_norm.data(),
+                         &xn_[static_cast<size_t>(t) * d], d, hp_.rms_eps);
+        }
+        matmuls({{&L.w_gate, xn_.data(), gate_.data(), ff, nullptr},
+                 {&L.w_up, xn_.data(), up_.data(), ff, nullptr}},
+                T);
+        cpu::swiglu(gate_.data(), up_.data(), static_cast<int64_t>(T) * ff);
+        matmuls({{&L.w_down, gate_.data(), tmp_.data(), d, nullptr}}, T);
+    }
+
+    // ---- parallel matmuls -----------------------------------------------------------------
+    // Runs several matmuls over the same T input rows as one pool run: activations are
+    // prepared once per distinct (input, weight type), then output rows are split into tasks.
+    void matmuls(std::initializer_list<MatmulJob> list, int T) {
+        MatmulJob jobs[3];
+        int n_jobs = 0;
+        for (const MatmulJob& j : list) jobs[n_jobs++] = j;
+        uint8_t* next_buf = acts_.data();
+        for (int i = 0; i < n_jobs; ++i) {
+            MatmulJob& j = jobs[i];
+            if (cpu::act_row_bytes(j.w->type, j.w->cols) == 0) continue;
+            for (int p = 0; p < i; ++p) {  // share with an earlier job of the same input & type
+                if (jobs[p].x == j.x && jobs[p].w->type == j.w->type && jobs[p].acts) {
+                    j.acts = jobs[p].acts;
+                }
+            }
+            if (j.acts) continue;
+            j.acts = next_buf;
+            next_buf += static_cast<size_t>(T) * act_stride_;
+            prepare(j, T);
+        }
+        // Row blocks: ~4 tasks per thread for balance, rows rounded to 16 for the kernels' tiles.
+        int64_t total_rows = 0;
+        for (int i = 0; i < n_jobs; ++i) total_rows += jobs[i].w->rows;
+        const int64_t want = static_cast<int64_t>(pool_.size()) * 4;
+        int64_t block = std::max<int64_t>(16, (total_rows + want - 1) / want);
+        block = (block + 15) / 16 * 16;
+        int64_t first_task[4] = {0, 0, 0, 0};
+        int64_t n_tasks = 0;
+        for (int i = 0; i < n_jobs; ++i) {
+            first_task[i] = n_tasks;
+            n_tasks += (jobs[i].w->rows + block - 1) / block;
+        }
+        first_task[n_jobs] = n_tasks;
+        pool_.run(static_cast<int>(n_tasks), [&](int task, int) {
+            int i = 0;
+            while (task >= first_task[i + 1]) ++i;
+            const MatmulJob& j = jobs[i];
+            const int64_t r0 = (task - first_task[i]) * block;
+            const int64_t r1 = std::min(j.w->rows, r0 + block);
+            cpu::matmul(*j.w, j.x, j.acts, T, j.y, j.ldy, r0, r1);
+        });
+    }
+
+    void prepare(const MatmulJob& j, int T) {
+        const WeightView& w = *j.w;
+        const size_t stride = cpu::act_row_bytes(w.type, w.cols);
+        (void)stride;
+        if (T < 8) {
+            cpu::prepare_acts(w.type, j.x, w.cols, 0, T, const_cast<uint8_t*>(j.acts));
+            return;
+        }
+        const int per = (T + pool_.size() - 1) / pool_.size();
+        pool_.run(pool_.size(), [&](int task, int) {
+            const int t0 = task * per, t1 = std::min(T, t0 + per);
+            if (t0 < t1) cpu::prepare_acts(w.type, j.x, w.cols, t0, t1, const_cast<uint8_t*>(j.acts));
+        });
+    }
+
+    static void add_inplace(float* x, const float* y, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+    }
+
+    std::shared_ptr<const Model> model_;
+    const Hparams& hp_;
+    int n_ctx_;
+    int n_past_ = 0;
+    ThreadPool pool_;
+    std::vector<std::vector<uint16_t>> k_cache_, v_cache_;  // [layer][pos * kv_dim + dim], f16
+    std::vector<float> x_, xn_, tmp_, hnext_, q_, k_, v_, att_, gate_, up_, rope_cos_, rope_sin_,
+        scores_;
+    std::vector<uint8_t> acts_;
+    size_t act_stride_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int n_ctx,
+                                          int n_threads) {
+    if (n_threads <= 0) n_threads = cpu::physical_cores();
+    return std::make_unique<CpuBackend>(std::move(model), n_ctx, n_threads);
+}
+
+}  // namespace ffnskip

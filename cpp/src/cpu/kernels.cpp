@@ -1,0 +1,212 @@
+// Run-time ISA dispatch, and the activation quantization every ISA shares (one implementation,
+// so that the scalar and SIMD matmuls see identical 8-bit activations and differ only in the
+// order of float additions).
+#include "cpu/kernels.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "cpu/kernels_impl.h"
+#include "ffnskip/ffnskip.h"
+#include "ggml_types.h"
+#include "quants.h"
+
+namespace ffnskip::cpu {
+
+namespace {
+
+bool cpu_has_avx2() {
+#if defined(FFNSKIP_X86)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+#else
+    return false;
+#endif
+}
+
+const KernelTable* best_table() {
+#if defined(FFNSKIP_X86)
+    if (cpu_has_avx2()) return &kAvx2Kernels;
+#endif
+    return &kScalarKernels;
+}
+
+const KernelTable* table_for(const char* level) {
+    if (level == nullptr || std::strcmp(level, "auto") == 0 || level[0] == '\0')
+        return best_table();
+    if (std::strcmp(level, "scalar") == 0) return &kScalarKernels;
+#if defined(FFNSKIP_X86)
+    if (std::strcmp(level, "avx2") == 0 && cpu_has_avx2()) return &kAvx2Kernels;
+#endif
+    return nullptr;
+}
+
+// FFNSKIP_SIMD is read once, when the library is loaded; an unusable value falls back to auto
+// (library code cannot report it, and refusing to load would be worse).
+const KernelTable* initial_table() {
+    const KernelTable* t = table_for(std::getenv("FFNSKIP_SIMD"));
+    return t ? t : best_table();
+}
+
+std::atomic<const KernelTable*> g_table{initial_table()};
+
+inline const KernelTable& K() {
+    return *g_table.load(std::memory_order_relaxed);
+}
+
+void check_weight_type(uint32_t type, const char* what) {
+    const TypeInfo* t = type_info(type);
+    if (t == nullptr || !t->weight_ok) {
+        throw InvalidArgument(std::string(what) + ": unsupported weight type " + type_name(type));
+    }
+}
+
+void check_cols(uint32_t type, int64_t cols, const char* what) {
+    const TypeInfo* t = type_info(type);
+    if (cols <= 0 || cols % t->block_size != 0) {
+        throw InvalidArgument(std::string(what) + ": " + std::to_string(cols) +
+                              " columns is not a positive multiple of the " + t->name +
+                              " block size " + std::to_string(t->block_size));
+    }
+}
+
+// Symmetric 8-bit quantization: d = max|x| / 127, q = round-to-nearest-even(x / d), so |q| <= 127
+// (the AVX2 sign trick needs -128 to be absent).
+float quantize_block(const float* x, int n, int8_t* q) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+    const float d = amax / 127.0f;
+    const float id = d > 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * id));
+    return d;
+}
+
+void prepare_row_32(const float* x, int64_t cols, uint8_t* out) {
+    const int64_t nb = cols / 32;
+    auto* qs = reinterpret_cast<int8_t*>(out);
+    auto* d = reinterpret_cast<float*>(out + nb * 32);
+    float* s = d + nb;
+    for (int64_t b = 0; b < nb; ++b) {
+        d[b] = quantize_block(x + b * 32, 32, qs + b * 32);
+        int sum = 0;
+        for (int i = 0; i < 32; ++i) sum += qs[b * 32 + i];
+        s[b] = d[b] * static_cast<float>(sum);
+    }
+}
+
+void prepare_row_k(const float* x, int64_t cols, uint8_t* out) {
+    auto* blocks = reinterpret_cast<ActBlockK*>(out);
+    for (int64_t b = 0; b < cols / 256; ++b) {
+        ActBlockK& a = blocks[b];
+        a.d = quantize_block(x + b * 256, 256, a.qs);
+        for (int g = 0; g < 16; ++g) {
+            int sum = 0;
+            for (int i = 0; i < 16; ++i) sum += a.qs[g * 16 + i];
+            a.bsums[g] = static_cast<int16_t>(sum);
+        }
+    }
+}
+
+}  // namespace
+
+ActKind act_kind(uint32_t weight_type) {
+    switch (weight_type) {
+        case GGML_Q4_0:
+        case GGML_Q4_1:
+        case GGML_Q5_0:
+        case GGML_Q5_1:
+        case GGML_Q8_0:
+            return ActKind::kBlock32;
+        case GGML_Q4_K:
+        case GGML_Q5_K:
+        case GGML_Q6_K:
+            return ActKind::kBlockK;
+        default:
+            return ActKind::kF32;
+    }
+}
+
+size_t act_row_bytes(uint32_t weight_type, int64_t cols) {
+    check_weight_type(weight_type, "act_row_bytes");
+    check_cols(weight_type, cols, "act_row_bytes");
+    switch (act_kind(weight_type)) {
+        case ActKind::kBlock32:
+            return static_cast<size_t>(cols / 32) * kActBytes32;
+        case ActKind::kBlockK:
+            return static_cast<size_t>(cols / 256) * sizeof(ActBlockK);
+        case ActKind::kF32:
+            break;
+    }
+    return 0;
+}
+
+void prepare_acts(uint32_t weight_type, const float* x, int64_t cols, int64_t t0, int64_t t1,
+                  uint8_t* acts) {
+    const size_t stride = act_row_bytes(weight_type, cols);
+    if (stride == 0) return;
+    const ActKind kind = act_kind(weight_type);
+    for (int64_t t = t0; t < t1; ++t) {
+        uint8_t* out = acts + static_cast<size_t>(t) * stride;
+        if (kind == ActKind::kBlock32) {
+            prepare_row_32(x + t * cols, cols, out);
+        } else {
+            prepare_row_k(x + t * cols, cols, out);
+        }
+    }
+}
+
+void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok, float* y,
+            int64_t ldy, int64_t r0, int64_t r1) {
+    check_weight_type(w.type, "matmul");
+    check_cols(w.type, w.cols, "matmul");
+    if (r0 < 0 || r1 > w.rows || r0 > r1 || n_tok < 0) {
+        throw InvalidArgument("matmul: row range [" + std::to_string(r0) + ", " +
+                              std::to_string(r1) + ") outside 0.." + std::to_string(w.rows));
+    }
+    if (act_kind(w.type) != ActKind::kF32 && acts == nullptr) {
+        throw InvalidArgument(std::string("matmul: ") + type_name(w.type) +
+                              " weights need prepared activations");
+    }
+    if (n_tok == 0 || r0 == r1) return;
+    K().matmul(w, x, acts, n_tok, y, ldy, r0, r1);
+}
+
+void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
+    check_weight_type(type, "dequantize");
+    const TypeInfo* t = type_info(type);
+    if (n < 0 || n % t->block_size != 0) {
+        throw InvalidArgument("dequantize: " + std::to_string(n) +
+                              " elements is not a multiple of the " + t->name + " block size " +
+                              std::to_string(t->block_size));
+    }
+    K().dequantize_row(type, src, dst, n);
+}
+
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n) {
+    return K().dot_f16_f32(a, b, n);
+}
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
+    K().axpy_f16(a, x, y, n);
+}
+void f32_to_f16(const float* x, uint16_t* y, int64_t n) {
+    K().f32_to_f16(x, y, n);
+}
+
+const char* simd_level() {
+#if defined(FFNSKIP_X86)
+    if (g_table.load() == &kAvx2Kernels) return "avx2";
+#endif
+    return "scalar";
+}
+
+bool set_simd_level(const char* level) {
+    const KernelTable* t = table_for(level);
+    if (t == nullptr) return false;
+    g_table.store(t);
+    return true;
+}
+
+}  // namespace ffnskip::cpu

@@ -1,0 +1,28 @@
+// Small per-token CPU ops of the forward pass (vector-sized work; the matmuls are in kernels.h).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model.h"
+
+namespace ffnskip::cpu {
+
+// out = x / sqrt(mean(x^2) + eps) * w
+void rmsnorm(const float* x, const float* w, float* out, int n, float eps);
+
+// cos/sin of pos * base^(-2i/n_rot) for i < n_rot/2, computed in double for long contexts.
+void rope_table(int pos, int n_rot, float base, float* cos_out, float* sin_out);
+// Rotates the first n_rot dims of each of n_heads heads (stride head_dim) in place.
+void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style, const float* cos_t,
+                const float* sin_t);
+
+// g[i] = silu(g[i]) * u[i]
+void swiglu(float* g, const float* u, int64_t n);
+
+// Causal attention of one query head over cache positions [0, n_pos): `scores` is scratch of
+// n_pos floats. k/v rows are f16 with `row_stride` elements between positions.
+void attend(const float* q, const uint16_t* k, const uint16_t* v, int64_t row_stride, int n_pos,
+            int head_dim, float scale, float* scores, float* out);
+
+}  // namespace ffnskip::cpu

@@ -1,0 +1,93 @@
+// The FFN skip gate on the device: the CUDA mirror of SkipPolicy (ffn_skip.h) for one token.
+//
+//   before layer l's FFN:  skip = gated && hot[l] && budget > 0;  if skip: budget -= 1
+//   after it ran:          g = cos(h, h');  if gated && hot[l] && g >= threshold[l]: budget =
+//   grant[l]
+//
+// The decision lives in two __device__ functions below and nowhere else; the kernels around them
+// only move data. A different gate kind replaces these two functions. Budget, per-layer
+// skipped flags and gate values stay in device memory, so a token never waits on the host; the
+// FFN kernels read the layer's skipped flag and return before touching a weight.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace ffnskip::cuda {
+
+// What the host tells the device about the token being decoded; copied H2D before each decode
+// step (inside the graph), followed by the per-layer tables.
+enum GateMode : int32_t {
+    kGateDense = 0,    // no skip request: no gate values, never skip
+    kGateObserve = 1,  // skip request, token not gated (warm-up / disabled): gate values only
+    kGateActive = 2,   // gated token: the policy may skip hot layers
+};
+
+struct TokenCtl {
+    int32_t token;
+    int32_t pos;
+    int32_t mode;  // GateMode
+    int32_t n_layer;
+};
+
+// Layout of the block copied per token: TokenCtl, then int32 hot[n], float thr[n], int32 grant[n].
+inline size_t token_ctl_bytes(int n_layer) {
+    return sizeof(TokenCtl) + 3 * sizeof(int32_t) * static_cast<size_t>(n_layer);
+}
+
+struct GateView {
+    const TokenCtl* ctl = nullptr;
+    const int32_t* hot = nullptr;
+    const float* thr = nullptr;
+    const int32_t* grant = nullptr;
+    int32_t* budget = nullptr;   // one int, reset at layer 0 of every token
+    int32_t* skipped = nullptr;  // [n_layer]: 1 where the FFN was skipped this token
+    float* gate = nullptr;       // [n_layer]: g where the FFN ran under a request, else NaN
+};
+
+// Points the views into a device block laid out as token_ctl_bytes describes.
+inline GateView gate_view(void* ctl_block, int n_layer, int32_t* budget, int32_t* skipped,
+                          float* gate) {
+    GateView v;
+    v.ctl = static_cast<const TokenCtl*>(ctl_block);
+    v.hot = reinterpret_cast<const int32_t*>(v.ctl + 1);
+    v.thr = reinterpret_cast<const float*>(v.hot + n_layer);
+    v.grant = reinterpret_cast<const int32_t*>(v.thr + n_layer);
+    v.budget = budget;
+    v.skipped = skipped;
+    v.gate = gate;
+    return v;
+}
+
+// Mirrors SkipPolicy::skip_ffn.
+__device__ __forceinline__ bool gate_skip_ffn(const GateView& g, int layer) {
+    if (g.ctl->mode != kGateActive || !g.hot[layer] || *g.budget <= 0) return false;
+    *g.budget -= 1;
+    return true;
+}
+
+// Mirrors SkipPolicy::observe_gate. NaN thresholds and NaN gate values compare false.
+__device__ __forceinline__ void gate_observe(const GateView& g, int layer, float value) {
+    if (g.ctl->mode != kGateActive || !g.hot[layer]) return;
+    if (value >= g.thr[layer]) *g.budget = g.grant[layer];
+}
+
+// Decode, before layer `layer`'s FFN: decides skip (writes skipped[layer]) and, when the FFN
+// runs, hn = rmsnorm(h) * w.
+void ffn_begin(const GateView& g, int layer, const float* h, const float* w, float* hn, int dim,
+               float eps, cudaStream_t stream);
+
+// Decode, after the down projection added its output to h in place (GemvArgs::gate_part holds
+// n_part per-CTA partial sums): g = cos(h, h'), the gate value and the budget update.
+void ffn_end(const GateView& g, int layer, const double* gate_part, int n_part,
+             cudaStream_t stream);
+
+// out[i] = silu(g[i]) * u[i] for i < n; returns at once when skip && *skip (unfused decode path
+// for gate/up matrices of different types, and the batched path with skip = nullptr).
+void swiglu(const float* g, const float* u, float* out, int64_t n, const int32_t* skip,
+            cudaStream_t stream);
+
+}  // namespace ffnskip::cuda

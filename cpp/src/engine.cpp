@@ -1,0 +1,113 @@
+#include "engine.h"
+
+#include <string>
+
+#include "cpu/threadpool.h"
+
+namespace ffnskip {
+
+Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, int n_threads) {
+    if (backend != "auto" && backend != "cpu" && backend != "cuda") {
+        throw InvalidArgument("backend must be 'auto', 'cpu' or 'cuda', got '" + backend + "'");
+    }
+    if (n_ctx < 1) throw InvalidArgument("n_ctx must be >= 1, got " + std::to_string(n_ctx));
+    model_ = Model::load(path);
+    n_threads_ = n_threads > 0 ? n_threads : cpu::physical_cores();
+    std::string why;
+    if (backend == "cuda" || (backend == "auto" && cuda_available(&why))) {
+        backend_ = make_cuda_backend(model_, n_ctx);
+    } else {
+        backend_ = make_cpu_backend(model_, n_ctx, n_threads_);
+    }
+    backend_->set_cancel_flag(&cancel_);
+    stats_.reset(model_->hparams().n_layer);
+    set_skip(model_->skip_profile());
+}
+
+void Engine::set_skip(const std::optional<SkipConfig>& cfg) {
+    if (cfg) {
+        policy_ = std::make_unique<SkipPolicy>(*cfg, model_->hparams().n_layer);
+    } else {
+        policy_.reset();
+    }
+    skip_cfg_ = cfg;
+    reset_skip_stats();
+}
+
+void Engine::eval(const int32_t* tokens, int n, bool all_logits, float* out) {
+    backend_->forward(tokens, n, out, all_logits, nullptr);
+}
+
+void Engine::decode_one(int32_t token, int64_t gen_index, const SkipPolicy* policy, bool record,
+                        float* out) {
+    if (!policy) {
+        backend_->forward(&token, 1, out, false, nullptr);
+        return;
+    }
+    SkipRequest req;
+    req.policy = policy;
+    req.gen_index = gen_index;
+    req.trace = &trace_;
+    backend_->forward(&token, 1, out, false, &req);
+    accumulate(stats_, trace_, record);
+}
+
+void Engine::eval_generated(int32_t token, int64_t gen_index, float* out) {
+    if (gen_index < 0) throw InvalidArgument("gen_index must be >= 0");
+    decode_one(token, gen_index, policy_.get(), skip_cfg_ && skip_cfg_->record_gates, out);
+}
+
+void Engine::logits(const int32_t* tokens, int n, bool all_positions, const SkipConfig* skip,
+                    int prompt_len, float* out) {
+    if (n <= 0) throw InvalidArgument("logits: no tokens");
+    if (prompt_len > n) {
+        throw InvalidArgument("prompt_len " + std::to_string(prompt_len) + " > " +
+                              std::to_string(n) + " tokens");
+    }
+    const int n_vocab = model_->hparams().n_vocab;
+    std::unique_ptr<SkipPolicy> policy;
+    if (skip) policy = std::make_unique<SkipPolicy>(*skip, model_->hparams().n_layer);
+    if (skip && prompt_len < 0) prompt_len = n;  // no generated part: the whole input is prompt
+    backend_->reset();
+    reset_skip_stats();
+    if (prompt_len < 0) {
+        backend_->forward(tokens, n, out, all_positions, nullptr);
+        return;
+    }
+    // With all_positions each row lands in place; otherwise only the last row is written.
+    auto row = [&](int i) -> float* {
+        if (all_positions) return out + static_cast<int64_t>(i) * n_vocab;
+        return i == n - 1 ? out : nullptr;
+    };
+    std::vector<float> scratch;
+    if (prompt_len > 0) {
+        float* dst = all_positions ? out : nullptr;
+        if (!all_positions) {
+            scratch.resize(static_cast<size_t>(n_vocab));
+            dst = prompt_len == n ? out : scratch.data();
+        }
+        backend_->forward(tokens, prompt_len, dst, all_positions, nullptr);
+    }
+    if (scratch.empty()) scratch.resize(static_cast<size_t>(n_vocab));
+    for (int i = prompt_len; i < n; ++i) {
+        if (cancel_.load()) throw Cancelled("cancelled during teacher-forced evaluation");
+        float* dst = row(i);
+        decode_one(tokens[i], i - prompt_len, policy.get(), skip && skip->record_gates,
+                   dst ? dst : scratch.data());
+    }
+}
+
+#ifndef FFNSKIP_WITH_CUDA
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model>, int) {
+    throw BackendUnavailable(
+        "the CUDA backend is not available: this build of ffnskip-native was compiled without "
+        "CUDA (nvcc was not found at build time; rebuild with FFNSKIP_CUDA=ON)");
+}
+
+bool cuda_available(std::string* why) {
+    if (why) *why = "this build of ffnskip-native was compiled without CUDA";
+    return false;
+}
+#endif
+
+}  // namespace ffnskip

@@ -1,0 +1,115 @@
+#include "ffn_skip.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace ffnskip {
+
+void SkipConfig::validate(int n_layer) const {
+    auto bad = [](const std::string& what) { throw InvalidArgument("SkipConfig: " + what); };
+    if (warmup < 0) bad("warmup must be >= 0, got " + std::to_string(warmup));
+    if (cold_start < 0) bad("cold_start must be >= 0, got " + std::to_string(cold_start));
+    if (cold_end < 0) bad("cold_end must be >= 0, got " + std::to_string(cold_end));
+    if (span < 0) bad("span must be >= 0, got " + std::to_string(span));
+    if (threshold.empty()) bad("threshold is empty (give one value or one per layer)");
+    if (threshold.size() != 1 && threshold.size() != static_cast<size_t>(n_layer)) {
+        bad("threshold has " + std::to_string(threshold.size()) + " values; the model has " +
+            std::to_string(n_layer) + " layers (give 1 or " + std::to_string(n_layer) + ")");
+    }
+    for (size_t i = 0; i < threshold.size(); ++i) {
+        const float t = threshold[i];
+        // +-inf are allowed as "always" / "never" sentinels; NaN means "never".
+        if (std::isfinite(t) && (t < -1.0f || t > 1.0f)) {
+            bad("threshold[" + std::to_string(i) + "] = " + std::to_string(t) +
+                " is outside [-1, 1] (use NaN for 'never')");
+        }
+    }
+}
+
+void SkipStats::reset(int layers) {
+    n_layer = layers;
+    tokens = 0;
+    evaluated.assign(static_cast<size_t>(layers), 0);
+    skipped.assign(static_cast<size_t>(layers), 0);
+    gates.clear();
+}
+
+int64_t SkipStats::total_skipped() const {
+    int64_t s = 0;
+    for (int64_t v : skipped) s += v;
+    return s;
+}
+
+double SkipStats::skip_ratio() const {
+    if (tokens == 0 || n_layer == 0) return 0.0;
+    return static_cast<double>(total_skipped()) / (static_cast<double>(tokens) * n_layer);
+}
+
+SkipPolicy::SkipPolicy(SkipConfig cfg, int n_layer) : cfg_(std::move(cfg)), n_layer_(n_layer) {
+    cfg_.validate(n_layer);
+    const size_t n = static_cast<size_t>(n_layer);
+    hot_.assign(n, 0);
+    thr_.assign(n, std::numeric_limits<float>::quiet_NaN());
+    grant_.assign(n, 0);
+    const int hot_end = n_layer - cfg_.cold_end;
+    for (int l = cfg_.cold_start; l < hot_end; ++l) hot_[static_cast<size_t>(l)] = 1;
+    for (int l = 0; l < n_layer; ++l) {
+        thr_[static_cast<size_t>(l)] = cfg_.threshold_for(l);
+        // span == 0 means "skip every remaining hot layer of this token".
+        grant_[static_cast<size_t>(l)] = cfg_.span > 0 ? cfg_.span : std::max(0, hot_end - 1 - l);
+    }
+}
+
+SkipPolicy::TokenState SkipPolicy::begin_token(int64_t gen_index) const {
+    TokenState s;
+    s.gated = cfg_.enabled && gen_index >= 0 && gen_index >= cfg_.warmup;
+    s.budget = 0;
+    return s;
+}
+
+bool SkipPolicy::skip_ffn(TokenState& s, int layer) const {
+    if (!s.gated || !is_hot(layer) || s.budget <= 0) return false;
+    --s.budget;
+    return true;
+}
+
+void SkipPolicy::observe_gate(TokenState& s, int layer, float g) const {
+    if (!s.gated || !is_hot(layer)) return;
+    // NaN thresholds (and NaN gates) compare false: never trigger.
+    if (g >= thr_[static_cast<size_t>(layer)]) s.budget = grant_[static_cast<size_t>(layer)];
+}
+
+void SkipTrace::resize(int n_layer) {
+    skipped.assign(static_cast<size_t>(n_layer), 0);
+    gate.assign(static_cast<size_t>(n_layer), std::numeric_limits<float>::quiet_NaN());
+}
+
+float cosine_similarity(const float* a, const float* b, int64_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        ab += static_cast<double>(a[i]) * b[i];
+        aa += static_cast<double>(a[i]) * a[i];
+        bb += static_cast<double>(b[i]) * b[i];
+    }
+    if (aa == 0 && bb == 0) return 1.0f;
+    if (aa == 0 || bb == 0) return 0.0f;
+    return static_cast<float>(ab / std::sqrt(aa * bb));
+}
+
+void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates) {
+    const size_t n = trace.skipped.size();
+    if (stats.n_layer != static_cast<int>(n)) stats.reset(static_cast<int>(n));
+    ++stats.tokens;
+    for (size_t l = 0; l < n; ++l) {
+        if (trace.skipped[l]) {
+            ++stats.skipped[l];
+        } else {
+            ++stats.evaluated[l];
+        }
+    }
+    if (record_gates) stats.gates.insert(stats.gates.end(), trace.gate.begin(), trace.gate.end());
+}
+
+}  // namespace ffnskip

@@ -1,0 +1,235 @@
+#include "model.h"
+
+#include <cmath>
+#include <string>
+
+#include "quants.h"
+
+namespace ffnskip {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw FormatError(msg); }
+
+// Limits far above any real model; they keep later size arithmetic from overflowing.
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxDim = 1 << 20;
+constexpr int64_t kMaxHeads = 4096;
+
+int hparam(const gguf::File& f, const std::string& key, int64_t lo, int64_t hi) {
+    const int64_t v = f.require_int(key);
+    if (v < lo || v > hi) {
+        fail("metadata " + key + " = " + std::to_string(v) + " is out of range [" +
+             std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    return static_cast<int>(v);
+}
+
+const gguf::TensorInfo& need(const gguf::File& f, const std::string& name) {
+    const gguf::TensorInfo* t = f.tensor(name);
+    if (!t) fail("missing tensor '" + name + "'");
+    return *t;
+}
+
+std::string shape_str(const gguf::TensorInfo& t) {
+    std::string s = "[";
+    for (int i = 0; i < t.n_dims; ++i) s += (i ? ", " : "") + std::to_string(t.ne[i]);
+    return s + "]";
+}
+
+// A 2-D weight with `cols` inputs (ne[0]) and `rows` outputs (ne[1]).
+WeightView matrix(const gguf::File& f, const std::string& name, int64_t rows, int64_t cols) {
+    const gguf::TensorInfo& t = need(f, name);
+    const TypeInfo* ti = type_info(t.type);
+    if (!ti || !ti->weight_ok) {
+        fail("tensor '" + name + "' has weight type " + type_name(t.type) +
+             ", which this engine does not support (supported: F32, F16, BF16, Q8_0, Q4_0, "
+             "Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+    }
+    if (t.n_dims != 2 || t.ne[0] != cols || t.ne[1] != rows) {
+        fail("tensor '" + name + "' has shape " + shape_str(t) + ", expected [" +
+             std::to_string(cols) + ", " + std::to_string(rows) + "]");
+    }
+    WeightView w;
+    w.type = t.type;
+    w.data = t.data;
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = row_bytes(t.type, cols);
+    if (w.row_bytes == 0 || w.row_bytes * static_cast<uint64_t>(rows) != t.nbytes) {
+        fail("tensor '" + name + "': size does not match its shape and type");
+    }
+    return w;
+}
+
+// A 1-D f32 copy of a vector tensor (norm weights, biases), whatever its stored type.
+std::vector<float> vec(const gguf::File& f, const std::string& name, int64_t n) {
+    const gguf::TensorInfo& t = need(f, name);
+    const TypeInfo* ti = type_info(t.type);
+    if (!ti || !ti->weight_ok) {
+        fail("tensor '" + name + "' has unsupported type " + type_name(t.type));
+    }
+    if (t.n_dims != 1 || t.ne[0] != n) {
+        fail("tensor '" + name + "' has shape " + shape_str(t) + ", expected [" +
+             std::to_string(n) + "]");
+    }
+    if (row_bytes(t.type, n) != t.nbytes) fail("tensor '" + name + "': size does not match");
+    std::vector<float> out(static_cast<size_t>(n));
+    dequantize_row_ref(t.type, t.data, out.data(), n);
+    for (float v : out) {
+        if (!std::isfinite(v)) fail("tensor '" + name + "' contains a non-finite value");
+    }
+    return out;
+}
+
+Hparams read_hparams(const gguf::File& f) {
+    Hparams hp;
+    hp.arch_name = f.require_string("general.architecture");
+    if (hp.arch_name == "llama") {
+        hp.arch = Arch::Llama;
+        hp.rope = RopeStyle::Norm;
+    } else if (hp.arch_name == "qwen2") {
+        hp.arch = Arch::Qwen2;
+        hp.rope = RopeStyle::Neox;
+    } else {
+        fail("unsupported architecture '" + hp.arch_name + "' (supported: llama, qwen2)");
+    }
+    const std::string a = hp.arch_name + ".";
+    hp.n_layer = hparam(f, a + "block_count", 1, kMaxLayers);
+    hp.n_embd = hparam(f, a + "embedding_length", 1, kMaxDim);
+    hp.n_ff = hparam(f, a + "feed_forward_length", 1, kMaxDim);
+    hp.n_head = hparam(f, a + "attention.head_count", 1, kMaxHeads);
+    hp.n_head_kv = f.find(a + "attention.head_count_kv")
+                       ? hparam(f, a + "attention.head_count_kv", 1, kMaxHeads)
+                       : hp.n_head;
+    if (hp.n_head % hp.n_head_kv != 0) {
+        fail("attention.head_count (" + std::to_string(hp.n_head) +
+             ") is not a multiple of attention.head_count_kv (" + std::to_string(hp.n_head_kv) +
+             ")");
+    }
+    if (f.find(a + "attention.key_length")) {
+        hp.head_dim = hparam(f, a + "attention.key_length", 1, kMaxDim);
+    } else {
+        if (hp.n_embd % hp.n_head != 0) {
+            fail("embedding_length (" + std::to_string(hp.n_embd) +
+                 ") is not a multiple of attention.head_count (" + std::to_string(hp.n_head) + ")");
+        }
+        hp.head_dim = hp.n_embd / hp.n_head;
+    }
+    if (f.find(a + "attention.value_length") &&
+        f.require_int(a + "attention.value_length") != hp.head_dim) {
+        fail("attention.value_length differs from key_length: not supported");
+    }
+    hp.n_rot = f.find(a + "rope.dimension_count") ? hparam(f, a + "rope.dimension_count", 2, kMaxDim)
+                                                  : hp.head_dim;
+    if (hp.n_rot % 2 != 0 || hp.n_rot > hp.head_dim) {
+        fail("rope.dimension_count = " + std::to_string(hp.n_rot) +
+             " must be even and <= the head size " + std::to_string(hp.head_dim));
+    }
+    hp.rope_base = static_cast<float>(f.get_float(a + "rope.freq_base", 10000.0));
+    if (!(hp.rope_base > 1.0f) || !std::isfinite(hp.rope_base)) {
+        fail("rope.freq_base must be a finite number > 1");
+    }
+    hp.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5));
+    if (!(hp.rms_eps > 0.0f) || !(hp.rms_eps < 1.0f)) {
+        fail("attention.layer_norm_rms_epsilon must be in (0, 1)");
+    }
+    const int64_t ctx = f.get_int(a + "context_length", 2048);
+    hp.n_ctx_train = static_cast<int>(ctx < 1 ? 1 : (ctx > (1 << 24) ? (1 << 24) : ctx));
+    return hp;
+}
+
+// Skip profile keys written by the calibration tool (ffnskip.*).
+std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer) {
+    if (!f.find("ffnskip.threshold")) return std::nullopt;
+    SkipConfig cfg;
+    cfg.enabled = f.get_bool("ffnskip.enabled", true);
+    cfg.warmup = static_cast<int>(f.get_int("ffnskip.warmup", cfg.warmup));
+    cfg.cold_start = static_cast<int>(f.get_int("ffnskip.cold_start", cfg.cold_start));
+    cfg.cold_end = static_cast<int>(f.get_int("ffnskip.cold_end", cfg.cold_end));
+    cfg.span = static_cast<int>(f.get_int("ffnskip.span", cfg.span));
+    if (const auto* arr = f.get_float_array("ffnskip.threshold")) {
+        cfg.threshold.assign(arr->begin(), arr->end());
+    } else {
+        cfg.threshold = {static_cast<float>(f.get_float("ffnskip.threshold", 0.98))};
+    }
+    try {
+        cfg.validate(n_layer);
+    } catch (const InvalidArgument& e) {
+        fail(std::string("stored skip profile (ffnskip.*) is invalid: ") + e.what());
+    }
+    return cfg;
+}
+
+}  // namespace
+
+std::shared_ptr<Model> Model::load(const std::string& path) {
+    return from_file(gguf::File::open(path));
+}
+
+std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
+    std::shared_ptr<Model> m(new Model());
+    m->file_ = std::move(file);
+    const gguf::File& f = *m->file_;
+    m->hp_ = read_hparams(f);
+    Hparams& hp = m->hp_;
+
+    const gguf::TensorInfo& embd = need(f, "token_embd.weight");
+    if (embd.n_dims != 2 || embd.ne[0] != hp.n_embd || embd.ne[1] < 1 || embd.ne[1] > (1 << 24)) {
+        fail("tensor 'token_embd.weight' has shape " + shape_str(embd) + ", expected [" +
+             std::to_string(hp.n_embd) + ", n_vocab]");
+    }
+    hp.n_vocab = static_cast<int>(embd.ne[1]);
+    m->tok_embd = matrix(f, "token_embd.weight", hp.n_vocab, hp.n_embd);
+    m->output_norm = vec(f, "output_norm.weight", hp.n_embd);
+    if (f.tensor("output.weight")) {
+        m->output = matrix(f, "output.weight", hp.n_vocab, hp.n_embd);
+    } else {
+        m->output = m->tok_embd;
+        m->tied_output = true;
+    }
+
+    const int64_t q_dim = static_cast<int64_t>(hp.n_head) * hp.head_dim;
+    const int64_t kv_dim = static_cast<int64_t>(hp.n_head_kv) * hp.head_dim;
+    m->layers.resize(static_cast<size_t>(hp.n_layer));
+    for (int l = 0; l < hp.n_layer; ++l) {
+        const std::string p = "blk." + std::to_string(l) + ".";
+        LayerWeights& L = m->layers[static_cast<size_t>(l)];
+        L.attn_norm = vec(f, p + "attn_norm.weight", hp.n_embd);
+        L.wq = matrix(f, p + "attn_q.weight", q_dim, hp.n_embd);
+        L.wk = matrix(f, p + "attn_k.weight", kv_dim, hp.n_embd);
+        L.wv = matrix(f, p + "attn_v.weight", kv_dim, hp.n_embd);
+        L.wo = matrix(f, p + "attn_output.weight", hp.n_embd, q_dim);
+        if (hp.arch == Arch::Qwen2) {
+            L.bq = vec(f, p + "attn_q.bias", q_dim);
+            L.bk = vec(f, p + "attn_k.bias", kv_dim);
+            L.bv = vec(f, p + "attn_v.bias", kv_dim);
+        }
+        L.ffn_norm = vec(f, p + "ffn_norm.weight", hp.n_embd);
+        L.w_gate = matrix(f, p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
+        L.w_up = matrix(f, p + "ffn_up.weight", hp.n_ff, hp.n_embd);
+        L.w_down = matrix(f, p + "ffn_down.weight", hp.n_embd, hp.n_ff);
+    }
+
+    m->tokenizer_ = Tokenizer::from_gguf(f);
+    if (m->tokenizer_->n_vocab() > hp.n_vocab) {
+        fail("the tokenizer has " + std::to_string(m->tokenizer_->n_vocab()) +
+             " tokens but token_embd.weight only " + std::to_string(hp.n_vocab) + " rows");
+    }
+    m->skip_profile_ = read_skip_profile(f, hp.n_layer);
+    return m;
+}
+
+size_t Model::ffn_bytes() const {
+    size_t b = 0;
+    for (const LayerWeights& L : layers) b += L.ffn_bytes();
+    return b;
+}
+
+size_t Model::bytes_per_token() const {
+    size_t b = output.bytes() + tok_embd.row_bytes;
+    for (const LayerWeights& L : layers) b += L.attn_bytes() + L.ffn_bytes();
+    return b;
+}
+
+}  // namespace ffnskip

@@ -1,0 +1,464 @@
+"""Independent numpy reference for the decoder: float64, written from the model math.
+
+It shares nothing with the C++ engine (weights are dequantized by the `gguf` package), so the engine
+is proven against it rather than against itself. Supported: GGUF `llama` (NORM rope on adjacent
+pairs) and `qwen2` (q/k/v bias, NEOX rope on halves), plus the FFN skip policy of
+shared/DESIGN.md ("FFN skipping — exact semantics").
+
+    model = load(path)
+    logits = model.forward(tokens)                         # (n, n_vocab), dense, empty context
+    logits, skipped, gates = model.forward_with_skip(tokens, prompt_len, SkipCfg(threshold=0.9))
+
+Layout: GGUF stores a matrix with ne[0] = input dim (contiguous), so gguf's dequantize returns the
+numpy shape (out, in) and y = W @ x. llama.cpp's converter already permuted the q/k rows of llama
+files for NORM rope, so the stored weights are used as they are.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import gguf
+import numpy as np
+from gguf.quants import dequantize
+
+ARCHS = ("llama", "qwen2")
+ROPE_STYLE = {"llama": "norm", "qwen2": "neox"}
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Model shape read from GGUF metadata."""
+
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_rot: int
+    rope_base: float
+    eps: float
+    n_ctx: int
+    n_vocab: int
+
+
+@dataclass
+class SkipCfg:
+    """The skip policy's knobs, with the engine's defaults (ffnskip.h SkipConfig)."""
+
+    enabled: bool = True
+    warmup: int = 32
+    cold_start: int = 2
+    cold_end: int = 2
+    threshold: Union[float, Sequence[float]] = 0.98
+    span: int = 3
+
+
+@dataclass
+class _KVCache:
+    """Per layer: keys and values of the positions seen so far, (n_pos, n_head_kv, head_dim)."""
+
+    k: list[np.ndarray]
+    v: list[np.ndarray]
+
+    @property
+    def n_pos(self) -> int:
+        return 0 if not self.k or self.k[0] is None else int(self.k[0].shape[0])
+
+
+def limit_blas_threads(n: int | None = None) -> bool:
+    """Set OpenBLAS's thread count (default $FFNSKIP_REF_BLAS_THREADS or 1); True if it worked.
+
+    Why: the reference is dominated by matrix-vector products, and a multi-threaded OpenBLAS on a
+    busy 2-core machine spins and yields, making a 1536x576 matvec ~20x slower than one thread.
+    """
+    n = n if n is not None else int(os.environ.get("FFNSKIP_REF_BLAS_THREADS", "1"))
+    libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for lib in glob.glob(os.path.join(libdir, "*openblas*")):
+        dll = ctypes.CDLL(lib)
+        for sym in (
+            "scipy_openblas_set_num_threads64_",
+            "openblas_set_num_threads64_",
+            "openblas_set_num_threads",
+        ):
+            fn = getattr(dll, sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return True
+    return False
+
+
+def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        if default is None:
+            raise KeyError(f"GGUF metadata key {key!r} is missing")
+        return default
+    return f.contents()
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """x / sqrt(mean(x^2) + eps) * weight, over the last axis."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, style: str) -> np.ndarray:
+    """Rotary embedding of x (n_pos, n_heads, head_dim) at positions pos (n_pos,).
+
+    Pair i (i < n_rot/2) is rotated by angle pos * base^(-2i/n_rot). "norm" pairs the adjacent
+    elements (2i, 2i+1); "neox" pairs (i, i + n_rot/2). Dimensions >= n_rot are left unchanged.
+    """
+    half = n_rot // 2
+    inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / n_rot)
+    ang = np.asarray(pos, dtype=np.float64)[:, None] * inv_freq[None, :]
+    cos = np.cos(ang)[:, None, :]
+    sin = np.sin(ang)[:, None, :]
+    out = np.array(x, dtype=np.float64, copy=True)
+    if style == "norm":
+        a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
+        out[..., 0:n_rot:2] = a * cos - b * sin
+        out[..., 1:n_rot:2] = a * sin + b * cos
+    elif style == "neox":
+        a, b = x[..., :half], x[..., half:n_rot]
+        out[..., :half] = a * cos - b * sin
+        out[..., half:n_rot] = a * sin + b * cos
+    else:
+        raise ValueError(f"unknown rope style {style!r}")
+    return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cos(a, b); 1 when both rows are zero, 0 when only one is (as the engine defines)."""
+    na = np.linalg.norm(a, axis=-1)
+    nb = np.linalg.norm(b, axis=-1)
+    dot = np.sum(a * b, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = dot / (na * nb)
+    c = np.where((na == 0) & (nb == 0), 1.0, c)
+    return np.where((na == 0) ^ (nb == 0), 0.0, c)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x), written to avoid overflow in exp for large negative x."""
+    return x * 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+class RefModel:
+    """A GGUF model evaluated in float64 numpy.
+
+    Dequantized tensors are cached (least recently used first out) up to `cache_bytes`, so small
+    models stay fully resident and big ones still run with bounded memory.
+    """
+
+    def __init__(self, path: str | Path, cache_bytes: int = 3 << 30) -> None:
+        limit_blas_threads()
+        self.path = Path(path)
+        self.reader = gguf.GGUFReader(str(self.path))
+        self._tensors = {t.name: t for t in self.reader.tensors}
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self.hp = self._read_hparams()
+        self.rope_style = ROPE_STYLE[self.hp.arch]
+        self.output_name = (
+            "output.weight" if "output.weight" in self._tensors else "token_embd.weight"
+        )
+
+    def _read_hparams(self) -> HParams:
+        r = self.reader
+        arch = str(_field(r, "general.architecture"))
+        if arch not in ARCHS:
+            raise ValueError(f"reference supports {ARCHS}, not architecture {arch!r}")
+        n_embd = int(_field(r, f"{arch}.embedding_length"))
+        n_head = int(_field(r, f"{arch}.attention.head_count"))
+        head_dim = int(_field(r, f"{arch}.attention.key_length", n_embd // n_head))
+        emb = self._tensors["token_embd.weight"]
+        return HParams(
+            arch=arch,
+            n_layer=int(_field(r, f"{arch}.block_count")),
+            n_embd=n_embd,
+            n_ff=int(_field(r, f"{arch}.feed_forward_length")),
+            n_head=n_head,
+            n_head_kv=int(_field(r, f"{arch}.attention.head_count_kv", n_head)),
+            head_dim=head_dim,
+            n_rot=int(_field(r, f"{arch}.rope.dimension_count", head_dim)),
+            rope_base=float(_field(r, f"{arch}.rope.freq_base", 10000.0)),
+            eps=float(_field(r, f"{arch}.attention.layer_norm_rms_epsilon")),
+            n_ctx=int(_field(r, f"{arch}.context_length")),
+            n_vocab=int(emb.shape[1]),
+        )
+
+    # ---- weights -------------------------------------------------------------------------------
+
+    def has(self, name: str) -> bool:
+        """Whether the file holds a tensor of this name."""
+        return name in self._tensors
+
+    def weight(self, name: str) -> np.ndarray:
+        """A tensor dequantized to float64, numpy shape (ne[1], ne[0]) = (out, in) for matrices."""
+        w = self._cache.get(name)
+        if w is not None:
+            self._cache.move_to_end(name)
+            return w
+        t = self._tensors[name]
+        w = dequantize(t.data, t.tensor_type).astype(np.float64)
+        w = w.reshape(tuple(int(d) for d in reversed(t.shape)))
+        self._cache[name] = w
+        total = sum(a.nbytes for a in self._cache.values())
+        while total > self._cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            total -= old.nbytes
+        return w
+
+    def embed(self, tokens: Sequence[int]) -> np.ndarray:
+        """Rows of token_embd for `tokens`, dequantizing only those rows unless already cached."""
+        ids = np.asarray(tokens, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.hp.n_vocab):
+            raise ValueError(f"token id out of range [0, {self.hp.n_vocab})")
+        if "token_embd.weight" in self._cache:
+            return self.weight("token_embd.weight")[ids]
+        t = self._tensors["token_embd.weight"]
+        rows = dequantize(t.data[ids], t.tensor_type).astype(np.float64)
+        return rows.reshape(len(ids), self.hp.n_embd)
+
+    # ---- forward -------------------------------------------------------------------------------
+
+    def new_cache(self) -> _KVCache:
+        """An empty KV cache for incremental evaluation."""
+        return _KVCache(k=[None] * self.hp.n_layer, v=[None] * self.hp.n_layer)
+
+    def _attention(self, layer: int, x: np.ndarray, pos0: int, cache: _KVCache) -> np.ndarray:
+        """h = x + Wo · attn(rmsnorm(x) * attn_norm) for rows at positions pos0..; extends cache."""
+        hp = self.hp
+        p = f"blk.{layer}."
+        n = x.shape[0]
+        xn = rms_norm(x, self.weight(p + "attn_norm.weight"), hp.eps)
+        q = xn @ self.weight(p + "attn_q.weight").T
+        k = xn @ self.weight(p + "attn_k.weight").T
+        v = xn @ self.weight(p + "attn_v.weight").T
+        for name, arr in (("attn_q.bias", q), ("attn_k.bias", k), ("attn_v.bias", v)):
+            if self.has(p + name):
+                arr += self.weight(p + name)
+        pos = np.arange(pos0, pos0 + n)
+        q = rope(q.reshape(n, hp.n_head, hp.head_dim), pos, hp.n_rot, hp.rope_base, self.rope_style)
+        k = rope(
+            k.reshape(n, hp.n_head_kv, hp.head_dim), pos, hp.n_rot, hp.rope_base, self.rope_style
+        )
+        v = v.reshape(n, hp.n_head_kv, hp.head_dim)
+        if cache.k[layer] is not None:
+            k = np.concatenate([cache.k[layer], k])
+            v = np.concatenate([cache.v[layer], v])
+        cache.k[layer], cache.v[layer] = k, v
+        # GQA: query head h reads kv head h // (n_head / n_head_kv).
+        group = hp.n_head // hp.n_head_kv
+        kh = np.repeat(k, group, axis=1)
+        vh = np.repeat(v, group, axis=1)
+        scores = np.einsum("qhd,khd->hqk", q, kh) / math.sqrt(hp.head_dim)
+        n_keys = kh.shape[0]
+        visible = np.arange(n_keys)[None, :] <= (pos[:, None])  # causal: key pos <= query pos
+        scores = np.where(visible[None], scores, -np.inf)
+        scores -= scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        out = np.einsum("hqk,khd->qhd", probs, vh).reshape(n, hp.n_head * hp.head_dim)
+        return x + out @ self.weight(p + "attn_output.weight").T
+
+    def _ffn(self, layer: int, h: np.ndarray) -> np.ndarray:
+        """h' = h + W_down · (silu(W_gate · hn) * (W_up · hn)), hn = rmsnorm(h) * ffn_norm."""
+        p = f"blk.{layer}."
+        hn = rms_norm(h, self.weight(p + "ffn_norm.weight"), self.hp.eps)
+        gate = hn @ self.weight(p + "ffn_gate.weight").T
+        up = hn @ self.weight(p + "ffn_up.weight").T
+        return h + (silu(gate) * up) @ self.weight(p + "ffn_down.weight").T
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        xn = rms_norm(x, self.weight("output_norm.weight"), self.hp.eps)
+        return xn @ self.weight(self.output_name).T
+
+    def eval(
+        self,
+        tokens: Sequence[int],
+        cache: _KVCache,
+        policy: _Policy | None = None,
+        gen_index0: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Evaluate tokens at positions cache.n_pos.. and extend the cache.
+
+        With a policy, row r is generated token number gen_index0 + r (gen_index0 None: prompt
+        rows, always dense). Rows are independent given the layer's keys/values, so a batch with
+        per-row skip state equals feeding the rows one at a time.
+        Returns (logits (n, n_vocab), skipped (n, n_layer) bool, gates (n, n_layer) with NaN where
+        no gate was computed).
+        """
+        hp = self.hp
+        n = len(tokens)
+        pos0 = cache.n_pos
+        if pos0 + n > hp.n_ctx:
+            raise ValueError(f"{pos0 + n} positions exceed the context length {hp.n_ctx}")
+        skipped = np.zeros((n, hp.n_layer), dtype=bool)
+        gates = np.full((n, hp.n_layer), np.nan)
+        states = [
+            (policy or _Policy.dense(hp.n_layer)).begin_token(
+                None if gen_index0 is None else gen_index0 + r
+            )
+            for r in range(n)
+        ]
+        x = self.embed(tokens)
+        for layer in range(hp.n_layer):
+            h = self._attention(layer, x, pos0, cache)
+            run = np.array([not s.skip_ffn(layer) for s in states], dtype=bool)
+            skipped[:, layer] = ~run
+            x = h.copy()
+            if run.any():
+                h_run = h[run]
+                h_new = self._ffn(layer, h_run)
+                x[run] = h_new
+                g = cosine(h_run, h_new)
+                for r, gv in zip(np.flatnonzero(run), g):
+                    if gen_index0 is not None:
+                        gates[r, layer] = gv
+                    states[r].observe_gate(layer, float(gv))
+        return self._logits(x), skipped, gates
+
+    def forward(self, tokens: Sequence[int]) -> np.ndarray:
+        """Dense logits (len(tokens), n_vocab) for every position, from an empty context."""
+        logits, _, _ = self.eval(tokens, self.new_cache())
+        return logits
+
+    def forward_with_skip(
+        self,
+        tokens: Sequence[int],
+        prompt_len: int,
+        cfg: Any,
+        incremental: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits under the FFN skip policy, with the per-token decisions and gate values.
+
+        tokens[:prompt_len] are the prompt (dense); tokens[i] for i >= prompt_len is generated
+        token number i - prompt_len. `cfg` is a SkipCfg, the engine's SkipConfig, or anything with
+        the same attributes (a dict works too). `incremental` feeds generated tokens one at a time
+        through the KV cache, as decoding does; False evaluates them in one batch (same result).
+        Returns (logits (n, n_vocab), skipped (n, n_layer) bool, gates (n, n_layer): cos(h, h')
+        for every evaluated FFN of a generated token, NaN for skipped FFNs and prompt tokens).
+        """
+        if not 0 <= prompt_len <= len(tokens):
+            raise ValueError("prompt_len must be in [0, len(tokens)]")
+        policy = _Policy.from_config(cfg, self.hp.n_layer)
+        cache = self.new_cache()
+        parts = []
+        if prompt_len:
+            parts.append(self.eval(tokens[:prompt_len], cache))
+        gen = list(tokens[prompt_len:])
+        if incremental:
+            for g, tok in enumerate(gen):
+                parts.append(self.eval([tok], cache, policy, gen_index0=g))
+        elif gen:
+            parts.append(self.eval(gen, cache, policy, gen_index0=0))
+        logits, skipped, gates = (np.concatenate(a) for a in zip(*parts))
+        return logits, skipped, gates
+
+    def greedy(self, prompt: Sequence[int], n_new: int) -> list[int]:
+        """Greedy continuation (dense), via the KV cache."""
+        cache = self.new_cache()
+        logits, _, _ = self.eval(prompt, cache)
+        out: list[int] = []
+        for _ in range(n_new):
+            out.append(int(np.argmax(logits[-1])))
+            logits, _, _ = self.eval([out[-1]], cache)
+        return out
+
+
+class _TokenState:
+    """One token's walk through the layers (budget never carries across tokens)."""
+
+    def __init__(self, policy: _Policy, gated: bool) -> None:
+        self.policy = policy
+        self.gated = gated
+        self.budget = 0
+
+    def skip_ffn(self, layer: int) -> bool:
+        if not self.gated or not self.policy.hot[layer] or self.budget <= 0:
+            return False
+        self.budget -= 1
+        return True
+
+    def observe_gate(self, layer: int, g: float) -> None:
+        # NaN thresholds and NaN gates compare False, so they never trigger.
+        if self.gated and self.policy.hot[layer] and g >= self.policy.threshold[layer]:
+            self.budget = self.policy.grant[layer]
+
+
+class _Policy:
+    """DESIGN.md skip semantics as per-layer tables: hot flags, thresholds, budget grants."""
+
+    def __init__(
+        self, enabled: bool, warmup: int, hot: list[bool], threshold: list[float], grant: list[int]
+    ) -> None:
+        self.enabled = enabled
+        self.warmup = warmup
+        self.hot = hot
+        self.threshold = threshold
+        self.grant = grant
+
+    @staticmethod
+    def dense(n_layer: int) -> _Policy:
+        return _Policy(False, 0, [False] * n_layer, [math.nan] * n_layer, [0] * n_layer)
+
+    @staticmethod
+    def from_config(cfg: Any, n_layer: int) -> _Policy:
+        def get(name: str) -> Any:
+            return cfg[name] if isinstance(cfg, dict) else getattr(cfg, name)
+
+        thr = get("threshold")
+        thr = [float(thr)] if np.isscalar(thr) else [float(t) for t in thr]
+        if len(thr) == 1:
+            thr = thr * n_layer
+        if len(thr) != n_layer:
+            raise ValueError(f"threshold needs 1 or {n_layer} values, got {len(thr)}")
+        cold_start, cold_end, span = int(get("cold_start")), int(get("cold_end")), int(get("span"))
+        if min(cold_start, cold_end, span, int(get("warmup"))) < 0:
+            raise ValueError("warmup, cold_start, cold_end and span must be >= 0")
+        hot = [cold_start <= i < n_layer - cold_end for i in range(n_layer)]
+        grant = [span if span > 0 else sum(hot[i + 1 :]) for i in range(n_layer)]
+        return _Policy(bool(get("enabled")), int(get("warmup")), hot, thr, grant)
+
+    def begin_token(self, gen_index: int | None) -> _TokenState:
+        gated = self.enabled and gen_index is not None and gen_index >= self.warmup
+        return _TokenState(self, gated)
+
+
+def load(path: str | Path, cache_bytes: int = 3 << 30) -> RefModel:
+    """Open a llama/qwen2 GGUF file for reference evaluation."""
+    return RefModel(path, cache_bytes=cache_bytes)
+
+
+def gguf_vocab(path: str | Path) -> list[str]:
+    """The token strings of a GGUF file (tokenizer.ggml.tokens)."""
+    return list(_field(gguf.GGUFReader(str(path)), "tokenizer.ggml.tokens"))
+
+
+def hf_tokenizer(path: str | Path) -> Any:
+    """A HF `tokenizers` byte-level BPE built from a gpt2-style GGUF vocab and merges.
+
+    Uses the plain GPT-2 pre-tokenizer, so it matches model-specific pre-tokenizers on ordinary
+    English text only; good enough to produce prompts for tests.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    reader = gguf.GGUFReader(str(path))
+    tokens = list(_field(reader, "tokenizer.ggml.tokens"))
+    merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges")]
+    bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok

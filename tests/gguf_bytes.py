@@ -155,7 +155,7 @@ def build(
     alignment: int = DEFAULT_ALIGNMENT,
     n_kv: int | None = None,
     n_tensors: int | None = None,
-    pad_data_section: bool = True,
+    pad_data_section: bool | None = None,
     data_size: int | None = None,
 ) -> Built:
     """A whole file. `alignment` is only the layout used here; to declare it in the file, pass
@@ -187,6 +187,8 @@ def build(
     head += b"".join(kvs)
     head += b"".join(tensor_info(t, off) for t, off in zip(tensors, offsets))
     header_end = len(head)
+    if pad_data_section is None:
+        pad_data_section = bool(tensors)  # a file without tensors needs no data section
     data_offset = pad_to(header_end, alignment) if pad_data_section else header_end
     section = bytearray(cursor if data_size is None else data_size)
     for off, blob in zip(offsets, blobs):

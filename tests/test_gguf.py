@@ -8,10 +8,9 @@ import re
 from pathlib import Path
 
 import gguf
+import gguf_bytes as gb
 import numpy as np
 import pytest
-
-import gguf_bytes as gb
 from ffnskip_native import _core
 from ffnskip_native.errors import ModelFileError, ModelFormatError
 
@@ -41,7 +40,6 @@ ARRAYS = [
     ("a.f32", [0.5, -1.25, 3e-5], gguf.GGUFValueType.FLOAT32),
     ("a.f64", [1e-300], gguf.GGUFValueType.FLOAT64),
     ("a.bool", [True, False, True], gguf.GGUFValueType.BOOL),
-    ("a.empty", [], gguf.GGUFValueType.INT32),
 ]
 
 
@@ -140,6 +138,7 @@ def small_valid(version: int = 3) -> gb.Built:
             gb.kv_array("tok", gb.VT.STRING, ["a", "bc", ""]),
             gb.kv_array("scores", gb.VT.FLOAT32, [0.5, -2.0]),
             gb.kv("flag", gb.VT.BOOL, 1),
+            gb.kv_array("none", gb.VT.INT32, []),
         ],
         tensors=[gb.Tensor("w", [32, 2], gb.Q8_0), gb.Tensor("n", [5], gb.F32)],
         version=version,
@@ -159,6 +158,7 @@ def test_builder_file_versions(version):
         "tok": ["a", "bc", ""],
         "scores": [0.5, -2.0],
         "flag": True,
+        "none": [],
     }
     assert [(t["name"], t["shape"], t["offset"], t["nbytes"]) for t in got["tensors"]] == [
         ("w", [32, 2], b.offsets[0], 68),
@@ -190,47 +190,168 @@ CORRUPT = {
     "version_1": (gb.build(version=1).data, r"unsupported GGUF version 1\b"),
     "version_4": (gb.build(version=4).data, r"unsupported GGUF version 4\b"),
     "big_endian": (gb.build(version=3 << 24).data, r"big-endian"),
-    "kv_count_too_large": (gb.build(kvs=[KV_ARCH], n_kv=2**40).data, r"KV count 1099511627776 is larger than the file"),
-    "tensor_count_too_large": (gb.build(n_tensors=2**62).data, r"tensor count \d+ is larger than the file"),
-    "kv_count_lies": (gb.build(kvs=[KV_ARCH, KV_ARCH[:20]], n_kv=2).data, r"truncated|exceeds"),
-    "key_length_beyond_end": (gb.build(kvs=[gb.raw_kv("k", 8, gb.gstr("v"), key_length=10**6)]).data, r"key of metadata KV 0 .*length 1000000 exceeds"),
-    "string_value_beyond_end": (gb.build(kvs=[gb.raw_kv("k", 8, gb.gstr("abc", length=2**63))]).data, r"value of key 'k'.*exceeds"),
-    "truncated_scalar_value": (gb.build(kvs=[gb.raw_kv("k", gb.VT.UINT64, b"\x01\x02")]).data, r"truncated: value of key 'k'"),
-    "empty_key": (gb.build(kvs=[gb.kv("", gb.VT.UINT8, 1)]).data, r"empty key"),
-    "duplicate_key": (gb.build(kvs=[gb.kv("a", gb.VT.UINT8, 1), gb.kv("a", gb.VT.UINT8, 2)]).data, r"duplicate key 'a'"),
-    "unknown_value_type": (gb.build(kvs=[gb.raw_kv("k", 13, b"\0" * 8)]).data, r"key 'k': unknown value type 13"),
-    "unknown_array_elem_type": (gb.build(kvs=[gb.raw_kv("k", 9, gb.u32(99) + gb.u64(0))]).data, r"key 'k': unknown array element value type 99"),
-    "nested_array": (gb.build(kvs=[gb.raw_kv("k", 9, gb.array_payload(9, []))]).data, r"key 'k': nested array"),
-    "array_length_beyond_end": (gb.build(kvs=[gb.kv_array("k", gb.VT.UINT32, [1, 2], count=1000)]).data, r"key 'k': array length 1000 .* 4-byte elements"),
-    "array_length_huge": (gb.build(kvs=[gb.kv_array("k", gb.VT.UINT64, [], count=2**64 - 1)]).data, r"key 'k': array length 18446744073709551615"),
-    "string_array_length_beyond_end": (gb.build(kvs=[gb.kv_array("k", gb.VT.STRING, ["a"] * 5, count=100)]).data, r"key 'k': array length 100 .* 8-byte"),
-    "string_array_element_beyond_end": (gb.build(kvs=[gb.raw_kv("k", 9, gb.u32(8) + gb.u64(2) + gb.gstr("a") + gb.gstr("b", length=50))]).data, r"array of key 'k' element .*length 50 exceeds"),
-    "bool_not_0_or_1": (gb.build(kvs=[gb.raw_kv("b", gb.VT.BOOL, b"\x02")]).data, r"bool byte is 2"),
-    "alignment_not_power_of_two": (gb.build(kvs=[gb.kv("general.alignment", gb.VT.UINT32, 48)]).data, r"general.alignment 48 is not a nonzero power of two"),
-    "alignment_zero": (gb.build(kvs=[gb.kv("general.alignment", gb.VT.UINT32, 0)]).data, r"general.alignment 0 is not a nonzero power of two"),
-    "alignment_not_u32": (gb.build(kvs=[gb.kv("general.alignment", gb.VT.UINT64, 32)]).data, r"general.alignment must be u32, got u64"),
-    "alignment_string": (gb.build(kvs=[gb.kv_str("general.alignment", "32")]).data, r"general.alignment must be u32, got string"),
-    "duplicate_tensor_name": (gb.build(tensors=[T("w", [4]), T("w", [4])]).data, r"duplicate tensor name 'w'"),
+    "kv_count_too_large": (
+        gb.build(kvs=[KV_ARCH], n_kv=2**40).data,
+        r"KV count 1099511627776 is larger than the file",
+    ),
+    "tensor_count_too_large": (
+        gb.build(n_tensors=2**62).data,
+        r"tensor count \d+ is larger than the file",
+    ),
+    "kv_count_lies": (gb.build(kvs=[KV_ARCH, KV_ARCH[:20]], n_kv=2).data, r"KV 1 .*exceeds"),
+    "key_length_beyond_end": (
+        gb.build(kvs=[gb.raw_kv("k", 8, gb.gstr("v"), key_length=10**6)]).data,
+        r"key of metadata KV 0 .*length 1000000 exceeds",
+    ),
+    "string_value_beyond_end": (
+        gb.build(kvs=[gb.raw_kv("k", 8, gb.gstr("abc", length=2**63))]).data,
+        r"value of key 'k'.*exceeds",
+    ),
+    "invalid_utf8_key_in_message": (
+        gb.build(kvs=[gb.raw_kv(b"a\xff\nb", gb.VT.UINT8, b"\x01")] * 2).data,
+        r"duplicate key 'a\\xff\\x0ab'",
+    ),
+    "truncated_scalar_value": (
+        gb.build(kvs=[gb.raw_kv("k", gb.VT.UINT64, b"\x01\x02")]).data,
+        r"truncated: value of key 'k'",
+    ),
+    "empty_key": (
+        gb.build(kvs=[gb.kv("", gb.VT.UINT8, 1), KV_ARCH]).data,
+        r"metadata KV 0 at offset 24 has an empty key",
+    ),
+    "duplicate_key": (
+        gb.build(kvs=[gb.kv("a", gb.VT.UINT8, 1), gb.kv("a", gb.VT.UINT8, 2)]).data,
+        r"duplicate key 'a'",
+    ),
+    "unknown_value_type": (
+        gb.build(kvs=[gb.raw_kv("k", 13, b"\0" * 8)]).data,
+        r"key 'k': unknown value type 13",
+    ),
+    "unknown_array_elem_type": (
+        gb.build(kvs=[gb.raw_kv("k", 9, gb.u32(99) + gb.u64(0))]).data,
+        r"key 'k': unknown array element value type 99",
+    ),
+    "nested_array": (
+        gb.build(kvs=[gb.raw_kv("k", 9, gb.array_payload(9, []))]).data,
+        r"key 'k': nested array",
+    ),
+    "array_length_beyond_end": (
+        gb.build(kvs=[gb.kv_array("k", gb.VT.UINT32, [1, 2], count=1000)]).data,
+        r"key 'k': array length 1000 at offset \d+ exceeds the \d+ bytes remaining",
+    ),
+    "array_length_huge": (
+        gb.build(kvs=[gb.kv_array("k", gb.VT.UINT64, [], count=2**64 - 1)]).data,
+        r"key 'k': array length 18446744073709551615",
+    ),
+    "string_array_length_beyond_end": (
+        gb.build(kvs=[gb.kv_array("k", gb.VT.STRING, ["a"] * 5, count=100)]).data,
+        r"key 'k': array length 100 .*at least 8 bytes",
+    ),
+    "string_array_element_beyond_end": (
+        gb.build(
+            kvs=[gb.raw_kv("k", 9, gb.u32(8) + gb.u64(2) + gb.gstr("a") + gb.gstr("b", length=50))]
+        ).data,
+        r"array of key 'k' element .*length 50 exceeds",
+    ),
+    "bool_not_0_or_1": (
+        gb.build(kvs=[gb.raw_kv("b", gb.VT.BOOL, b"\x02")]).data,
+        r"bool byte is 2",
+    ),
+    "alignment_not_power_of_two": (
+        gb.build(kvs=[gb.kv("general.alignment", gb.VT.UINT32, 48)]).data,
+        r"general.alignment 48 is not a nonzero power of two",
+    ),
+    "alignment_zero": (
+        gb.build(kvs=[gb.kv("general.alignment", gb.VT.UINT32, 0)]).data,
+        r"general.alignment 0 is not a nonzero power of two",
+    ),
+    "alignment_not_u32": (
+        gb.build(kvs=[gb.kv("general.alignment", gb.VT.UINT64, 32)]).data,
+        r"general.alignment must be u32, got u64",
+    ),
+    "alignment_string": (
+        gb.build(kvs=[gb.kv_str("general.alignment", "32")]).data,
+        r"general.alignment must be u32, got string",
+    ),
+    "duplicate_tensor_name": (
+        gb.build(tensors=[T("w", [4]), T("w", [4])]).data,
+        r"duplicate tensor name 'w'",
+    ),
     "empty_tensor_name": (one_tensor(T("", [4])), r"tensor 0 at offset \d+ has an empty name"),
-    "tensor_name_beyond_end": (one_tensor(T("w", [4], name_length=10**9)), r"name of tensor 0 at offset \d+: length 1000000000 exceeds"),
-    "too_many_dims": (one_tensor(T("w", [1, 1, 1, 1, 4])), r"tensor 'w' has 5 dimensions \(at most 4\)"),
-    "dims_count_lies": (one_tensor(T("w", [4], n_dims=2**31)), r"tensor 'w' has 2147483648 dimensions"),
+    "tensor_name_beyond_end": (
+        one_tensor(T("w", [4], name_length=10**9)),
+        r"name of tensor 0 at offset \d+: length 1000000000 exceeds",
+    ),
+    "too_many_dims": (
+        one_tensor(T("w", [1, 1, 1, 1, 4])),
+        r"tensor 'w' has 5 dimensions \(at most 4\)",
+    ),
+    "dims_count_lies": (
+        one_tensor(T("w", [4], n_dims=2**31)),
+        r"tensor 'w' has 2147483648 dimensions",
+    ),
     "zero_dim": (one_tensor(T("w", [4, 0]), data_size=64), r"tensor 'w': dimension 1 is zero"),
-    "negative_dim": (one_tensor(T("w", [4, 2**63]), data_size=64), r"tensor 'w': dimension 1 is negative"),
-    "element_count_overflow": (one_tensor(T("w", [2**32, 2**32]), data_size=64), r"tensor 'w': element count overflows int64"),
-    "element_count_overflow_3d": (one_tensor(T("w", [2**21, 2**21, 2**21]), data_size=64), r"tensor 'w': element count overflows int64 at dimension 2"),
-    "unknown_ggml_type": (one_tensor(T("w", [32], 4, data=b"\0" * 32)), r"tensor 'w' has unknown ggml type 4"),
-    "unknown_ggml_type_large": (one_tensor(T("w", [32], 2**31, data=b"\0" * 32)), r"tensor 'w' has unknown ggml type 2147483648"),
-    "row_not_block_multiple": (one_tensor(T("w", [16, 2], gb.Q8_0, data=b"\0" * 34)), r"tensor 'w': row length 16 is not a multiple of the block size 32 of Q8_0"),
-    "offset_not_aligned": (one_tensor(T("w", [4], offset=4)), r"tensor 'w': offset 4 is not a multiple of the alignment 32"),
-    "offset_not_custom_aligned": (gb.build(kvs=[gb.kv("general.alignment", gb.VT.UINT32, 64)], tensors=[T("w", [4], offset=32)], alignment=64).data, r"offset 32 is not a multiple of the alignment 64"),
-    "tensors_overlap": (gb.build(tensors=[T("a", [16]), T("b", [16], offset=32)]).data, r"tensors 'a' \[0, 64\) and 'b' \[32, 96\) overlap"),
-    "tensors_same_offset": (gb.build(tensors=[T("a", [8]), T("b", [8], offset=0)]).data, r"tensors '[ab]' .* overlap"),
-    "data_beyond_eof": (one_tensor(T("w", [64]), data_size=128), r"tensor 'w': data \[0, 256\) lies beyond the end of the file"),
-    "offset_far_beyond_eof": (one_tensor(T("w", [4], offset=2**40), data_size=16), r"tensor 'w': data \[1099511627776, \d+\) lies beyond"),
-    "offset_plus_size_overflow": (one_tensor(T("w", [64], offset=2**64 - 32), data_size=16), r"tensor 'w': offset 18446744073709551584 \+ size 256 overflows"),
-    "data_section_beyond_eof": (gb.build(tensors=[T("w", [4])], pad_data_section=False, data_size=0).data, r"data section starts at offset \d+, beyond the end of the file"),
-}  # fmt: skip
+    "negative_dim": (
+        one_tensor(T("w", [4, 2**63]), data_size=64),
+        r"tensor 'w': dimension 1 is negative",
+    ),
+    "element_count_overflow": (
+        one_tensor(T("w", [2**32, 2**32]), data_size=64),
+        r"tensor 'w': element count overflows int64",
+    ),
+    "element_count_overflow_3d": (
+        one_tensor(T("w", [2**21, 2**21, 2**21]), data_size=64),
+        r"tensor 'w': element count overflows int64 at dimension 2",
+    ),
+    "unknown_ggml_type": (
+        one_tensor(T("w", [32], 4, data=b"\0" * 32)),
+        r"tensor 'w' has unknown ggml type 4",
+    ),
+    "unknown_ggml_type_large": (
+        one_tensor(T("w", [32], 2**31, data=b"\0" * 32)),
+        r"tensor 'w' has unknown ggml type 2147483648",
+    ),
+    "row_not_block_multiple": (
+        one_tensor(T("w", [16, 2], gb.Q8_0, data=b"\0" * 34)),
+        r"tensor 'w': row length 16 is not a multiple of the block size 32 of Q8_0",
+    ),
+    "offset_not_aligned": (
+        one_tensor(T("w", [4], offset=4)),
+        r"tensor 'w': offset 4 is not a multiple of the alignment 32",
+    ),
+    "offset_not_custom_aligned": (
+        gb.build(
+            kvs=[gb.kv("general.alignment", gb.VT.UINT32, 64)],
+            tensors=[T("w", [4], offset=32)],
+            alignment=64,
+        ).data,
+        r"offset 32 is not a multiple of the alignment 64",
+    ),
+    "tensors_overlap": (
+        gb.build(tensors=[T("a", [16]), T("b", [16], offset=32)]).data,
+        r"tensors 'a' \[0, 64\) and 'b' \[32, 96\) overlap",
+    ),
+    "tensors_same_offset": (
+        gb.build(tensors=[T("a", [8]), T("b", [8], offset=0)]).data,
+        r"tensors '[ab]' .* overlap",
+    ),
+    "data_beyond_eof": (
+        one_tensor(T("w", [64]), data_size=128),
+        r"tensor 'w': data \[0, 256\) lies beyond the end of the file",
+    ),
+    "offset_far_beyond_eof": (
+        one_tensor(T("w", [4], offset=2**40), data_size=16),
+        r"tensor 'w': data \[1099511627776, \d+\) lies beyond",
+    ),
+    "offset_plus_size_overflow": (
+        one_tensor(T("w", [64], offset=2**64 - 32), data_size=16),
+        r"tensor 'w': offset 18446744073709551584 \+ size 256 overflows",
+    ),
+    "data_section_beyond_eof": (
+        gb.build(tensors=[T("w", [4])], pad_data_section=False, data_size=0).data,
+        r"data section starts at offset \d+, beyond the end of the file",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(CORRUPT))

@@ -218,3 +218,22 @@ def test_bad_configs_are_rejected(model6, kw, message):
     with pytest.raises(InvalidArgumentError, match=message):
         core = SkipConfig(**kw).to_core()
         eng.set_skip(core)
+
+
+def test_teacher_forced_equals_token_by_token_decoding(model6):
+    """logits(..., skip, prompt_len) (batched on the CPU) makes decoding's exact decisions."""
+    th = median_gate(model6)
+    skip = SkipConfig(threshold=th, span=2, warmup=3, cold_start=1, cold_end=1, record_gates=True)
+    eng = _core.Engine(str(model6), backend="cpu", n_ctx=128, n_threads=2)
+    tokens = [int(x) for x in np.random.default_rng(9).integers(0, eng.n_vocab, 36)]
+    forced = eng.logits(tokens, all_positions=True, skip=skip.to_core(), prompt_len=10)
+    forced_gates = eng.skip_stats()["gates"]
+    eng.reset()
+    eng.set_skip(skip.to_core())
+    rows = [eng.eval(tokens[:10], all_logits=True)]
+    rows += [eng.eval_generated(t, i)[None] for i, t in enumerate(tokens[10:])]
+    decoded = np.concatenate(rows)
+    decoded_gates = eng.skip_stats()["gates"]
+    assert np.array_equal(np.isnan(forced_gates), np.isnan(decoded_gates))
+    assert np.nanmax(np.abs(forced_gates - decoded_gates)) <= 1e-5
+    assert np.linalg.norm(forced - decoded) / np.linalg.norm(decoded) <= 1e-4

@@ -20,7 +20,7 @@ namespace {
 
 // Owns the Engine; close() frees the model, KV cache and threads before garbage collection.
 class PyEngine {
-public:
+  public:
     PyEngine(const std::string& path, const std::string& backend, int n_ctx, int n_threads) {
         py::gil_scoped_release nogil;
         engine_ = std::make_unique<Engine>(path, backend, n_ctx, n_threads);
@@ -34,7 +34,7 @@ public:
         return *engine_;
     }
 
-private:
+  private:
     std::unique_ptr<Engine> engine_;
 };
 
@@ -52,11 +52,15 @@ std::vector<int32_t> to_ids(const std::vector<int64_t>& ids) {
 py::object metadata_value(const gguf::Value& v) {
     using T = gguf::ValueType;
     switch (v.type) {
-        case T::STRING: return py::str(v.str);
-        case T::BOOL: return py::bool_(v.u != 0);
+        case T::STRING:
+            return py::str(v.str);
+        case T::BOOL:
+            return py::bool_(v.u != 0);
         case T::FLOAT32:
-        case T::FLOAT64: return py::float_(v.f);
-        case T::UINT64: return py::int_(v.u);
+        case T::FLOAT64:
+            return py::float_(v.f);
+        case T::UINT64:
+            return py::int_(v.u);
         case T::ARRAY: {
             py::list out;
             if (v.array_type == T::STRING) {
@@ -68,7 +72,8 @@ py::object metadata_value(const gguf::Value& v) {
             }
             return std::move(out);
         }
-        default: return py::int_(v.i);
+        default:
+            return py::int_(v.i);
     }
 }
 
@@ -80,7 +85,8 @@ py::dict skip_stats_dict(const SkipStats& s) {
     d["skipped"] = s.skipped;
     d["skip_ratio"] = s.skip_ratio();
     if (!s.gates.empty()) {
-        py::array_t<float> g({static_cast<py::ssize_t>(s.tokens), static_cast<py::ssize_t>(s.n_layer)});
+        py::array_t<float> g(
+            {static_cast<py::ssize_t>(s.tokens), static_cast<py::ssize_t>(s.n_layer)});
         std::copy(s.gates.begin(), s.gates.end(), g.mutable_data());
         d["gates"] = g;
     }
@@ -160,10 +166,9 @@ void bind_engine(py::module_& m) {
                 }
                 return d;
             })
-        .def_property_readonly("skip_profile",
-                               [](PyEngine& p) -> std::optional<SkipConfig> {
-                                   return p.e().model().skip_profile();
-                               })
+        .def_property_readonly(
+            "skip_profile",
+            [](PyEngine& p) -> std::optional<SkipConfig> { return p.e().model().skip_profile(); })
         .def("bytes_per_token", [](PyEngine& p) { return p.e().model().bytes_per_token(); })
         .def("ffn_bytes", [](PyEngine& p) { return p.e().model().ffn_bytes(); })
         .def("layer_ffn_bytes",
@@ -200,15 +205,18 @@ void bind_engine(py::module_& m) {
              })
         .def_property_readonly("eog_ids",
                                [](PyEngine& p) { return p.e().model().tokenizer().eog_ids(); })
-        .def_property_readonly("bos_id", [](PyEngine& p) { return p.e().model().tokenizer().bos_id(); })
-        .def_property_readonly("eos_id", [](PyEngine& p) { return p.e().model().tokenizer().eos_id(); })
+        .def_property_readonly("bos_id",
+                               [](PyEngine& p) { return p.e().model().tokenizer().bos_id(); })
+        .def_property_readonly("eos_id",
+                               [](PyEngine& p) { return p.e().model().tokenizer().eos_id(); })
         .def_property_readonly("add_bos",
                                [](PyEngine& p) { return p.e().model().tokenizer().add_bos(); })
         .def("token_text",
              [](PyEngine& p, int64_t id) {
                  return py::bytes(p.e().model().tokenizer().token_text(to_ids({id})[0]));
              })
-        .def("is_eog", [](PyEngine& p, int64_t id) { return p.e().model().tokenizer().is_eog(to_ids({id})[0]); })
+        .def("is_eog", [](PyEngine& p,
+                          int64_t id) { return p.e().model().tokenizer().is_eog(to_ids({id})[0]); })
         .def_property_readonly("tokenizer_warnings",
                                [](PyEngine& p) { return p.e().model().tokenizer().warnings(); })
         // Compute.

@@ -12,7 +12,7 @@
 namespace ffnskip {
 
 class Backend {
-public:
+  public:
     virtual ~Backend() = default;
     virtual const char* name() const = 0;
     virtual int n_ctx() const = 0;
@@ -21,18 +21,23 @@ public:
 
     // Appends tokens[0..n) at positions n_past().. to the KV cache and writes logits: the last
     // token's (n_vocab floats) or, with all_logits, every token's (n x n_vocab, row-major).
-    // `skip` (only with n == 1) applies the FFN skip policy to this generated token; null = dense.
+    // `skip` applies the FFN skip policy to these generated tokens (null = dense); more than one
+    // token per skip request only where batched_skip() is true.
     // Throws ContextOverflow if n_past() + n > n_ctx(); Cancelled if *cancel becomes true between
     // chunks of a long prompt (the cache is then rolled back to its state before the call).
     virtual void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
                          const SkipRequest* skip) = 0;
+    // Whether forward() accepts a skip request for several tokens at once (each token with its
+    // own budget walk). Rows of a batch only interact through the KV cache, which a skipped FFN
+    // does not touch, so this equals feeding the tokens one at a time.
+    virtual bool batched_skip() const { return false; }
     // Keep the first n_keep cache entries (n_keep <= n_past()).
     virtual void kv_truncate(int n_keep) = 0;
     void reset() { kv_truncate(0); }
 
     void set_cancel_flag(const std::atomic<bool>* cancel) { cancel_ = cancel; }
 
-protected:
+  protected:
     bool cancelled() const { return cancel_ && cancel_->load(std::memory_order_relaxed); }
     const std::atomic<bool>* cancel_ = nullptr;
 };

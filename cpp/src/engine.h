@@ -16,7 +16,7 @@
 namespace ffnskip {
 
 class Engine {
-public:
+  public:
     // backend: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
     Engine(const std::string& path, const std::string& backend, int n_ctx, int n_threads);
 
@@ -32,9 +32,10 @@ public:
     void kv_truncate(int n_keep) { backend_->kv_truncate(n_keep); }
 
     // Teacher-forced evaluation from an empty cache. prompt_len < 0: all tokens batched, dense.
-    // Otherwise tokens[:prompt_len] are the prompt (batched, dense) and every later token is
-    // decoded one at a time exactly as generation would, under `skip` (null: dense). Statistics
-    // are reset first and then describe this call.
+    // Otherwise tokens[:prompt_len] are the prompt (batched, dense) and every later token is a
+    // generated token under `skip` (null: dense) with exactly the decisions decoding would make:
+    // batched where the backend supports it (Backend::batched_skip), else one at a time.
+    // Statistics are reset first and then describe this call.
     void logits(const int32_t* tokens, int n, bool all_positions, const SkipConfig* skip,
                 int prompt_len, float* out);
 
@@ -47,7 +48,7 @@ public:
     void cancel() { cancel_.store(true); }
     void clear_cancel() { cancel_.store(false); }
 
-private:
+  private:
     void decode_one(int32_t token, int64_t gen_index, const SkipPolicy* policy, bool record,
                     float* out);
 

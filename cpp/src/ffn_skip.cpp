@@ -81,9 +81,12 @@ void SkipPolicy::observe_gate(TokenState& s, int layer, float g) const {
     if (g >= thr_[static_cast<size_t>(layer)]) s.budget = grant_[static_cast<size_t>(layer)];
 }
 
-void SkipTrace::resize(int n_layer) {
-    skipped.assign(static_cast<size_t>(n_layer), 0);
-    gate.assign(static_cast<size_t>(n_layer), std::numeric_limits<float>::quiet_NaN());
+void SkipTrace::resize(int layers, int tokens) {
+    n_layer = layers;
+    n_tokens = tokens;
+    const size_t n = static_cast<size_t>(layers) * static_cast<size_t>(tokens);
+    skipped.assign(n, 0);
+    gate.assign(n, std::numeric_limits<float>::quiet_NaN());
 }
 
 float cosine_similarity(const float* a, const float* b, int64_t n) {
@@ -99,14 +102,18 @@ float cosine_similarity(const float* a, const float* b, int64_t n) {
 }
 
 void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates) {
-    const size_t n = trace.skipped.size();
-    if (stats.n_layer != static_cast<int>(n)) stats.reset(static_cast<int>(n));
-    ++stats.tokens;
-    for (size_t l = 0; l < n; ++l) {
-        if (trace.skipped[l]) {
-            ++stats.skipped[l];
+    // A backend may fill the per-layer vectors of a one-token trace without setting the sizes.
+    const size_t n_layer =
+        trace.n_layer > 0 ? static_cast<size_t>(trace.n_layer) : trace.skipped.size();
+    if (n_layer == 0) return;
+    const size_t n_tokens = trace.skipped.size() / n_layer;
+    if (stats.n_layer != static_cast<int>(n_layer)) stats.reset(static_cast<int>(n_layer));
+    stats.tokens += static_cast<int64_t>(n_tokens);
+    for (size_t i = 0; i < trace.skipped.size(); ++i) {
+        if (trace.skipped[i]) {
+            ++stats.skipped[i % n_layer];
         } else {
-            ++stats.evaluated[l];
+            ++stats.evaluated[i % n_layer];
         }
     }
     if (record_gates) stats.gates.insert(stats.gates.end(), trace.gate.begin(), trace.gate.end());

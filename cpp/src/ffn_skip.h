@@ -11,7 +11,7 @@
 namespace ffnskip {
 
 class SkipPolicy {
-public:
+  public:
     // Validates cfg against n_layer (InvalidArgument on a bad config).
     SkipPolicy(SkipConfig cfg, int n_layer);
 
@@ -19,7 +19,8 @@ public:
     int n_layer() const { return n_layer_; }
     bool is_hot(int layer) const { return hot_[static_cast<size_t>(layer)] != 0; }
     float threshold(int layer) const { return thr_[static_cast<size_t>(layer)]; }
-    // Budget granted when layer `layer`'s gate fires: span, or (span == 0) every hot layer after it.
+    // Budget granted when layer `layer`'s gate fires: span, or (span == 0) every hot layer after
+    // it.
     int grant(int layer) const { return grant_[static_cast<size_t>(layer)]; }
     // Device-friendly copies of the per-layer tables (1/0, thresholds with NaN, grants).
     const std::vector<uint8_t>& hot_table() const { return hot_; }
@@ -38,7 +39,7 @@ public:
     // After layer `layer`'s FFN ran with gate value g = cos(h, h').
     void observe_gate(TokenState& s, int layer, float g) const;
 
-private:
+  private:
     SkipConfig cfg_;
     int n_layer_;
     std::vector<uint8_t> hot_;
@@ -46,15 +47,19 @@ private:
     std::vector<int32_t> grant_;
 };
 
-// What a backend reports for one token decoded under a policy: per layer, whether the FFN was
-// skipped, and the gate value where the FFN ran (NaN where it was skipped).
+// What a backend reports for the tokens decoded under a policy: per token and layer
+// (index token * n_layer + layer), whether the FFN was skipped, and the gate value where the FFN
+// ran (NaN where it was skipped).
 struct SkipTrace {
+    int n_layer = 0;
+    int n_tokens = 0;
     std::vector<uint8_t> skipped;
     std::vector<float> gate;
-    void resize(int n_layer);
+    void resize(int layers, int tokens = 1);
 };
 
-// Passed to Backend::forward for a single generated token.
+// Passed to Backend::forward for generated tokens: token i of the call is generated token
+// gen_index + i. Backends without batched_skip() accept exactly one token per request.
 struct SkipRequest {
     const SkipPolicy* policy = nullptr;
     int64_t gen_index = 0;
@@ -64,7 +69,7 @@ struct SkipRequest {
 // cos(a, b) accumulated in double; 1 when both are zero vectors, 0 when only one is.
 float cosine_similarity(const float* a, const float* b, int64_t n);
 
-// Fold one token's trace into stats.
+// Fold every token of a trace into stats.
 void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates);
 
 }  // namespace ffnskip

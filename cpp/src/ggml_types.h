@@ -44,9 +44,9 @@ enum GgmlType : uint32_t {
 
 struct TypeInfo {
     const char* name;
-    int64_t block_size;   // elements per block (1 for plain types)
-    size_t block_bytes;   // bytes per block
-    bool weight_ok;       // this engine computes with it
+    int64_t block_size;  // elements per block (1 for plain types)
+    size_t block_bytes;  // bytes per block
+    bool weight_ok;      // this engine computes with it
 };
 
 // nullptr for a type id this engine does not know at all.

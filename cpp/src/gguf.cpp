@@ -36,6 +36,55 @@ std::string fmt(const char* f, ...) {
     return buf;
 }
 
+// Length of the well-formed UTF-8 sequence at s[i] (as Python's strict decoder defines it:
+// no overlongs, no surrogates, nothing above U+10FFFF), or 0.
+size_t utf8_seq_len(std::string_view s, size_t i) {
+    const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
+    const uint8_t c = b(i);
+    if (c < 0x80) return 1;
+    size_t n = 0;
+    uint8_t lo = 0x80, hi = 0xbf;  // allowed range of the second byte
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0) lo = 0xa0;
+        if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0) lo = 0x90;
+        if (c == 0xf4) hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (i + n > s.size() || b(i + 1) < lo || b(i + 1) > hi) return 0;
+    for (size_t k = 2; k < n; ++k) {
+        if ((b(i + k) & 0xc0) != 0x80) return 0;
+    }
+    return n;
+}
+
+// A name from the file, quoted for a message. Messages become Python str, so bytes that are
+// not valid UTF-8 (and control bytes) are escaped; very long names are cut.
+std::string quoted(std::string_view s) {
+    constexpr size_t kMaxShown = 80;
+    std::string out = "'";
+    const size_t end = std::min(s.size(), kMaxShown);
+    for (size_t i = 0; i < end;) {
+        const size_t n = utf8_seq_len(s, i);
+        const uint8_t c = static_cast<uint8_t>(s[i]);
+        if (n == 0 || (n == 1 && (c < 0x20 || c == 0x7f))) {
+            out += fmt("\\x%02x", c);
+            ++i;
+        } else {
+            out.append(s.substr(i, n));
+            i += n;
+        }
+    }
+    out += s.size() > kMaxShown ? "'..." : "'";
+    return out;
+}
+
 // Wire size of a fixed-size value type; 0 for STRING / ARRAY, whose size is in the data.
 uint64_t fixed_size(ValueType t) {
     switch (t) {
@@ -195,22 +244,22 @@ void read_scalar(Cursor& c, ValueType t, Value& v, const std::string& what) {
 }
 
 void read_array(Cursor& c, Value& v, const std::string& key) {
-    const std::string what = "array of key '" + key + "'";
+    const std::string what = "array of key " + key;
     const uint32_t et = c.read<uint32_t>(what + " element type");
     if (et == static_cast<uint32_t>(ValueType::ARRAY)) {
-        c.fail("key '" + key + "': nested array (array of arrays) is not supported");
+        c.fail("key " + key + ": nested array (array of arrays) is not supported");
     }
     if (!known_type(et))
-        c.fail(fmt("key '%s': unknown array element value type %u", key.c_str(), et));
+        c.fail(fmt("key %s: unknown array element value type %u", key.c_str(), et));
     v.array_type = static_cast<ValueType>(et);
     const size_t count_at = c.pos();
     const uint64_t n = c.read<uint64_t>(what + " length");
     // Each string costs at least its 8-byte length, so the same bound guards string arrays.
     const uint64_t elem = v.array_type == ValueType::STRING ? 8 : fixed_size(v.array_type);
     if (n > c.remaining() / elem) {
-        c.fail(fmt("key '%s': array length %" PRIu64 " at offset %zu needs at least %" PRIu64
-                   "-byte elements but only %" PRIu64 " bytes remain",
-                   key.c_str(), n, count_at, elem, c.remaining()));
+        c.fail(fmt("key %s: array length %" PRIu64 " at offset %zu exceeds the %" PRIu64
+                   " bytes remaining (elements take at least %" PRIu64 " bytes)",
+                   key.c_str(), n, count_at, c.remaining(), elem));
     }
     const size_t count = static_cast<size_t>(n);
     if (v.array_type == ValueType::STRING) {
@@ -334,19 +383,20 @@ void File::parse_all() {
     for (uint64_t k = 0; k < n_kv; ++k) {
         const size_t key_at = c.pos();
         std::string key = c.read_string(fmt("key of metadata KV %" PRIu64, k));
-        if (key.empty())
+        if (key.empty()) {
             c.fail(fmt("metadata KV %" PRIu64 " at offset %zu has an empty key", k, key_at));
-        if (kv_index_.count(key))
-            c.fail(fmt("duplicate key '%s' at offset %zu", key.c_str(), key_at));
-        const uint32_t t = c.read<uint32_t>("value type of key '" + key + "'");
-        if (!known_type(t)) c.fail(fmt("key '%s': unknown value type %u", key.c_str(), t));
+        }
+        const std::string qk = quoted(key);
+        if (kv_index_.count(key)) c.fail(fmt("duplicate key %s at offset %zu", qk.c_str(), key_at));
+        const uint32_t t = c.read<uint32_t>("value type of key " + qk);
+        if (!known_type(t)) c.fail(fmt("key %s: unknown value type %u", qk.c_str(), t));
         Value v;
         v.type = static_cast<ValueType>(t);
-        const std::string what = "value of key '" + key + "'";
+        const std::string what = "value of key " + qk;
         if (v.type == ValueType::STRING) {
             v.str = c.read_string(what);
         } else if (v.type == ValueType::ARRAY) {
-            read_array(c, v, key);
+            read_array(c, v, qk);
         } else {
             read_scalar(c, v.type, v, what);
         }
@@ -376,47 +426,47 @@ void File::parse_all() {
             c.fail(fmt("tensor %" PRIu64 " at offset %zu has an empty name", k, info_at));
         }
         if (tensor_index_.count(ti.name)) {
-            c.fail(fmt("duplicate tensor name '%s' at offset %zu", ti.name.c_str(), info_at));
+            c.fail(fmt("duplicate tensor name %s at offset %zu", quoted(ti.name).c_str(), info_at));
         }
-        const char* tn = ti.name.c_str();
-        const std::string what = "tensor '" + ti.name + "'";
+        const std::string qn = quoted(ti.name);
+        const char* tn = qn.c_str();
+        const std::string what = "tensor " + qn;
         const uint32_t n_dims = c.read<uint32_t>(what + " dimension count");
-        if (n_dims > kMaxDims) c.fail(fmt("tensor '%s' has %u dimensions (at most 4)", tn, n_dims));
+        if (n_dims > kMaxDims) c.fail(fmt("tensor %s has %u dimensions (at most 4)", tn, n_dims));
         ti.n_dims = static_cast<int>(n_dims);
         uint64_t n_el = 1;
         for (uint32_t d = 0; d < n_dims; ++d) {
             const uint64_t ne = c.read<uint64_t>(what + " dimension");
-            if (ne == 0) c.fail(fmt("tensor '%s': dimension %u is zero", tn, d));
+            if (ne == 0) c.fail(fmt("tensor %s: dimension %u is zero", tn, d));
             if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-                c.fail(fmt("tensor '%s': dimension %u is negative (%" PRId64 ")", tn, d,
+                c.fail(fmt("tensor %s: dimension %u is negative (%" PRId64 ")", tn, d,
                            static_cast<int64_t>(ne)));
             }
             if (mul_overflows(n_el, ne, &n_el) ||
                 n_el > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-                c.fail(fmt("tensor '%s': element count overflows int64 at dimension %u", tn, d));
+                c.fail(fmt("tensor %s: element count overflows int64 at dimension %u", tn, d));
             }
             ti.ne[d] = static_cast<int64_t>(ne);
         }
         ti.n_elements = static_cast<int64_t>(n_el);
         ti.type = c.read<uint32_t>(what + " type");
         const TypeInfo* info = type_info(ti.type);
-        if (info == nullptr) c.fail(fmt("tensor '%s' has unknown ggml type %u", tn, ti.type));
+        if (info == nullptr) c.fail(fmt("tensor %s has unknown ggml type %u", tn, ti.type));
         if (info->block_size <= 0 || info->block_bytes == 0) {
-            c.fail(fmt("tensor '%s': ggml type %s has no usable block geometry", tn, info->name));
+            c.fail(fmt("tensor %s: ggml type %s has no usable block geometry", tn, info->name));
         }
         const uint64_t bs = static_cast<uint64_t>(info->block_size);
         if (static_cast<uint64_t>(ti.ne[0]) % bs != 0) {
-            c.fail(fmt("tensor '%s': row length %" PRId64
+            c.fail(fmt("tensor %s: row length %" PRId64
                        " is not a multiple of the block size %" PRIu64 " of %s",
                        tn, ti.ne[0], bs, info->name));
         }
         if (mul_overflows(n_el / bs, info->block_bytes, &ti.nbytes)) {
-            c.fail(fmt("tensor '%s': byte size overflows", tn));
+            c.fail(fmt("tensor %s: byte size overflows", tn));
         }
         ti.offset = c.read<uint64_t>(what + " offset");
         if (ti.offset % alignment_ != 0) {
-            c.fail(fmt("tensor '%s': offset %" PRIu64
-                       " is not a multiple of the alignment %" PRIu64,
+            c.fail(fmt("tensor %s: offset %" PRIu64 " is not a multiple of the alignment %" PRIu64,
                        tn, ti.offset, alignment_));
         }
         tensor_index_.emplace(ti.name, tensors_.size());
@@ -439,13 +489,13 @@ void File::parse_all() {
     for (TensorInfo& ti : tensors_) {
         uint64_t end = 0;
         if (add_overflows(ti.offset, ti.nbytes, &end)) {
-            c.fail(fmt("tensor '%s': offset %" PRIu64 " + size %" PRIu64 " overflows",
-                       ti.name.c_str(), ti.offset, ti.nbytes));
+            c.fail(fmt("tensor %s: offset %" PRIu64 " + size %" PRIu64 " overflows",
+                       quoted(ti.name).c_str(), ti.offset, ti.nbytes));
         }
         if (end > data_size) {
-            c.fail(fmt("tensor '%s': data [%" PRIu64 ", %" PRIu64
+            c.fail(fmt("tensor %s: data [%" PRIu64 ", %" PRIu64
                        ") lies beyond the end of the file (data section holds %" PRIu64 " bytes)",
-                       ti.name.c_str(), ti.offset, end, data_size));
+                       quoted(ti.name).c_str(), ti.offset, end, data_size));
         }
         ti.data = bytes_ + data_offset_ + ti.offset;
     }
@@ -458,10 +508,10 @@ void File::parse_all() {
         const TensorInfo* prev = by_offset[k - 1];
         const TensorInfo* cur = by_offset[k];
         if (cur->offset < prev->offset + prev->nbytes) {
-            c.fail(fmt("tensors '%s' [%" PRIu64 ", %" PRIu64 ") and '%s' [%" PRIu64 ", %" PRIu64
+            c.fail(fmt("tensors %s [%" PRIu64 ", %" PRIu64 ") and %s [%" PRIu64 ", %" PRIu64
                        ") overlap",
-                       prev->name.c_str(), prev->offset, prev->offset + prev->nbytes,
-                       cur->name.c_str(), cur->offset, cur->offset + cur->nbytes));
+                       quoted(prev->name).c_str(), prev->offset, prev->offset + prev->nbytes,
+                       quoted(cur->name).c_str(), cur->offset, cur->offset + cur->nbytes));
         }
     }
 }
@@ -475,7 +525,7 @@ namespace {
 
 [[noreturn]] void wrong_type(const std::string& file, std::string_view key, const char* expected,
                              const Value& v) {
-    throw FormatError(file + ": key '" + std::string(key) + "' has type " +
+    throw FormatError(file + ": key " + quoted(key) + " has type " +
                       type_label(v.type, v.array_type) + ", expected " + expected);
 }
 
@@ -487,8 +537,8 @@ int64_t File::get_int(std::string_view key, int64_t def) const {
     if (!v->is_integer()) wrong_type(name_, key, "an integer", *v);
     if (v->type == ValueType::UINT64 &&
         v->u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        throw FormatError(fmt("%s: key '%.*s' value %" PRIu64 " does not fit in int64",
-                              name_.c_str(), static_cast<int>(key.size()), key.data(), v->u));
+        throw FormatError(fmt("%s: key %s value %" PRIu64 " does not fit in int64", name_.c_str(),
+                              quoted(key).c_str(), v->u));
     }
     return v->i;
 }
@@ -546,17 +596,17 @@ const std::vector<double>* File::get_float_array(std::string_view key) const {
 }
 
 int64_t File::require_int(std::string_view key) const {
-    if (find(key) == nullptr) throw FormatError(name_ + ": missing key '" + std::string(key) + "'");
+    if (find(key) == nullptr) throw FormatError(name_ + ": missing key " + quoted(key));
     return get_int(key, 0);
 }
 
 double File::require_float(std::string_view key) const {
-    if (find(key) == nullptr) throw FormatError(name_ + ": missing key '" + std::string(key) + "'");
+    if (find(key) == nullptr) throw FormatError(name_ + ": missing key " + quoted(key));
     return get_float(key, 0);
 }
 
 std::string File::require_string(std::string_view key) const {
-    if (find(key) == nullptr) throw FormatError(name_ + ": missing key '" + std::string(key) + "'");
+    if (find(key) == nullptr) throw FormatError(name_ + ": missing key " + quoted(key));
     return get_string(key, std::string());
 }
 

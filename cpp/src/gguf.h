@@ -55,17 +55,17 @@ struct Value {
 
 struct TensorInfo {
     std::string name;
-    uint32_t type = 0;        // GgmlType id (validated: known and with a block geometry)
+    uint32_t type = 0;  // GgmlType id (validated: known and with a block geometry)
     int n_dims = 0;
     int64_t ne[4] = {1, 1, 1, 1};  // ne[0] is the row length (contiguous), as in ggml
     int64_t n_elements = 0;
-    uint64_t offset = 0;      // relative to the start of the data section, as stored
-    uint64_t nbytes = 0;      // validated to lie inside the file
+    uint64_t offset = 0;  // relative to the start of the data section, as stored
+    uint64_t nbytes = 0;  // validated to lie inside the file
     const uint8_t* data = nullptr;
 };
 
 class File {
-public:
+  public:
     // mmap the file and parse it. IoError for open/read failures, FormatError for bad content.
     static std::unique_ptr<File> open(const std::string& path);
     // Parse bytes the caller keeps alive (tests, fuzzing). `name` only appears in messages.
@@ -90,8 +90,8 @@ public:
     bool get_bool(std::string_view key, bool def) const;
     std::string get_string(std::string_view key, const std::string& def) const;
     const std::vector<std::string>* get_string_array(std::string_view key) const;
-    const std::vector<int64_t>* get_int_array(std::string_view key) const;    // integer/bool arrays
-    const std::vector<double>* get_float_array(std::string_view key) const;   // float arrays
+    const std::vector<int64_t>* get_int_array(std::string_view key) const;   // integer/bool arrays
+    const std::vector<double>* get_float_array(std::string_view key) const;  // float arrays
     // Required variants: FormatError "missing key ..." when absent.
     int64_t require_int(std::string_view key) const;
     double require_float(std::string_view key) const;
@@ -100,7 +100,7 @@ public:
     const std::vector<TensorInfo>& tensors() const { return tensors_; }
     const TensorInfo* tensor(std::string_view name) const;  // nullptr when absent
 
-private:
+  private:
     File() = default;
     void parse_all();
 

@@ -9,7 +9,9 @@ namespace ffnskip {
 
 namespace {
 
-[[noreturn]] void fail(const std::string& msg) { throw FormatError(msg); }
+[[noreturn]] void fail(const std::string& msg) {
+    throw FormatError(msg);
+}
 
 // Limits far above any real model; they keep later size arithmetic from overflowing.
 constexpr int64_t kMaxLayers = 1024;
@@ -120,8 +122,9 @@ Hparams read_hparams(const gguf::File& f) {
         f.require_int(a + "attention.value_length") != hp.head_dim) {
         fail("attention.value_length differs from key_length: not supported");
     }
-    hp.n_rot = f.find(a + "rope.dimension_count") ? hparam(f, a + "rope.dimension_count", 2, kMaxDim)
-                                                  : hp.head_dim;
+    hp.n_rot = f.find(a + "rope.dimension_count")
+                   ? hparam(f, a + "rope.dimension_count", 2, kMaxDim)
+                   : hp.head_dim;
     if (hp.n_rot % 2 != 0 || hp.n_rot > hp.head_dim) {
         fail("rope.dimension_count = " + std::to_string(hp.n_rot) +
              " must be even and <= the head size " + std::to_string(hp.head_dim));

@@ -24,12 +24,12 @@ struct Hparams {
     Arch arch = Arch::Llama;
     RopeStyle rope = RopeStyle::Norm;
     int n_layer = 0;
-    int n_embd = 0;        // d_model
-    int n_ff = 0;          // FFN hidden size
+    int n_embd = 0;  // d_model
+    int n_ff = 0;    // FFN hidden size
     int n_head = 0;
     int n_head_kv = 0;
-    int head_dim = 0;      // n_embd / n_head
-    int n_rot = 0;         // rotated dims per head (<= head_dim, even)
+    int head_dim = 0;  // n_embd / n_head
+    int n_rot = 0;     // rotated dims per head (<= head_dim, even)
     int n_vocab = 0;
     int n_ctx_train = 0;
     float rope_base = 10000.0f;
@@ -37,20 +37,20 @@ struct Hparams {
 };
 
 struct LayerWeights {
-    std::vector<float> attn_norm;           // [n_embd]
-    WeightView wq;                          // [n_head*head_dim rows, n_embd cols]
-    WeightView wk, wv;                      // [n_head_kv*head_dim, n_embd]
-    WeightView wo;                          // [n_embd, n_head*head_dim]
-    std::vector<float> bq, bk, bv;          // qwen2 only: [n_head*head_dim], [n_head_kv*head_dim] x2
-    std::vector<float> ffn_norm;            // [n_embd]
-    WeightView w_gate, w_up;                // [n_ff, n_embd]
-    WeightView w_down;                      // [n_embd, n_ff]
+    std::vector<float> attn_norm;   // [n_embd]
+    WeightView wq;                  // [n_head*head_dim rows, n_embd cols]
+    WeightView wk, wv;              // [n_head_kv*head_dim, n_embd]
+    WeightView wo;                  // [n_embd, n_head*head_dim]
+    std::vector<float> bq, bk, bv;  // qwen2 only: [n_head*head_dim], [n_head_kv*head_dim] x2
+    std::vector<float> ffn_norm;    // [n_embd]
+    WeightView w_gate, w_up;        // [n_ff, n_embd]
+    WeightView w_down;              // [n_embd, n_ff]
     size_t ffn_bytes() const { return w_gate.bytes() + w_up.bytes() + w_down.bytes(); }
     size_t attn_bytes() const { return wq.bytes() + wk.bytes() + wv.bytes() + wo.bytes(); }
 };
 
 class Model {
-public:
+  public:
     // Opens, parses and validates. IoError / FormatError naming the problem.
     static std::shared_ptr<Model> load(const std::string& path);
     // Validates an already parsed file (the file must outlive nothing: the Model owns it).
@@ -72,7 +72,7 @@ public:
     size_t bytes_per_token() const;
     size_t ffn_bytes() const;  // all layers' FFN matrices
 
-private:
+  private:
     Model() = default;
     std::unique_ptr<gguf::File> file_;
     Hparams hp_;

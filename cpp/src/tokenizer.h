@@ -13,7 +13,7 @@
 namespace ffnskip {
 
 class Tokenizer {
-public:
+  public:
     // Throws FormatError naming the problem (missing/odd arrays, ids out of range, bad merges).
     static std::unique_ptr<Tokenizer> from_gguf(const gguf::File& file);
     virtual ~Tokenizer() = default;
@@ -32,7 +32,7 @@ public:
 
     int32_t n_vocab() const { return static_cast<int32_t>(tokens_.size()); }
     const std::string& token_text(int32_t id) const;  // raw vocab string; InvalidArgument if bad id
-    int32_t bos_id() const { return bos_; }   // -1 when the file has none
+    int32_t bos_id() const { return bos_; }           // -1 when the file has none
     int32_t eos_id() const { return eos_; }
     bool add_bos() const { return add_bos_; }
     bool add_eos() const { return add_eos_; }
@@ -47,9 +47,10 @@ public:
     // the gpt2 rule). Empty when none.
     const std::vector<std::string>& warnings() const { return warnings_; }
 
-protected:
+  protected:
     std::vector<std::string> tokens_;
-    std::vector<int32_t> token_type_;  // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+    std::vector<int32_t>
+        token_type_;  // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
     std::vector<int32_t> eog_;
     std::vector<std::string> warnings_;
     std::string model_, pre_;

@@ -9,7 +9,6 @@ import os as _os
 if _os.environ.get("FFNSKIP_CORE_DIR"):
     __path__.insert(0, _os.environ["FFNSKIP_CORE_DIR"])  # noqa: F821 (package __path__)
 
-from . import _core  # noqa: E402
 from .errors import (  # noqa: E402
     BackendUnavailableError,
     CancelledError,
@@ -20,10 +19,26 @@ from .errors import (  # noqa: E402
     ModelFormatError,
     TemplateError,
 )
-from .generator import Generator  # noqa: E402
-from .skip import SkipConfig  # noqa: E402
 
-Tokenizer = _core.Tokenizer
+try:
+    from . import _core
+except ImportError as _exc:
+    # A source checkout without a build: the pure-Python tools (convert) still import; the
+    # engine's names raise an error that says what is missing.
+    _core_error = _exc
+
+    def __getattr__(name: str):
+        if name in ("Generator", "SkipConfig", "Tokenizer", "_core"):
+            raise ImportError(
+                f"ffnskip_native.{name} needs the compiled extension ffnskip_native._core, "
+                f"which could not be imported ({_core_error}); install the package with pip"
+            )
+        raise AttributeError(f"module 'ffnskip_native' has no attribute {name!r}")
+else:
+    from .generator import Generator
+    from .skip import SkipConfig
+
+    Tokenizer = _core.Tokenizer
 
 __all__ = [
     "BackendUnavailableError",

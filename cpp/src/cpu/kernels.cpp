@@ -1,6 +1,4 @@
-// Run-time ISA dispatch, and the activation quantization every ISA shares (one implementation,
-// so that the scalar and SIMD matmuls see identical 8-bit activations and differ only in the
-// order of float additions).
+// Run-time ISA dispatch and argument checking for the CPU kernels.
 #include "cpu/kernels.h"
 
 #include <atomic>
@@ -73,43 +71,6 @@ void check_cols(uint32_t type, int64_t cols, const char* what) {
     }
 }
 
-// Symmetric 8-bit quantization: d = max|x| / 127, q = round-to-nearest-even(x / d), so |q| <= 127
-// (the AVX2 sign trick needs -128 to be absent).
-float quantize_block(const float* x, int n, int8_t* q) {
-    float amax = 0.0f;
-    for (int i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(x[i]));
-    const float d = amax / 127.0f;
-    const float id = d > 0.0f ? 127.0f / amax : 0.0f;
-    for (int i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * id));
-    return d;
-}
-
-void prepare_row_32(const float* x, int64_t cols, uint8_t* out) {
-    const int64_t nb = cols / 32;
-    auto* qs = reinterpret_cast<int8_t*>(out);
-    auto* d = reinterpret_cast<float*>(out + nb * 32);
-    float* s = d + nb;
-    for (int64_t b = 0; b < nb; ++b) {
-        d[b] = quantize_block(x + b * 32, 32, qs + b * 32);
-        int sum = 0;
-        for (int i = 0; i < 32; ++i) sum += qs[b * 32 + i];
-        s[b] = d[b] * static_cast<float>(sum);
-    }
-}
-
-void prepare_row_k(const float* x, int64_t cols, uint8_t* out) {
-    auto* blocks = reinterpret_cast<ActBlockK*>(out);
-    for (int64_t b = 0; b < cols / 256; ++b) {
-        ActBlockK& a = blocks[b];
-        a.d = quantize_block(x + b * 256, 256, a.qs);
-        for (int g = 0; g < 16; ++g) {
-            int sum = 0;
-            for (int i = 0; i < 16; ++i) sum += a.qs[g * 16 + i];
-            a.bsums[g] = static_cast<int16_t>(sum);
-        }
-    }
-}
-
 }  // namespace
 
 ActKind act_kind(uint32_t weight_type) {
@@ -119,11 +80,10 @@ ActKind act_kind(uint32_t weight_type) {
         case GGML_Q5_0:
         case GGML_Q5_1:
         case GGML_Q8_0:
-            return ActKind::kBlock32;
         case GGML_Q4_K:
         case GGML_Q5_K:
         case GGML_Q6_K:
-            return ActKind::kBlockK;
+            return ActKind::kBlock32;
         default:
             return ActKind::kF32;
     }
@@ -132,29 +92,17 @@ ActKind act_kind(uint32_t weight_type) {
 size_t act_row_bytes(uint32_t weight_type, int64_t cols) {
     check_weight_type(weight_type, "act_row_bytes");
     check_cols(weight_type, cols, "act_row_bytes");
-    switch (act_kind(weight_type)) {
-        case ActKind::kBlock32:
-            return static_cast<size_t>(cols / 32) * kActBytes32;
-        case ActKind::kBlockK:
-            return static_cast<size_t>(cols / 256) * sizeof(ActBlockK);
-        case ActKind::kF32:
-            break;
-    }
-    return 0;
+    if (act_kind(weight_type) == ActKind::kF32) return 0;
+    return static_cast<size_t>(cols / kActBlock) * kActBytes32;
 }
 
 void prepare_acts(uint32_t weight_type, const float* x, int64_t cols, int64_t t0, int64_t t1,
                   uint8_t* acts) {
     const size_t stride = act_row_bytes(weight_type, cols);
     if (stride == 0) return;
-    const ActKind kind = act_kind(weight_type);
+    const KernelTable& k = K();
     for (int64_t t = t0; t < t1; ++t) {
-        uint8_t* out = acts + static_cast<size_t>(t) * stride;
-        if (kind == ActKind::kBlock32) {
-            prepare_row_32(x + t * cols, cols, out);
-        } else {
-            prepare_row_k(x + t * cols, cols, out);
-        }
+        k.prepare_row(x + t * cols, cols, acts + static_cast<size_t>(t) * stride);
     }
 }
 

@@ -21,11 +21,12 @@ inline float half(uint16_t h) {
     return _cvtsh_ss(h);
 }
 
-// 16 packed nibbles -> 32 bytes: low nibbles are elements 0..15, high nibbles 16..31.
+// 16 packed nibbles -> 32 bytes: low nibbles are elements 0..15, high nibbles 16..31 (the same
+// 16 bytes in both lanes, shifted by 0 or 4 bits: no lane-crossing shuffle).
 inline __m256i nibbles32(const uint8_t* qs) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    const __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+    const __m256i v4 = _mm256_srlv_epi32(v, _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0));
+    return _mm256_and_si256(v4, _mm256_set1_epi8(0x0F));
 }
 
 // Bit j of a 32-bit word -> 0x10 in byte j (the 5th bit of Q5_0/Q5_1 codes).
@@ -116,13 +117,16 @@ inline void scale_min_k4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
 #include "weight_view.h"
 
 namespace ffnskip::cpu::avx2 {
-// Quantized-weight matmul on prepared 8-bit activations (kernels_matmul_avx2.cpp).
+// Quantized-weight matmul on prepared 16-bit activations (kernels_matmul_avx2.cpp).
 void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                   int64_t r0, int64_t r1);
 // Prompt-sized matmul: f32 GEMM over dequantized weight panels (kernels_gemm_avx2.cpp); used for
 // the float weight types, reads only the f32 x.
 void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy,
                  int64_t r0, int64_t r1);
+// Quantize one token row into the 16-bit activation layout of kernels_impl.h (bit-exact with the
+// scalar path).
+void prepare_row(const float* x, int64_t cols, uint8_t* out);
 // The fast dequantization of kernels_avx2.cpp (bit-exact with dequantize_row_ref).
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
 }  // namespace ffnskip::cpu::avx2

@@ -1,4 +1,4 @@
-// Private to the CPU kernels: the prepared-activation layouts shared by every ISA, and the table
+// Private to the CPU kernels: the prepared-activation layout shared by every ISA, and the table
 // of per-ISA entry points that kernels.cpp dispatches through.
 #pragma once
 
@@ -9,30 +9,38 @@
 
 namespace ffnskip::cpu {
 
-// Activations for the 32-element block types (Q4_0..Q8_0), one token row of nb blocks laid out as
-//   int8 qs[nb * 32] | float d[nb] | float s[nb]      x[i] ~= d[b] * qs[i], s[b] = d[b] * sum(qs)
-// so that the offset/min terms (sum over blocks of m_w * s) are a contiguous float dot product.
-constexpr size_t kActBytes32 = 32 + 2 * sizeof(float);
-
-// Activations for the K-quants: one 256-block per super-block, with the sums of each 16 values
-// (the K-quant mins and the Q6_K offset of 32 are applied through them).
-struct ActBlockK {
-    int8_t qs[256];
-    int16_t bsums[16];
-    float d;
-};
-static_assert(sizeof(ActBlockK) == 292, "ActBlockK layout");
+// Activations for every quantized weight type: 16-bit blocks of 32 values. One token row of
+// nb = cols / 32 blocks is laid out as
+//   int16 qs[nb * 32] | float d[nb] | float s[nb]      x[i] ~= d[b] * qs[i], s[b] = d[b] * sum(qs)
+// with d[b] = max|x| / 32767 over the block. 8-bit blocks were ~300x coarser and measurably
+// moved real models' logits (hidden-state outliers make most of a block's values tiny next to its
+// max); 16 bits keep the rounding error near 2e-5 of the signal. Blocks of 32 also serve the
+// K-quants (their sub-block scales are per 32 or per 16 values), so an outlier only coarsens the
+// 32 values around it. The offset/min terms (sum over blocks of min_w * s) are a contiguous float
+// dot product.
+//
+// Within a block the values are stored in the order 0-7, 16-23, 8-15, 24-31 (position = index with
+// bits 3 and 4 swapped): the AVX2 kernels widen 32 byte-sized weight codes to 16 bits with the
+// in-lane unpacklo/unpackhi, which yields exactly these two halves.
+constexpr int kActBlock = 32;
+constexpr int act_pos(int i) {
+    return (i & ~24) | (i & 8) << 1 | (i & 16) >> 1;
+}
+constexpr size_t kActBytes32 = kActBlock * sizeof(int16_t) + 2 * sizeof(float);
+constexpr float kActMax = 32767.0f;
 
 // F32/F16/BF16 weights: from this many tokens on, matmul runs a register-tiled f32 GEMM over
 // transposed weight panels (FMA-bound) instead of per-row dot products. Quantized weights always
-// use the integer kernels: vpmaddubsw does 32 multiply-adds per instruction against 8 for an f32
-// FMA, and measured ~1.7x faster than dequantize-then-GEMM at n_tok = 512.
+// use the integer kernels (vpmaddwd: 16 multiply-adds per instruction, like two FMAs, without
+// dequantizing the weights to f32).
 constexpr int64_t kGemmMinTokens = 16;
 
-enum class ActKind { kF32, kBlock32, kBlockK };
+enum class ActKind { kF32, kBlock32 };
 ActKind act_kind(uint32_t weight_type);
 
 struct KernelTable {
+    // Quantize one token row of `cols` activations (a multiple of 32) into the layout above.
+    void (*prepare_row)(const float* x, int64_t cols, uint8_t* out);
     void (*matmul)(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok,
                    float* y, int64_t ldy, int64_t r0, int64_t r1);
     void (*dequantize_row)(uint32_t type, const void* src, float* dst, int64_t n);

@@ -14,7 +14,7 @@
 namespace ffnskip::cpu {
 
 class ThreadPool {
-public:
+  public:
     // n_threads includes the calling thread (n_threads - 1 workers are started).
     explicit ThreadPool(int n_threads);
     ~ThreadPool();
@@ -26,7 +26,7 @@ public:
     // fn must not throw (kernels don't); not re-entrant.
     void run(int n_tasks, const std::function<void(int task, int thread)>& fn);
 
-private:
+  private:
     void worker(int index);
     void work(int thread);
 

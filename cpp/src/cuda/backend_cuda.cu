@@ -204,8 +204,7 @@ class CudaBackend final : public Backend {
             const size_t L = static_cast<size_t>(hp_.n_layer);
             const int32_t* skipped = h_trace_;
             const float* gate = reinterpret_cast<const float*>(h_trace_ + L);
-            skip->trace->skipped.assign(L, 0);
-            skip->trace->gate.assign(L, std::numeric_limits<float>::quiet_NaN());
+            skip->trace->resize(hp_.n_layer, 1);
             for (size_t l = 0; l < L; ++l) {
                 skip->trace->skipped[l] = skipped[l] ? 1 : 0;
                 skip->trace->gate[l] = gate[l];

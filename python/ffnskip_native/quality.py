@@ -1,0 +1,331 @@
+"""Quality of FFN skipping against the dense model (`ffnskip eval`).
+
+Teacher-forced: the text is cut into windows of `ctx` tokens; in each window the first
+`prompt_len` tokens are the prompt (always dense) and the rest are treated as generated tokens,
+so the policy applies exactly as in decoding (warm-up counted from the first generated token).
+Scored rows are the predictions made at generated positions. Reported: perplexity dense and with
+skipping, top-1 agreement with the dense model, mean KL(dense || skip) in nats, and the achieved
+skip ratio (skipped FFN blocks / (generated tokens x layers), warm-up tokens included).
+
+Generation: for each prompt, greedy continuations with and without skipping; reported are the
+fraction of identical tokens and the position of the first divergence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import _core
+from .errors import InvalidArgumentError
+from .skip import SkipConfig
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64, copy=False)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when enabled)."""
+
+    def __init__(self, total: int, label: str, enabled: bool) -> None:
+        self.total, self.label, self.enabled = total, label, enabled
+        self.done, self.t0 = 0, time.perf_counter()
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        frac = self.done / max(1, self.total)
+        bar = "#" * int(30 * frac)
+        rate = self.done / max(1e-9, time.perf_counter() - self.t0)
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} ({rate:.1f}/s)")
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+@dataclass
+class Window:
+    tokens: list[int]
+    targets: np.ndarray  # the token each scored row predicts
+    dense_logits: np.ndarray  # (rows, n_vocab) float32, exactly as the engine returned them
+    dense_nll: np.ndarray  # (rows,)
+    dense_top1: np.ndarray  # (rows,)
+
+
+@dataclass
+class QualityResult:
+    n_scored: int
+    ppl_dense: float
+    ppl_skip: float
+    top1_agreement: float
+    kl_mean: float
+    skip_ratio: float
+    gates: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_scored": self.n_scored,
+            "ppl_dense": self.ppl_dense,
+            "ppl_skip": self.ppl_skip,
+            "ppl_increase": self.ppl_skip / self.ppl_dense - 1.0,
+            "top1_agreement": self.top1_agreement,
+            "kl_mean": self.kl_mean,
+            "skip_ratio": self.skip_ratio,
+        }
+
+
+class TeacherForcedEval:
+    """Dense reference computed once; then any number of skip configs scored against it."""
+
+    def __init__(
+        self,
+        engine: _core.Engine,
+        tokens: Sequence[int],
+        ctx: int = 512,
+        prompt_len: int = 64,
+        max_windows: Optional[int] = None,
+        progress: bool = False,
+    ) -> None:
+        if not 0 < prompt_len < ctx - 1:
+            raise InvalidArgumentError(f"need 0 < prompt_len ({prompt_len}) < ctx - 1 ({ctx - 1})")
+        if ctx > engine.n_ctx:
+            raise InvalidArgumentError(f"ctx {ctx} exceeds the engine's n_ctx {engine.n_ctx}")
+        tokens = list(tokens)
+        n_windows = len(tokens) // ctx
+        if max_windows is not None:
+            n_windows = min(n_windows, max_windows)
+        if n_windows == 0:
+            raise InvalidArgumentError(
+                f"the text has {len(tokens)} tokens: at least one window of {ctx} is needed"
+            )
+        self.engine, self.ctx, self.prompt_len, self.progress = engine, ctx, prompt_len, progress
+        self.windows: list[Window] = []
+        bar = Progress(n_windows, "dense", progress)
+        for w in range(n_windows):
+            toks = tokens[w * ctx : (w + 1) * ctx]
+            # Same prompt/generated split as the skip runs, so equal decisions give equal logits.
+            logits = engine.logits(toks, all_positions=True, prompt_len=prompt_len)
+            rows = logits[prompt_len:-1]
+            logp = log_softmax(rows)
+            targets = np.asarray(toks[prompt_len + 1 :])
+            nll = -logp[np.arange(len(targets)), targets]
+            self.windows.append(Window(toks, targets, rows, nll, logp.argmax(1)))
+            bar.step()
+
+    @property
+    def n_scored(self) -> int:
+        return sum(len(w.targets) for w in self.windows)
+
+    def dense_ppl(self) -> float:
+        return math.exp(np.concatenate([w.dense_nll for w in self.windows]).mean())
+
+    def score(self, skip: SkipConfig, label: str = "skip") -> QualityResult:
+        core = skip.to_core()
+        nll, agree, kl = [], [], []
+        skipped = evaluated = 0
+        gates = []
+        bar = Progress(len(self.windows), label, self.progress)
+        for w in self.windows:
+            logits = self.engine.logits(
+                w.tokens, all_positions=True, skip=core, prompt_len=self.prompt_len
+            )
+            stats = self.engine.skip_stats()
+            skipped += sum(stats["skipped"])
+            evaluated += sum(stats["evaluated"])
+            if skip.record_gates and "gates" in stats:
+                gates.append(stats["gates"])
+            logp = log_softmax(logits[self.prompt_len : -1])
+            rows = np.arange(len(w.targets))
+            nll.append(-logp[rows, w.targets])
+            agree.append(logp.argmax(1) == w.dense_top1)
+            dense = log_softmax(w.dense_logits)
+            kl.append((np.exp(dense) * (dense - logp)).sum(1))
+            bar.step()
+        total = skipped + evaluated
+        return QualityResult(
+            n_scored=self.n_scored,
+            ppl_dense=self.dense_ppl(),
+            ppl_skip=math.exp(np.concatenate(nll).mean()),
+            top1_agreement=float(np.concatenate(agree).mean()),
+            kl_mean=float(np.concatenate(kl).mean()),
+            skip_ratio=skipped / total if total else 0.0,
+            gates=np.concatenate(gates) if gates else None,
+        )
+
+
+def greedy(engine: _core.Engine, prompt: Sequence[int], n_new: int, skip: Optional[SkipConfig]):
+    engine.set_skip(skip.to_core() if skip else None)
+    engine.reset()
+    logits = engine.eval(list(prompt))
+    out: list[int] = []
+    eog = set(engine.eog_ids)
+    for i in range(n_new):
+        tok = int(np.argmax(logits))
+        out.append(tok)
+        if tok in eog or engine.n_past + 1 >= engine.n_ctx:
+            break
+        logits = engine.eval_generated(tok, i)
+    stats = engine.skip_stats()
+    engine.set_skip(None)
+    return out, stats
+
+
+def generation_agreement(
+    engine: _core.Engine,
+    prompts: Sequence[str],
+    skip: SkipConfig,
+    max_new_tokens: int = 64,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Greedy continuations with skipping compared token by token with dense ones."""
+    same = total = skipped_blocks = blocks = 0
+    first_div = []
+    bar = Progress(len(prompts), "generate", progress)
+    for text in prompts:
+        ids = engine.tokenize(text, True, False)
+        dense, _ = greedy(engine, ids, max_new_tokens, None)
+        sk, stats = greedy(engine, ids, max_new_tokens, skip)
+        n = min(len(dense), len(sk))
+        div = next((i for i in range(n) if dense[i] != sk[i]), n)
+        first_div.append(div)
+        same += sum(a == b for a, b in zip(dense, sk))
+        total += max(len(dense), len(sk))
+        skipped_blocks += sum(stats["skipped"])
+        blocks += sum(stats["skipped"]) + sum(stats["evaluated"])
+        bar.step()
+    return {
+        "prompts": len(prompts),
+        "token_match_rate": same / total if total else 1.0,
+        "mean_first_divergence": float(np.mean(first_div)) if first_div else 0.0,
+        "identical_continuations": sum(d >= max_new_tokens for d in first_div),
+        "skip_ratio": skipped_blocks / blocks if blocks else 0.0,
+    }
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+
+def add_skip_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("skip policy (default: the model's stored profile, else 0.98/3)")
+    g.add_argument("--skip", help="SkipConfig as JSON (or @file.json)")
+    g.add_argument("--threshold", type=float, help="gate threshold")
+    g.add_argument("--span", type=int, help="hot layers skipped after a gate fires (0: all)")
+    g.add_argument("--warmup", type=int, help="dense generated tokens before skipping starts")
+    g.add_argument("--cold-start", type=int, help="leading layers that never skip")
+    g.add_argument("--cold-end", type=int, help="trailing layers that never skip")
+
+
+def skip_from_args(args: argparse.Namespace, engine: Optional[_core.Engine] = None) -> SkipConfig:
+    if args.skip:
+        text = args.skip
+        if text.startswith("@"):
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        cfg = SkipConfig.from_json(text)
+    elif engine is not None and engine.skip_profile is not None:
+        cfg = SkipConfig.from_core(engine.skip_profile)
+    else:
+        cfg = SkipConfig()
+    overrides = {
+        "threshold": args.threshold,
+        "span": args.span,
+        "warmup": args.warmup,
+        "cold_start": args.cold_start,
+        "cold_end": args.cold_end,
+    }
+    d = cfg.to_dict()
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return SkipConfig.from_dict(d)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="GGUF file")
+    p.add_argument("--text", help="UTF-8 text file for teacher-forced evaluation")
+    p.add_argument("--ctx", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--prompt-len", type=int, default=64, help="dense prompt tokens per window")
+    p.add_argument("--max-windows", type=int, default=None, help="evaluate at most N windows")
+    p.add_argument("--prompts", help="file with one prompt per line (greedy-generation agreement)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--progress", action="store_true", help="progress bar (default: on a tty)")
+    add_skip_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.text and not args.prompts:
+        raise InvalidArgumentError("give --text FILE and/or --prompts FILE")
+    progress = args.progress or sys.stderr.isatty()
+    n_ctx = max(args.ctx, 256) + args.max_new_tokens + 64
+    engine = _core.Engine(
+        args.model, backend=args.backend, n_ctx=n_ctx, n_threads=args.threads or 0
+    )
+    try:
+        skip = skip_from_args(args, engine)
+        out: dict[str, Any] = {"model": args.model, "skip": skip.to_dict()}
+        if args.text:
+            with open(args.text, encoding="utf-8") as f:
+                text = f.read()
+            tokens = engine.tokenize(text, False, False)
+            ev = TeacherForcedEval(
+                engine, tokens, args.ctx, args.prompt_len, args.max_windows, progress
+            )
+            out["teacher_forced"] = ev.score(skip).to_dict()
+        if args.prompts:
+            with open(args.prompts, encoding="utf-8") as f:
+                prompts = [line.rstrip("\n") for line in f if line.strip()]
+            out["generation"] = generation_agreement(
+                engine, prompts, skip, args.max_new_tokens, progress
+            )
+    finally:
+        engine.close()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_text(out))
+    return 0
+
+
+def format_text(out: dict[str, Any]) -> str:
+    lines = [f"model  {out['model']}", f"skip   {json.dumps(out['skip'])}"]
+    tf = out.get("teacher_forced")
+    if tf:
+        lines += [
+            f"teacher-forced over {tf['n_scored']} scored tokens:",
+            f"  perplexity   dense {tf['ppl_dense']:.4f}  skip {tf['ppl_skip']:.4f} "
+            f"({100 * tf['ppl_increase']:+.2f}%)",
+            f"  top-1 agreement with dense  {100 * tf['top1_agreement']:.2f}%",
+            f"  mean KL(dense || skip)      {tf['kl_mean']:.5f} nats",
+            f"  skip ratio                  {100 * tf['skip_ratio']:.2f}%",
+        ]
+    gen = out.get("generation")
+    if gen:
+        lines += [
+            f"greedy generation over {gen['prompts']} prompts:",
+            f"  token match rate {100 * gen['token_match_rate']:.1f}%, mean first divergence "
+            f"{gen['mean_first_divergence']:.1f}, identical {gen['identical_continuations']}",
+            f"  skip ratio {100 * gen['skip_ratio']:.2f}%",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="ffnskip eval", description=__doc__)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -99,7 +99,9 @@ def smollm2_reference(smollm2_path):
     eng = _core.Engine(str(smollm2_path), backend="cpu", n_ctx=256)
     text = (
         "In the beginning God created the heaven and the earth. And the earth was without "
-        "form, and void; and darkness was upon the face of the deep. def fib(n):\n    return n"
+        "form, and void; and darkness was upon the face of the deep. And the Spirit of God moved "
+        "upon the face of the waters.\n\ndef fib(n):\n    if n < 2:\n        return n\n"
+        "    return fib(n - 1) + fib(n - 2)\n"
     )
     tokens = eng.tokenize(text, False, False)[:64]
     assert len(tokens) == 64

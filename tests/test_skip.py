@@ -38,10 +38,14 @@ def run_engine(eng, tokens, prompt_len, skip: SkipConfig | None):
 
 
 def compare_decisions(ref_skipped, ref_gates, got_gates, thresholds, prompt_len):
-    """Per generated token: identical skip pattern, or a near-threshold gate before the split."""
-    n_layer = ref_skipped.shape[1]
+    """Rows (absolute indices) whose decisions match the reference, up to the first divergence.
+
+    A divergence is allowed only where a reference gate before the first differing layer lies
+    within GATE_EPS of its threshold. After it, the two runs hold different keys/values for that
+    token, so later tokens are no longer comparable and the walk stops.
+    """
     got_skipped = np.isnan(got_gates)
-    agree_rows = []
+    agree_rows = list(range(prompt_len))
     for t in range(got_gates.shape[0]):
         r = prompt_len + t
         diff = np.flatnonzero(got_skipped[t] != ref_skipped[r])
@@ -54,10 +58,8 @@ def compare_decisions(ref_skipped, ref_gates, got_gates, thresholds, prompt_len)
             for layer in range(first)
             if not math.isnan(ref_gates[r, layer]) and not math.isnan(thresholds[layer])
         ]
-        assert any(near), (
-            f"token {t}: decisions differ at layer {first} with no gate near its threshold"
-        )
-        assert first < n_layer
+        assert any(near), f"token {t}: decisions differ at layer {first}, no gate near threshold"
+        break
     return agree_rows
 
 
@@ -74,10 +76,10 @@ def check_policy(path: Path, skip: SkipConfig, n_tokens=40, prompt_len=8, min_ag
     th = skip.threshold_list()
     th = th * ref.hp.n_layer if len(th) == 1 else th
     rows = compare_decisions(exp_skipped, exp_gates, gates, th, prompt_len)
-    assert len(rows) >= min_agree * n_gen
+    assert len(rows) - prompt_len >= min_agree * n_gen
     # Gate values where both evaluated the FFN.
     both = ~np.isnan(gates) & ~np.isnan(exp_gates[prompt_len:])
-    for r in rows:
+    for r in rows[prompt_len:]:
         t = r - prompt_len
         assert np.allclose(gates[t][both[t]], exp_gates[r][both[t]], atol=2e-3)
     err = np.linalg.norm(logits[rows] - exp_logits[rows], axis=1) / np.linalg.norm(
@@ -194,7 +196,7 @@ def test_smollm2_policy_matches_reference(smollm2_path):
     logits, stats = run_engine(eng, tokens, 12, skip)
     th = [0.95] * ref.hp.n_layer
     rows = compare_decisions(exp_skipped, exp_gates, stats["gates"], th, 12)
-    assert len(rows) >= 0.9 * (len(tokens) - 12)
+    assert len(rows) - 12 >= 0.8 * (len(tokens) - 12)
     assert stats["skip_ratio"] > 0.02
     err = np.linalg.norm(logits[rows] - exp_logits[rows], axis=1) / np.linalg.norm(
         exp_logits[rows], axis=1

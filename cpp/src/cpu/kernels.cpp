@@ -2,7 +2,6 @@
 #include "cpu/kernels.h"
 
 #include <atomic>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>

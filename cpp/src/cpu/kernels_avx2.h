@@ -21,12 +21,11 @@ inline float half(uint16_t h) {
     return _cvtsh_ss(h);
 }
 
-// 16 packed nibbles -> 32 bytes: low nibbles are elements 0..15, high nibbles 16..31 (the same
-// 16 bytes in both lanes, shifted by 0 or 4 bits: no lane-crossing shuffle).
+// 16 packed nibbles -> 32 bytes: low nibbles are elements 0..15, high nibbles 16..31.
 inline __m256i nibbles32(const uint8_t* qs) {
-    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
-    const __m256i v4 = _mm256_srlv_epi32(v, _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0));
-    return _mm256_and_si256(v4, _mm256_set1_epi8(0x0F));
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    const __m128i m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
 // Bit j of a 32-bit word -> 0x10 in byte j (the 5th bit of Q5_0/Q5_1 codes).

@@ -1,9 +1,20 @@
-// AVX2 integer matmul for quantized weights against 8-bit activations.
+// AVX2 integer matmul for quantized weights against 16-bit activations, and the AVX2 activation
+// quantization.
 //
-// One tile computes R weight rows x NT tokens: each weight block is decoded to 32 codes once and
-// multiplied (vpmaddubsw: unsigned x signed bytes) with the NT token blocks, so decoding is
-// amortised over tokens and activation loads over rows. Decode (1 token) uses 4 rows for
-// independent accumulation chains; prompts use 2 x 4 (all accumulators stay in registers).
+// Every weight type is walked in blocks of 32 values: the block's codes are widened to two
+// vectors of 16-bit integers (unpacklo/unpackhi: elements 0-7,16-23 and 8-15,24-31, the order the
+// activations are stored in) and multiplied with vpmaddwd, 16 multiply-adds per instruction. The
+// 8 int32 lanes of one block are converted to float and scaled by (weight scale x activation
+// scale) once per block; the min/offset terms (Q4_1, Q5_1, Q4_K, Q5_K) are a float dot product of
+// per-block mins with the activation block sums, done per chunk of blocks.
+//
+// One tile computes R weight rows x NT tokens: each weight block is decoded once and multiplied
+// with the NT token blocks, so decoding is amortised over tokens and activation loads over rows.
+// Decode (1 token) uses 4 rows for independent accumulation chains; prompts use 2 x 4.
+//
+// Integer ranges: an activation is at most 32767 in magnitude, a code at most 128 (Q8_0) or
+// 4096 (Q6_K codes pre-multiplied by their int8 scale), and one int32 lane sums 4 products, so
+// lanes stay below 2^31.
 #include <algorithm>
 
 #include "cpu/kernels_avx2.h"
@@ -12,7 +23,134 @@
 
 namespace ffnskip::cpu::avx2 {
 
+// ---- activation quantization ---------------------------------------------------------------
+void prepare_row(const float* x, int64_t cols, uint8_t* out) {
+    const int64_t nb = cols / kActBlock;
+    auto* qs = reinterpret_cast<int16_t*>(out);
+    auto* d = reinterpret_cast<float*>(out + nb * kActBlock * sizeof(int16_t));
+    float* s = d + nb;
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t b = 0; b < nb; ++b) {
+        const float* xb = x + b * kActBlock;
+        __m256 v[4];
+        for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(xb + 8 * i);
+        __m256 m = _mm256_max_ps(
+            _mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
+            _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const __m256 id = _mm256_set1_ps(amax > 0.0f ? kActMax / amax : 0.0f);
+        __m256i q[4];
+        // cvtps rounds to nearest even (the default MXCSR mode), as nearbyint in the scalar path.
+        for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));
+        // packs works per lane: (0-7, 16-23) gives 64-bit groups 0-3, 16-19, 4-7, 20-23.
+        const __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[2]), 0xD8);
+        const __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[1], q[3]), 0xD8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kActBlock), lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kActBlock + 16), hi);
+        const __m256i sum8 =
+            _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        d[b] = amax / kActMax;
+        s[b] = d[b] * static_cast<float>(_mm_cvtsi128_si32(s4));
+    }
+}
+
 namespace {
+
+// 32 byte codes -> 16-bit halves (elements 0-7,16-23 and 8-15,24-31), sign- or zero-extended.
+template <bool kSigned>
+inline void widen(__m256i v, __m256i& lo, __m256i& hi) {
+    const __m256i ext =
+        kSigned ? _mm256_cmpgt_epi8(_mm256_setzero_si256(), v) : _mm256_setzero_si256();
+    lo = _mm256_unpacklo_epi8(v, ext);
+    hi = _mm256_unpackhi_epi8(v, ext);
+}
+
+// ---- per-type block decoding -----------------------------------------------------------------
+// A type is read in units of kGroup blocks of 32 (a K-quant super-block is 8 blocks):
+//   scales(row, u, dw, mn): the float scale of each block of unit u, and its additive min term
+//                           (w = dw * code + mn) when kMin;
+//   codes(row, u, j, lo, hi): the 16-bit codes of block j of unit u.
+template <class T>
+struct Simple {
+    using Block = typename T::Block;
+    static constexpr int kGroup = 1;
+    static constexpr bool kMin = T::kMin;
+    static void scales(const uint8_t* row, int64_t u, float* dw, float* mn) {
+        const Block& blk = reinterpret_cast<const Block*>(row)[u];
+        if constexpr (kMin) {  // d and m are adjacent halves: one conversion for both
+            uint32_t dm16;
+            std::memcpy(&dm16, &blk.d, 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
+            _mm_store_ss(dw, dm);
+            _mm_store_ss(mn, _mm_movehdup_ps(dm));
+        } else {
+            *dw = half(blk.d);
+        }
+    }
+    static void codes(const uint8_t* row, int64_t u, int, __m256i& lo, __m256i& hi) {
+        widen<T::kSigned>(T::codes(reinterpret_cast<const Block*>(row)[u]), lo, hi);
+    }
+};
+
+// Q4_K / Q5_K: block j has w = (d * sc_j) * code - dmin * m_j with 6-bit sc_j, m_j.
+template <class Block>
+struct Q45K {
+    static constexpr int kGroup = 8;
+    static constexpr bool kMin = true;
+    static constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
+    static void scales(const uint8_t* row, int64_t u, float* dw, float* mn) {
+        const Block& b = reinterpret_cast<const Block*>(row)[u];
+        // scale_min_k4 on whole 32-bit words: 8 six-bit scales and mins, one per byte.
+        uint32_t s[3];
+        std::memcpy(s, b.scales, 12);
+        const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+        const uint32_t sc_lo = s[0] & m6, mn_lo = s[1] & m6;
+        const uint32_t sc_hi = (s[2] & m4) | ((s[0] >> 6) & m2) << 4;
+        const uint32_t mn_hi = ((s[2] >> 4) & m4) | ((s[1] >> 6) & m2) << 4;
+        const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+            _mm_cvtsi64_si128(static_cast<int64_t>(sc_lo | static_cast<uint64_t>(sc_hi) << 32))));
+        const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+            _mm_cvtsi64_si128(static_cast<int64_t>(mn_lo | static_cast<uint64_t>(mn_hi) << 32))));
+        _mm256_storeu_ps(dw, _mm256_mul_ps(_mm256_set1_ps(half(b.d)), sc));
+        // -(dmin * m): the scalar path rounds the product, then negates.
+        _mm256_storeu_ps(mn, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(half(b.dmin)), m),
+                                           _mm256_set1_ps(-0.0f)));
+    }
+    static void codes(const uint8_t* row, int64_t u, int j, __m256i& lo, __m256i& hi) {
+        const Block& b = reinterpret_cast<const Block*>(row)[u];
+        if constexpr (kQ5) {
+            widen<false>(q5k_codes(b.qs, b.qh, j), lo, hi);
+        } else {
+            widen<false>(q4k_codes(b.qs, j), lo, hi);
+        }
+    }
+};
+
+// Q6_K: w = d * sc_g * (code - 32) per 16 values; sc_g (int8) is folded into the 16-bit codes.
+struct Q6K {
+    static constexpr int kGroup = 8;
+    static constexpr bool kMin = false;
+    static void scales(const uint8_t* row, int64_t u, float* dw, float*) {
+        _mm256_storeu_ps(dw, _mm256_set1_ps(half(reinterpret_cast<const block_q6_K*>(row)[u].d)));
+    }
+    static void codes(const uint8_t* row, int64_t u, int j, __m256i& lo, __m256i& hi) {
+        const block_q6_K& b = reinterpret_cast<const block_q6_K*>(row)[u];
+        widen<false>(q6k_codes(b, j), lo, hi);
+        // Both halves hold elements 0-7 / 8-15 (scale 2j) in the low lane, 16-31 (2j+1) in the
+        // high.
+        const __m256i sc =
+            _mm256_set_m128i(_mm_set1_epi16(b.scales[2 * j + 1]), _mm_set1_epi16(b.scales[2 * j]));
+        const __m256i off = _mm256_set1_epi16(32);
+        lo = _mm256_mullo_epi16(_mm256_sub_epi16(lo, off), sc);
+        hi = _mm256_mullo_epi16(_mm256_sub_epi16(hi, off), sc);
+    }
+};
 
 // Rows and token rows of one tile; tokens index prepared activation rows.
 struct Tile {
@@ -21,60 +159,74 @@ struct Tile {
     float* out[4][4];  // out[r][t]
 };
 
-// ---- 32-element block types ----------------------------------------------------------------
-// Blocks are processed in chunks so that the per-block mins of a row fit in a stack buffer; their
-// contribution sum_b m[b] * s[b] is then a contiguous float dot product.
-constexpr int64_t kChunk = 64;
+// Blocks are processed in chunks. A first pass over a chunk collects each row's block scales and
+// mins and multiplies the scales with the token's activation scales (8 blocks per instruction),
+// so the integer pass does only cvt + fma per block and (row, token); the mins' contribution
+// sum_b mn[b] * s[b] is a contiguous float dot product.
+constexpr int64_t kChunk = 64;  // a multiple of every kGroup
 
 template <class T, int R, int NT>
-void tile32(const Tile& tl, int64_t nb) {
-    using Block = typename T::Block;
-    const __m256i ones = _mm256_set1_epi16(1);
+void tile(const Tile& tl, int64_t nb) {
+    constexpr int G = T::kGroup;
+    const int16_t* aq[NT];
+    const float *ad[NT], *as[NT];
+    for (int t = 0; t < NT; ++t) {
+        aq[t] = reinterpret_cast<const int16_t*>(tl.acts[t]);
+        ad[t] = reinterpret_cast<const float*>(tl.acts[t] + nb * kActBlock * sizeof(int16_t));
+        as[t] = ad[t] + nb;
+    }
     float total[R][NT] = {};
     for (int64_t c0 = 0; c0 < nb; c0 += kChunk) {
-        const int64_t c1 = std::min(nb, c0 + kChunk);
+        const int64_t c1 = std::min(nb, c0 + kChunk), n = c1 - c0, n8 = n & ~int64_t{7};
+        alignas(32) float dws[R][kChunk];
+        alignas(32) float mins[T::kMin ? R : 1][kChunk];
+        alignas(32) float scale[R][NT][kChunk];  // dws[r][b] * ad[t][b]
+        for (int64_t u = c0 / G; u < c1 / G; ++u) {
+            for (int r = 0; r < R; ++r)
+                T::scales(tl.rows[r], u, &dws[r][u * G - c0],
+                          T::kMin ? &mins[r][u * G - c0] : nullptr);
+        }
+        for (int r = 0; r < R; ++r) {
+            for (int t = 0; t < NT; ++t) {
+                int64_t b = 0;
+                for (; b < n8; b += 8)
+                    _mm256_store_ps(
+                        &scale[r][t][b],
+                        _mm256_mul_ps(_mm256_load_ps(&dws[r][b]), _mm256_loadu_ps(ad[t] + c0 + b)));
+                for (; b < n; ++b) scale[r][t][b] = dws[r][b] * ad[t][c0 + b];
+            }
+        }
         __m256 acc[R][NT];
         for (int r = 0; r < R; ++r)
             for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
-        alignas(32) float mins[R][kChunk];
-        for (int64_t b = c0; b < c1; ++b) {
-            for (int r = 0; r < R; ++r) {
-                const Block& blk = reinterpret_cast<const Block*>(tl.rows[r])[b];
-                const __m256i w = T::codes(blk);
-                __m256 dw;
-                if constexpr (T::kMin) {  // d and m are adjacent halves: one conversion for both
-                    uint32_t dm16;
-                    std::memcpy(&dm16, &blk.d, 4);
-                    const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
-                    dw = _mm256_broadcastss_ps(dm);
-                    _mm_store_ss(&mins[r][b - c0], _mm_movehdup_ps(dm));
-                } else {
-                    dw = _mm256_set1_ps(half(blk.d));
-                }
-                const __m256i wabs = T::kSigned ? _mm256_sign_epi8(w, w) : w;
-                for (int t = 0; t < NT; ++t) {
-                    const __m256i a =
-                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tl.acts[t] + 32 * b));
-                    const __m256i p =
-                        _mm256_maddubs_epi16(wabs, T::kSigned ? _mm256_sign_epi8(a, w) : a);
-                    const __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                    const auto* ad = reinterpret_cast<const float*>(tl.acts[t] + 32 * nb);
-                    acc[r][t] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_broadcast_ss(ad + b)),
-                                                acc[r][t]);
+        for (int64_t u = c0 / G; u < c1 / G; ++u) {
+            for (int j = 0; j < G; ++j) {
+                const int64_t b = u * G + j;
+                for (int r = 0; r < R; ++r) {
+                    __m256i lo, hi;
+                    T::codes(tl.rows[r], u, j, lo, hi);
+                    for (int t = 0; t < NT; ++t) {
+                        const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
+                        const __m256i p =
+                            _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                             _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                        acc[r][t] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                            _mm256_broadcast_ss(&scale[r][t][b - c0]), acc[r][t]);
+                    }
                 }
             }
         }
         for (int r = 0; r < R; ++r) {
             for (int t = 0; t < NT; ++t) {
-                if (T::kMin) {
-                    const float* as = reinterpret_cast<const float*>(tl.acts[t] + 32 * nb) + nb;
-                    int64_t b = c0;
+                if constexpr (T::kMin) {
+                    int64_t b = 0;
                     __m256 m = _mm256_setzero_ps();
-                    for (; b + 8 <= c1; b += 8)
-                        m = _mm256_fmadd_ps(_mm256_load_ps(&mins[r][b - c0]),
-                                            _mm256_loadu_ps(as + b), m);
+                    for (; b < n8; b += 8)
+                        m = _mm256_fmadd_ps(_mm256_load_ps(&mins[r][b]),
+                                            _mm256_loadu_ps(as[t] + c0 + b), m);
                     float ms = hsum(m);
-                    for (; b < c1; ++b) ms += mins[r][b - c0] * as[b];
+                    for (; b < n; ++b) ms += mins[r][b] * as[t][c0 + b];
                     total[r][t] += ms;
                 }
                 total[r][t] += hsum(acc[r][t]);
@@ -85,172 +237,46 @@ void tile32(const Tile& tl, int64_t nb) {
         for (int t = 0; t < NT; ++t) *tl.out[r][t] = total[r][t];
 }
 
-// ---- K-quants ------------------------------------------------------------------------------
-// Per super-block, integer accumulators collect sum_j scale_j * dot(codes_j, acts_j); the mins of
-// Q4_K/Q5_K and the -32 offset of Q6_K go through the activations' per-16 sums (one vpmaddwd).
-template <int kType>
-struct KRow {
-    float d = 0, dmin = 0;
-    __m256i corr;      // per-16 coefficients applied to the activation sums
-    int16_t sc[16];    // Q6_K: the 16 scales
-    uint64_t sc8 = 0;  // Q4_K/Q5_K: the 8 six-bit scales, one per byte
-};
-
-template <int kType>
-inline void k_prepare(const uint8_t* row, int64_t i, KRow<kType>& k) {
-    if constexpr (kType == GGML_Q6_K) {
-        const block_q6_K& b = reinterpret_cast<const block_q6_K*>(row)[i];
-        k.d = half(b.d);
-        const __m256i s16 =
-            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales)));
-        k.corr = _mm256_slli_epi16(s16, 5);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(k.sc), s16);
-    } else {
-        using Block = std::conditional_t<kType == GGML_Q4_K, block_q4_K, block_q5_K>;
-        const Block& b = reinterpret_cast<const Block*>(row)[i];
-        k.d = half(b.d);
-        k.dmin = half(b.dmin);
-        // scale_min_k4 on whole 32-bit words: per-byte stores followed by a wide load would
-        // stall on store forwarding once per super-block and row.
-        uint32_t s[3];
-        std::memcpy(s, b.scales, 12);
-        const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
-        const uint32_t sc_lo = s[0] & m6, mn_lo = s[1] & m6;
-        const uint32_t sc_hi = (s[2] & m4) | ((s[0] >> 6) & m2) << 4;
-        const uint32_t mn_hi = ((s[2] >> 4) & m4) | ((s[1] >> 6) & m2) << 4;
-        k.sc8 = sc_lo | static_cast<uint64_t>(sc_hi) << 32;
-        const uint64_t m8 = mn_lo | static_cast<uint64_t>(mn_hi) << 32;
-        const __m128i m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(m8)));
-        k.corr = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
-    }
-}
-
-template <int kType>
-inline __m256i k_codes(const uint8_t* row, int64_t i, int j) {
-    if constexpr (kType == GGML_Q4_K) {
-        return q4k_codes(reinterpret_cast<const block_q4_K*>(row)[i].qs, j);
-    } else if constexpr (kType == GGML_Q5_K) {
-        const block_q5_K& b = reinterpret_cast<const block_q5_K*>(row)[i];
-        return q5k_codes(b.qs, b.qh, j);
-    } else {
-        return q6k_codes(reinterpret_cast<const block_q6_K*>(row)[i], j);
-    }
-}
-
-template <int kType>
-inline __m256i k_scale(const KRow<kType>& k, int j) {
-    if constexpr (kType == GGML_Q6_K) {
-        return _mm256_set_m128i(_mm_set1_epi16(k.sc[2 * j + 1]), _mm_set1_epi16(k.sc[2 * j]));
-    } else {
-        return _mm256_set1_epi16(static_cast<int16_t>((k.sc8 >> (8 * j)) & 0xFF));
-    }
-}
-
-template <int kType, int R, int NT>
-void tile_k(const Tile& tl, int64_t nsb) {
-    __m256 facc[R][NT];
-    for (int r = 0; r < R; ++r)
-        for (int t = 0; t < NT; ++t) facc[r][t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nsb; ++i) {
-        KRow<kType> k[R];
-        for (int r = 0; r < R; ++r) k_prepare<kType>(tl.rows[r], i, k[r]);
-        const ActBlockK* a[NT];
-        for (int t = 0; t < NT; ++t) a[t] = reinterpret_cast<const ActBlockK*>(tl.acts[t]) + i;
-        __m256i iacc[R][NT];
-        for (int r = 0; r < R; ++r)
-            for (int t = 0; t < NT; ++t) iacc[r][t] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; ++j) {
-            for (int r = 0; r < R; ++r) {
-                const __m256i w = k_codes<kType>(tl.rows[r], i, j);
-                const __m256i sc = k_scale<kType>(k[r], j);
-                for (int t = 0; t < NT; ++t) {
-                    const __m256i av =
-                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t]->qs + 32 * j));
-                    const __m256i p = _mm256_maddubs_epi16(w, av);
-                    iacc[r][t] = _mm256_add_epi32(iacc[r][t], _mm256_madd_epi16(p, sc));
-                }
-            }
-        }
-        for (int r = 0; r < R; ++r) {
-            for (int t = 0; t < NT; ++t) {
-                const __m256i bs =
-                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t]->bsums));
-                const __m256i corr = _mm256_madd_epi16(k[r].corr, bs);
-                const __m256 da = _mm256_set1_ps(a[t]->d);
-                if constexpr (kType == GGML_Q6_K) {
-                    const __m256 s = _mm256_cvtepi32_ps(_mm256_sub_epi32(iacc[r][t], corr));
-                    facc[r][t] =
-                        _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_set1_ps(k[r].d), da), facc[r][t]);
-                } else {
-                    facc[r][t] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r][t]),
-                                        _mm256_mul_ps(_mm256_set1_ps(k[r].d), da), facc[r][t]);
-                    facc[r][t] =
-                        _mm256_fnmadd_ps(_mm256_cvtepi32_ps(corr),
-                                         _mm256_mul_ps(_mm256_set1_ps(k[r].dmin), da), facc[r][t]);
-                }
-            }
-        }
-    }
-    for (int r = 0; r < R; ++r)
-        for (int t = 0; t < NT; ++t) *tl.out[r][t] = hsum(facc[r][t]);
-}
-
 // ---- drivers -------------------------------------------------------------------------------
 using TileFn = void (*)(const Tile&, int64_t);
 
-template <template <int, int> class K>
-struct Tiles {
-    static TileFn get(int r, int nt) {
-        switch (r * 8 + nt) {
-            case 4 * 8 + 1:
-                return K<4, 1>::run;
-            case 2 * 8 + 4:
-                return K<2, 4>::run;
-            case 2 * 8 + 3:
-                return K<2, 3>::run;
-            case 2 * 8 + 2:
-                return K<2, 2>::run;
-            case 2 * 8 + 1:
-                return K<2, 1>::run;
-            case 1 * 8 + 4:
-                return K<1, 4>::run;
-            case 1 * 8 + 3:
-                return K<1, 3>::run;
-            case 1 * 8 + 2:
-                return K<1, 2>::run;
-            default:
-                return K<1, 1>::run;
-        }
-    }
-};
-
 template <class T>
-struct For32 {
-    template <int R, int NT>
-    struct K {
-        static void run(const Tile& tl, int64_t nb) { tile32<T, R, NT>(tl, nb); }
-    };
-};
-template <int kType>
-struct ForK {
-    template <int R, int NT>
-    struct K {
-        static void run(const Tile& tl, int64_t nsb) { tile_k<kType, R, NT>(tl, nsb); }
-    };
-};
+TileFn tile_fn(int r, int nt) {
+    switch (r * 8 + nt) {
+        case 4 * 8 + 1:
+            return tile<T, 4, 1>;
+        case 2 * 8 + 4:
+            return tile<T, 2, 4>;
+        case 2 * 8 + 3:
+            return tile<T, 2, 3>;
+        case 2 * 8 + 2:
+            return tile<T, 2, 2>;
+        case 2 * 8 + 1:
+            return tile<T, 2, 1>;
+        case 1 * 8 + 4:
+            return tile<T, 1, 4>;
+        case 1 * 8 + 3:
+            return tile<T, 1, 3>;
+        case 1 * 8 + 2:
+            return tile<T, 1, 2>;
+        default:
+            return tile<T, 1, 1>;
+    }
+}
 
 // Tokens are walked in chunks whose activations stay in L2 while a thread's rows stream past.
 constexpr int64_t kTokChunk = 64;
 
-template <template <int, int> class K>
-void drive(const WeightView& w, const uint8_t* acts, size_t astride, int64_t nblocks, int64_t n_tok,
-           float* y, int64_t ldy, int64_t r0, int64_t r1) {
+template <class T>
+void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+           int64_t r0, int64_t r1) {
+    const int64_t nb = w.cols / kActBlock;
+    const size_t astride = static_cast<size_t>(nb) * kActBytes32;
     const int rstep = n_tok == 1 ? 4 : 2;
     for (int64_t tc = 0; tc < n_tok; tc += kTokChunk) {
         const int64_t tc1 = std::min(n_tok, tc + kTokChunk);
         for (int64_t r = r0; r < r1;) {
-            const int nr = static_cast<int>(std::min<int64_t>(r1 - r, rstep)) == rstep ? rstep : 1;
+            const int nr = r1 - r >= rstep ? rstep : 1;
             for (int64_t t = tc; t < tc1;) {
                 const int nt = static_cast<int>(std::min<int64_t>(tc1 - t, 4));
                 Tile tl;
@@ -260,7 +286,7 @@ void drive(const WeightView& w, const uint8_t* acts, size_t astride, int64_t nbl
                     tl.acts[j] = acts + static_cast<size_t>(t + j) * astride;
                 for (int i = 0; i < nr; ++i)
                     for (int j = 0; j < nt; ++j) tl.out[i][j] = y + (t + j) * ldy + (r + i);
-                Tiles<K>::get(nr, nt)(tl, nblocks);
+                tile_fn<T>(nr, nt)(tl, nb);
                 t += nt;
             }
             r += nr;
@@ -272,26 +298,23 @@ void drive(const WeightView& w, const uint8_t* acts, size_t astride, int64_t nbl
 
 void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                   int64_t r0, int64_t r1) {
-    const int64_t nb32 = w.cols / 32, nsb = w.cols / 256;
-    const size_t s32 = static_cast<size_t>(nb32) * kActBytes32;
-    const size_t sk = static_cast<size_t>(nsb) * sizeof(ActBlockK);
     switch (w.type) {
         case GGML_Q4_0:
-            return drive<For32<Q4_0>::K>(w, acts, s32, nb32, n_tok, y, ldy, r0, r1);
+            return drive<Simple<Q4_0>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q4_1:
-            return drive<For32<Q4_1>::K>(w, acts, s32, nb32, n_tok, y, ldy, r0, r1);
+            return drive<Simple<Q4_1>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q5_0:
-            return drive<For32<Q5_0>::K>(w, acts, s32, nb32, n_tok, y, ldy, r0, r1);
+            return drive<Simple<Q5_0>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q5_1:
-            return drive<For32<Q5_1>::K>(w, acts, s32, nb32, n_tok, y, ldy, r0, r1);
+            return drive<Simple<Q5_1>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q8_0:
-            return drive<For32<Q8_0>::K>(w, acts, s32, nb32, n_tok, y, ldy, r0, r1);
+            return drive<Simple<Q8_0>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q4_K:
-            return drive<ForK<GGML_Q4_K>::K>(w, acts, sk, nsb, n_tok, y, ldy, r0, r1);
+            return drive<Q45K<block_q4_K>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q5_K:
-            return drive<ForK<GGML_Q5_K>::K>(w, acts, sk, nsb, n_tok, y, ldy, r0, r1);
+            return drive<Q45K<block_q5_K>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q6_K:
-            return drive<ForK<GGML_Q6_K>::K>(w, acts, sk, nsb, n_tok, y, ldy, r0, r1);
+            return drive<Q6K>(w, acts, n_tok, y, ldy, r0, r1);
         default:
             return;
     }

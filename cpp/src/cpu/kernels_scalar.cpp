@@ -15,8 +15,8 @@ namespace ffnskip::cpu {
 namespace {
 
 // ---- activations -------------------------------------------------------------------------------
-// Symmetric 16-bit quantization per block of 32: d = max|x| / 32767, q = round-to-nearest-even(x / d)
-// (computed as x * (32767 / max|x|), which the AVX2 path reproduces bit for bit).
+// Symmetric 16-bit quantization per block of 32: d = max|x| / 32767, q = round-to-nearest-even(x /
+// d) (computed as x * (32767 / max|x|), which the AVX2 path reproduces bit for bit).
 void prepare_row_scalar(const float* x, int64_t cols, uint8_t* out) {
     const int64_t nb = cols / kActBlock;
     auto* qs = reinterpret_cast<int16_t*>(out);
@@ -211,7 +211,7 @@ void f32_to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
 
 }  // namespace
 
-const KernelTable kScalarKernels = {prepare_row_scalar, matmul_scalar, dequantize_row_ref, dot_f16_f32_scalar,
-                                    axpy_f16_scalar, f32_to_f16_scalar};
+const KernelTable kScalarKernels = {prepare_row_scalar, matmul_scalar,   dequantize_row_ref,
+                                    dot_f16_f32_scalar, axpy_f16_scalar, f32_to_f16_scalar};
 
 }  // namespace ffnskip::cpu

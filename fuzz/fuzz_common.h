@@ -44,9 +44,14 @@ inline void check_range(const gguf::File& f, const uint8_t* p, uint64_t n) {
 // be a FormatError, never anything else) and each tensor's data range.
 inline void check_file(const gguf::File& f) {
     FUZZ_CHECK(f.alignment() != 0 && (f.alignment() & (f.alignment() - 1)) == 0);
+    // The wrong-type paths throw, which is slow under ASan: the first keys are enough to reach
+    // every value type, since the fuzzer reorders and retypes them freely.
+    constexpr size_t kTypedKeys = 16;
+    size_t k = 0;
     for (const auto& entry : f.kv()) {
         const std::string& key = entry.first;  // C++17 lambdas cannot capture a binding
         FUZZ_CHECK(f.find(key) == &entry.second);
+        if (k++ >= kTypedKeys) continue;
         auto swallow = [](auto&& fn) {
             try {
                 fn();
@@ -116,7 +121,7 @@ inline void check_tokenizer(const Tokenizer& tok) {
             tok.decode(ids, false);
         }
     }
-    const int32_t shown = n < 512 ? n : 512;
+    const int32_t shown = n < 64 ? n : 64;
     for (int32_t id = 0; id < shown; ++id) {
         tok.token_to_bytes(id);
         tok.token_text(id);

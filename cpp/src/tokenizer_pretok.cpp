@@ -170,12 +170,18 @@ PreTokenizer pre_tokenizer_from_name(const std::string& name, bool* known) {
     if (name == "llama3" || name == "llama-bpe" || name == "llama-v3") return PreTokenizer::Llama3;
     if (name == "qwen2" || name == "deepseek-r1-qwen") return PreTokenizer::Qwen2;
     if (name == "smollm") return PreTokenizer::Smollm;
+    if (name == "deepseek-llm") return PreTokenizer::DeepseekLlm;
+    if (name == "deepseek-coder") return PreTokenizer::DeepseekCoder;
     *known = false;
     return PreTokenizer::Gpt2;
 }
 
 void pre_tokenize(PreTokenizer kind, std::string_view text, std::vector<std::string_view>& out) {
     if (text.empty()) return;
+    if (kind == PreTokenizer::DeepseekLlm || kind == PreTokenizer::DeepseekCoder) {
+        pre_tokenize_deepseek(kind, text, out);
+        return;
+    }
     const CodePoints cps(text);
     const size_t n = cps.cp.size();
     switch (kind) {
@@ -199,6 +205,9 @@ void pre_tokenize(PreTokenizer kind, std::string_view text, std::vector<std::str
             }
             break;
         }
+        case PreTokenizer::DeepseekLlm:
+        case PreTokenizer::DeepseekCoder:
+            break;  // handled above
     }
 }
 

@@ -16,6 +16,7 @@
 // 4096 (Q6_K codes pre-multiplied by their int8 scale), and one int32 lane sums 4 products, so
 // lanes stay below 2^31.
 #include <algorithm>
+#include <vector>
 
 #include "cpu/kernels_avx2.h"
 #include "cpu/kernels_impl.h"
@@ -237,6 +238,93 @@ void tile(const Tile& tl, int64_t nb) {
         for (int t = 0; t < NT; ++t) *tl.out[r][t] = total[r][t];
 }
 
+// ---- prompt tiles on decoded rows -------------------------------------------------------------
+// For many tokens a row's blocks are decoded once into 16-bit codes, scales and mins (in L1) and
+// then reused by every group of tokens, so the tile below is the same for all weight types and
+// its inner loop is just vpmaddwd + cvt + fma.
+struct DecodedRow {
+    const int16_t* q;  // nb * 32 codes, in activation order
+    const float* dw;   // nb block scales
+    const float* mn;   // nb additive mins (types with a min only)
+};
+
+template <class T>
+void decode_row(const uint8_t* row, int64_t nb, int16_t* q, float* dw, float* mn) {
+    constexpr int G = T::kGroup;
+    for (int64_t u = 0; u < nb / G; ++u) {
+        T::scales(row, u, dw + u * G, T::kMin ? mn + u * G : nullptr);
+        for (int j = 0; j < G; ++j) {
+            __m256i lo, hi;
+            T::codes(row, u, j, lo, hi);
+            auto* dst = reinterpret_cast<__m256i*>(q + (u * G + j) * kActBlock);
+            _mm256_store_si256(dst, lo);
+            _mm256_store_si256(dst + 1, hi);
+        }
+    }
+}
+
+template <bool kMin, int R, int NT>
+void tile_decoded(const DecodedRow* rows, const uint8_t* const* acts, int64_t nb,
+                  float* const* out) {
+    const int16_t* aq[NT];
+    const float *ad[NT], *as[NT];
+    for (int t = 0; t < NT; ++t) {
+        aq[t] = reinterpret_cast<const int16_t*>(acts[t]);
+        ad[t] = reinterpret_cast<const float*>(acts[t] + nb * kActBlock * sizeof(int16_t));
+        as[t] = ad[t] + nb;
+    }
+    float total[R][NT] = {};
+    for (int64_t c0 = 0; c0 < nb; c0 += kChunk) {
+        const int64_t n = std::min(nb - c0, kChunk), n8 = n & ~int64_t{7};
+        alignas(32) float scale[R][NT][kChunk];  // dw[r][b] * ad[t][b]
+        for (int r = 0; r < R; ++r) {
+            const float* dw = rows[r].dw + c0;
+            for (int t = 0; t < NT; ++t) {
+                int64_t b = 0;
+                for (; b < n8; b += 8)
+                    _mm256_store_ps(
+                        &scale[r][t][b],
+                        _mm256_mul_ps(_mm256_load_ps(dw + b), _mm256_loadu_ps(ad[t] + c0 + b)));
+                for (; b < n; ++b) scale[r][t][b] = dw[b] * ad[t][c0 + b];
+            }
+        }
+        __m256 acc[R][NT];
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < n; ++b) {
+            for (int r = 0; r < R; ++r) {
+                const auto* w = reinterpret_cast<const __m256i*>(rows[r].q + (c0 + b) * kActBlock);
+                const __m256i lo = _mm256_load_si256(w), hi = _mm256_load_si256(w + 1);
+                for (int t = 0; t < NT; ++t) {
+                    const auto* a = reinterpret_cast<const __m256i*>(aq[t] + (c0 + b) * kActBlock);
+                    const __m256i p =
+                        _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                         _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                _mm256_broadcast_ss(&scale[r][t][b]), acc[r][t]);
+                }
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < NT; ++t) total[r][t] += hsum(acc[r][t]);
+    }
+    for (int r = 0; r < R; ++r) {
+        for (int t = 0; t < NT; ++t) {
+            if constexpr (kMin) {
+                int64_t b = 0;
+                __m256 m = _mm256_setzero_ps();
+                for (; b + 8 <= nb; b += 8)
+                    m = _mm256_fmadd_ps(_mm256_load_ps(rows[r].mn + b), _mm256_loadu_ps(as[t] + b),
+                                        m);
+                float ms = hsum(m);
+                for (; b < nb; ++b) ms += rows[r].mn[b] * as[t][b];
+                total[r][t] += ms;
+            }
+            out[t][r] = total[r][t];
+        }
+    }
+}
+
 // ---- drivers -------------------------------------------------------------------------------
 using TileFn = void (*)(const Tile&, int64_t);
 
@@ -245,16 +333,10 @@ TileFn tile_fn(int r, int nt) {
     switch (r * 8 + nt) {
         case 4 * 8 + 1:
             return tile<T, 4, 1>;
-        case 2 * 8 + 4:
-            return tile<T, 2, 4>;
         case 2 * 8 + 3:
             return tile<T, 2, 3>;
         case 2 * 8 + 2:
             return tile<T, 2, 2>;
-        case 2 * 8 + 1:
-            return tile<T, 2, 1>;
-        case 1 * 8 + 4:
-            return tile<T, 1, 4>;
         case 1 * 8 + 3:
             return tile<T, 1, 3>;
         case 1 * 8 + 2:
@@ -264,33 +346,89 @@ TileFn tile_fn(int r, int nt) {
     }
 }
 
+using DecodedTileFn = void (*)(const DecodedRow*, const uint8_t* const*, int64_t, float* const*);
+
+template <bool kMin>
+DecodedTileFn decoded_tile_fn(int r, int nt) {
+    constexpr DecodedTileFn kFns[2][4] = {
+        {tile_decoded<kMin, 1, 1>, tile_decoded<kMin, 1, 2>, tile_decoded<kMin, 1, 3>,
+         tile_decoded<kMin, 1, 4>},
+        {tile_decoded<kMin, 2, 1>, tile_decoded<kMin, 2, 2>, tile_decoded<kMin, 2, 3>,
+         tile_decoded<kMin, 2, 4>},
+    };
+    return kFns[r - 1][nt - 1];
+}
+
+// From this many tokens on, rows are decoded once per chunk of tokens (decode_row) instead of
+// once per tile.
+constexpr int64_t kDecodedMinTokens = 4;
 // Tokens are walked in chunks whose activations stay in L2 while a thread's rows stream past.
 constexpr int64_t kTokChunk = 64;
+constexpr int kPromptRows = 2, kPromptTokens = 4;
 
 template <class T>
-void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
-           int64_t r0, int64_t r1) {
+void drive_decoded(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+                   int64_t r0, int64_t r1) {
     const int64_t nb = w.cols / kActBlock;
     const size_t astride = static_cast<size_t>(nb) * kActBytes32;
-    const int rstep = n_tok == 1 ? 4 : 2;
+    // Per-thread scratch, reused across calls (the engine calls from its pool threads): per row
+    // nb * 32 codes, then nb scales and nb mins (each padded to 8 floats), 32-byte aligned.
+    const size_t nf = static_cast<size_t>((nb + 7) & ~int64_t{7});
+    const size_t row_bytes = static_cast<size_t>(nb) * kActBlock * sizeof(int16_t) + 2 * nf * 4;
+    thread_local std::vector<uint8_t> scratch;
+    scratch.resize(kPromptRows * row_bytes + 32);
+    uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch.data()) + 31) &
+                                               ~uintptr_t{31});
+    int16_t* q[kPromptRows];
+    float *dw[kPromptRows], *mn[kPromptRows];
+    DecodedRow rows[kPromptRows];
+    for (int i = 0; i < kPromptRows; ++i) {
+        q[i] = reinterpret_cast<int16_t*>(base + i * row_bytes);
+        dw[i] = reinterpret_cast<float*>(q[i] + nb * kActBlock);
+        mn[i] = dw[i] + nf;
+        rows[i] = {q[i], dw[i], mn[i]};
+    }
     for (int64_t tc = 0; tc < n_tok; tc += kTokChunk) {
         const int64_t tc1 = std::min(n_tok, tc + kTokChunk);
         for (int64_t r = r0; r < r1;) {
-            const int nr = r1 - r >= rstep ? rstep : 1;
+            const int nr = static_cast<int>(std::min<int64_t>(r1 - r, kPromptRows));
+            for (int i = 0; i < nr; ++i) {
+                decode_row<T>(w.data + static_cast<size_t>(r + i) * w.row_bytes, nb, q[i], dw[i],
+                              mn[i]);
+            }
             for (int64_t t = tc; t < tc1;) {
-                const int nt = static_cast<int>(std::min<int64_t>(tc1 - t, 4));
-                Tile tl;
-                for (int i = 0; i < nr; ++i)
-                    tl.rows[i] = w.data + static_cast<size_t>(r + i) * w.row_bytes;
-                for (int j = 0; j < nt; ++j)
-                    tl.acts[j] = acts + static_cast<size_t>(t + j) * astride;
-                for (int i = 0; i < nr; ++i)
-                    for (int j = 0; j < nt; ++j) tl.out[i][j] = y + (t + j) * ldy + (r + i);
-                tile_fn<T>(nr, nt)(tl, nb);
+                const int nt = static_cast<int>(std::min<int64_t>(tc1 - t, kPromptTokens));
+                const uint8_t* ta[kPromptTokens];
+                float* out[kPromptTokens];
+                for (int j = 0; j < nt; ++j) {
+                    ta[j] = acts + static_cast<size_t>(t + j) * astride;
+                    out[j] = y + (t + j) * ldy + r;
+                }
+                decoded_tile_fn<T::kMin>(nr, nt)(rows, ta, nb, out);
                 t += nt;
             }
             r += nr;
         }
+    }
+}
+
+// Few tokens (decode): codes are decoded inside the tile, 4 rows x 1 token or 2 rows x 2-3.
+template <class T>
+void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+           int64_t r0, int64_t r1) {
+    if (n_tok >= kDecodedMinTokens) return drive_decoded<T>(w, acts, n_tok, y, ldy, r0, r1);
+    const int64_t nb = w.cols / kActBlock;
+    const size_t astride = static_cast<size_t>(nb) * kActBytes32;
+    const int rstep = n_tok == 1 ? 4 : 2;
+    for (int64_t r = r0; r < r1;) {
+        const int nr = r1 - r >= rstep ? rstep : 1;
+        Tile tl;
+        for (int i = 0; i < nr; ++i) tl.rows[i] = w.data + static_cast<size_t>(r + i) * w.row_bytes;
+        for (int j = 0; j < n_tok; ++j) tl.acts[j] = acts + static_cast<size_t>(j) * astride;
+        for (int i = 0; i < nr; ++i)
+            for (int j = 0; j < n_tok; ++j) tl.out[i][j] = y + j * ldy + (r + i);
+        tile_fn<T>(nr, static_cast<int>(n_tok))(tl, nb);
+        r += nr;
     }
 }
 

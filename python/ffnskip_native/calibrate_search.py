@@ -1,0 +1,287 @@
+"""The profile search behind ``ffnskip calibrate``: a policy simulator over recorded gates, the
+greedy per-layer threshold search, the two baselines, and ratio matching against the engine.
+
+Engine runs are the expensive part (a teacher-forced pass over the whole calibration text), so
+the search is done on a surrogate: the dense gate values g[t, l] recorded once replay the exact
+budget logic of shared/DESIGN.md for any config in microseconds, which predicts the skip pattern
+(hence the skip ratio) and, with a per-layer cost per skipped block, the quality loss. The
+engine then only verifies a few candidates and matches skip ratios precisely.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .quality import QualityResult
+from .skip import SkipConfig
+
+
+@dataclass
+class GateSet:
+    """Dense gate values of one text split: what the policy sees when nothing is skipped."""
+
+    gates: np.ndarray  # (tokens, n_layer) float32: every generated token, warm-up included
+    gated: np.ndarray  # (tokens,) bool: the token is past the warm-up (the policy may skip)
+
+    @property
+    def n_layer(self) -> int:
+        return int(self.gates.shape[1])
+
+    @classmethod
+    def from_windows(cls, per_window: Sequence[np.ndarray], warmup: int) -> GateSet:
+        gates = np.concatenate(per_window).astype(np.float32)
+        gated = np.concatenate([np.arange(len(w)) >= warmup for w in per_window])
+        return cls(gates, gated)
+
+
+def simulate(gs: GateSet, threshold: np.ndarray, span: int, cold_start: int, cold_end: int):
+    """Skip mask (gated tokens, n_layer) of the policy replayed on dense gates.
+
+    Exact for the first skip of every token; after it, the engine sees gates of a perturbed
+    residual stream, which is why candidates are verified with the engine."""
+    g = gs.gates[gs.gated]
+    n_layer = gs.n_layer
+    skip = np.zeros(g.shape, dtype=bool)
+    budget = np.zeros(len(g), dtype=np.int64)
+    refill = span if span > 0 else n_layer
+    for layer in range(cold_start, n_layer - cold_end):
+        skipped = budget > 0
+        skip[:, layer] = skipped
+        budget -= skipped
+        th = threshold[layer]
+        if not math.isnan(th):
+            budget[~skipped & (g[:, layer] >= th)] = refill
+    return skip
+
+
+def ratio_of(gs: GateSet, skip: np.ndarray) -> float:
+    """Skip ratio as the engine counts it: skipped / (all generated tokens x n_layer)."""
+    return float(skip.sum()) / (len(gs.gates) * gs.n_layer)
+
+
+def config_ratio(gs: GateSet, cfg: SkipConfig) -> float:
+    th = np.asarray(cfg.threshold_list(), dtype=np.float64)
+    if th.size == 1:
+        th = np.full(gs.n_layer, th[0])
+    return ratio_of(gs, simulate(gs, th, cfg.span, cfg.cold_start, cfg.cold_end))
+
+
+def cost_matrix(gs: GateSet, sensitivity: np.ndarray) -> np.ndarray:
+    """Predicted loss of skipping layer l at token t: the layer's measured cost per skipped block,
+    scaled by how large this token's FFN update is relative to the layer's average (1 - g)."""
+    g = gs.gates[gs.gated].astype(np.float64)
+    update = np.clip(1.0 - g, 0.0, None)
+    mean = update.mean(axis=0)
+    # Layers that can never be skipped (infinite sensitivity) must not poison the sums with NaN.
+    sens = np.nan_to_num(np.asarray(sensitivity, dtype=np.float64), posinf=1e6)
+    return sens[None, :] * update / np.where(mean > 0, mean, 1.0)[None, :]
+
+
+@dataclass
+class Path:
+    """A family of configs ordered by increasing predicted skip ratio (one search trajectory)."""
+
+    name: str
+    configs: list[SkipConfig]
+    ratios: np.ndarray  # predicted ratio of each config on the split the path was built on
+    costs: np.ndarray = field(default_factory=lambda: np.zeros(0))  # predicted loss (KL units)
+
+    def ratios_on(self, gs: GateSet) -> np.ndarray:
+        return np.array([config_ratio(gs, c) for c in self.configs])
+
+    def index_for(self, ratio: float) -> int:
+        return int(np.argmin(np.abs(self.ratios - ratio)))
+
+
+def greedy_path(
+    gs: GateSet,
+    cost: np.ndarray,
+    span: int,
+    cold_end: int,
+    warmup: int,
+    max_ratio: float,
+    min_cold_start: int = 0,
+    levels: int = 20,
+) -> Path:
+    """Lower per-layer thresholds one quantile step at a time, always taking the step that buys
+    the most predicted skip ratio per unit of predicted loss, until ``max_ratio`` is reached.
+
+    Threshold level k of layer l fires for a fraction k/levels of that layer's gated tokens.
+    """
+    n_layer = gs.n_layer
+    g = gs.gates[gs.gated]
+    qs = 1.0 - np.arange(levels + 1) / levels
+    table = np.quantile(g, qs, axis=0).T  # (n_layer, levels + 1)
+    table[:, 0] = np.nan
+    table[:, -1] = -1.0
+    # A trigger needs a later hot layer to skip.
+    triggers = [layer for layer in range(min_cold_start, n_layer - cold_end - 1)]
+    level = np.zeros(n_layer, dtype=np.int64)
+
+    def thresholds(lv: np.ndarray) -> np.ndarray:
+        return table[np.arange(n_layer), lv]
+
+    def evaluate(lv: np.ndarray) -> tuple[float, float]:
+        skip = simulate(gs, thresholds(lv), span, 0, cold_end)
+        return ratio_of(gs, skip), float((cost * skip).sum()) / len(gs.gates)
+
+    ratio, loss = 0.0, 0.0
+    configs, ratios, costs = [], [], []
+    while ratio < max_ratio:
+        best, best_gain = None, 0.0
+        for layer in triggers:
+            if level[layer] >= levels:
+                continue
+            level[layer] += 1
+            r, c = evaluate(level)
+            level[layer] -= 1
+            if r <= ratio + 1e-12:
+                continue
+            gain = (r - ratio) / max(c - loss, 1e-12)
+            if gain > best_gain:
+                best, best_gain, best_rc = layer, gain, (r, c)
+        if best is None:
+            break
+        level[best] += 1
+        ratio, loss = best_rc
+        configs.append(_profile(thresholds(level), span, cold_end, warmup))
+        ratios.append(ratio)
+        costs.append(loss)
+    return Path(f"calibrated span={span} cold_end={cold_end}", configs, np.array(ratios), np.array(costs))
+
+
+def _profile(th: np.ndarray, span: int, cold_end: int, warmup: int) -> SkipConfig:
+    # Layers before the first trigger can never skip, so naming them cold changes nothing in
+    # the decisions and makes the profile easier to read.
+    fires = np.flatnonzero(~np.isnan(th))
+    cold_start = int(fires[0]) if fires.size else 0
+    values = [float(t) for t in th]
+    return SkipConfig(
+        warmup=warmup, cold_start=cold_start, cold_end=cold_end, threshold=values, span=span
+    )
+
+
+def global_threshold_path(
+    gs: GateSet, span: int, cold_start: int, cold_end: int, warmup: int, points: int = 200
+) -> Path:
+    """Baseline (a), the paper's policy: one threshold for every layer, cold regions fixed."""
+    g = gs.gates[gs.gated][:, cold_start : gs.n_layer - cold_end]
+    grid = np.unique(np.quantile(g, np.linspace(1.0, 0.0, points)))[::-1]
+    configs = [
+        SkipConfig(
+            warmup=warmup,
+            cold_start=cold_start,
+            cold_end=cold_end,
+            threshold=float(t),
+            span=span,
+        )
+        for t in grid
+    ]
+    path = Path(f"global threshold span={span}", configs, np.zeros(0))
+    path.ratios = path.ratios_on(gs)
+    return path
+
+
+def static_removal_path(gs: GateSet, warmup: int, steps: int = 10) -> tuple[Path, list[int]]:
+    """Baseline (b): remove the FFN blocks with the highest mean gate value outright.
+
+    Layer l is removed by an always-firing gate (threshold -1, span 1) on layer l - 1. Removed
+    layers cannot be adjacent (a skipped layer computes no gate, so it cannot trigger), and
+    layer 0 has no trigger. Between k and k + 1 removed layers the next layer is removed for a
+    growing fraction of tokens (its trigger's threshold at a quantile), so any ratio is reachable.
+    """
+    n_layer = gs.n_layer
+    mean_gate = np.nanmean(gs.gates[gs.gated], axis=0)
+    order: list[int] = []
+    for layer in np.argsort(-mean_gate):
+        layer = int(layer)
+        if layer >= 1 and all(abs(layer - o) > 1 for o in order):
+            order.append(layer)
+    g = gs.gates[gs.gated]
+    configs: list[SkipConfig] = []
+    for k in range(len(order)):
+        base = [math.nan] * n_layer
+        for layer in order[:k]:
+            base[layer - 1] = -1.0
+        nxt = order[k] - 1
+        for step in range(1, steps + 1):
+            th = list(base)
+            th[nxt] = -1.0 if step == steps else float(np.quantile(g[:, nxt], 1 - step / steps))
+            configs.append(
+                SkipConfig(warmup=warmup, cold_start=0, cold_end=0, threshold=th, span=1)
+            )
+    path = Path("static removal", configs, np.zeros(0))
+    path.ratios = path.ratios_on(gs)
+    return path, order
+
+
+# ---- matching a skip ratio with the engine ------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    """One engine evaluation of one config."""
+
+    config: SkipConfig
+    result: QualityResult
+
+
+def match_ratio(
+    path: Path,
+    predicted: np.ndarray,
+    target: float,
+    evaluate: Callable[[SkipConfig], QualityResult],
+    tol: float,
+    max_runs: int,
+) -> tuple[Trial, list[Trial]]:
+    """Find the config of ``path`` whose real skip ratio is closest to ``target``.
+
+    Starts at the simulator's prediction, then corrects by the observed offset or, once two runs
+    bracket the target, by interpolating between them. Returns the closest trial and all trials.
+    """
+    tried: dict[int, Trial] = {}
+    offset = 0.0
+    for _ in range(max_runs):
+        idx = _next_index(predicted, target, offset, tried)
+        if idx in tried:
+            break
+        res = evaluate(path.configs[idx])
+        tried[idx] = Trial(path.configs[idx], res)
+        if abs(res.skip_ratio - target) <= tol:
+            break
+        offset = res.skip_ratio - predicted[idx]
+    best = min(tried.values(), key=lambda t: abs(t.result.skip_ratio - target))
+    return best, list(tried.values())
+
+
+def _next_index(predicted: np.ndarray, target: float, offset: float, tried: dict) -> int:
+    below = [(i, t.result.skip_ratio) for i, t in tried.items() if t.result.skip_ratio < target]
+    above = [(i, t.result.skip_ratio) for i, t in tried.items() if t.result.skip_ratio > target]
+    if below and above:
+        (i0, r0), (i1, r1) = max(below, key=lambda x: x[1]), min(above, key=lambda x: x[1])
+        p = predicted[i0] + (target - r0) / (r1 - r0) * (predicted[i1] - predicted[i0])
+        lo, hi = sorted((i0, i1))
+        inner = np.arange(lo + 1, hi)
+        if inner.size == 0:
+            return i0
+        return int(inner[np.argmin(np.abs(predicted[inner] - p))])
+    return int(np.argmin(np.abs(predicted + offset - target)))
+
+
+def with_gates(cfg: SkipConfig) -> SkipConfig:
+    return replace(cfg, record_gates=True)
+
+
+def kl_per_skip(res: QualityResult) -> float:
+    """Loss per unit of skip ratio: compares candidates evaluated at slightly different ratios."""
+    return res.kl_mean / max(res.skip_ratio, 1e-9)
+
+
+def predicted_cost_at(path: Path, ratio: float) -> Optional[float]:
+    if not len(path.ratios) or path.ratios[-1] < ratio * 0.98:
+        return None
+    return float(path.costs[path.index_for(ratio)])

@@ -28,6 +28,7 @@ SMALL = dict(
     spans=(1, 2),
     cold_ends=(0, 1),
     candidates=1,
+    n_threads=1,
 )
 
 
@@ -118,7 +119,9 @@ def test_simulator_matches_engine_before_any_skip(model):
     policy on dense gates is exact: the simulated ratio equals the engine's."""
     eng = _core.Engine(str(model), backend="cpu", n_ctx=128, n_threads=1)
     toks = [int(t) for t in np.random.default_rng(1).integers(3, 250, 128)]
-    rec = SkipConfig(threshold=[math.nan] * 8, warmup=0, cold_start=0, cold_end=0, record_gates=True)
+    rec = SkipConfig(
+        threshold=[math.nan] * 8, warmup=0, cold_start=0, cold_end=0, record_gates=True
+    )
     eng.logits(toks, True, rec.to_core(), 16)
     gs = GateSet.from_windows([eng.skip_stats()["gates"]], warmup=4)
     th = [math.nan] * 8
@@ -134,9 +137,12 @@ def test_simulator_matches_engine_before_any_skip(model):
 def test_calibrated_reaches_target_and_beats_baselines_on_calibration(result):
     cal = {r.method: r for r in result.rows_for("calib")}
     assert abs(cal["calibrated"].result.skip_ratio - 0.2) <= 0.03
-    assert cal["calibrated"].result.kl_mean <= cal["paper"].result.kl_mean * (
-        cal["calibrated"].result.skip_ratio / cal["paper"].result.skip_ratio
-    ) + 1e-9
+    assert (
+        cal["calibrated"].result.kl_mean
+        <= cal["paper"].result.kl_mean
+        * (cal["calibrated"].result.skip_ratio / cal["paper"].result.skip_ratio)
+        + 1e-9
+    )
     held = {r.method for r in result.rows_for("heldout")}
     assert held == {"calibrated", "paper", "static"}
     assert result.profile.threshold_list() == cal["calibrated"].config.threshold_list()
@@ -153,7 +159,8 @@ def test_cli_writes_outputs_and_info_shows_profile(model, tmp_path):
         "--calib-text", str(calib), "--heldout-text", str(held), "--target-skip", "0.15",
         "--calib-tokens", "256", "--heldout-tokens", "256", "--ctx", "128", "--prompt-len", "16",
         "--warmup", "4", "--sensitivity-tokens", "0", "--spans", "1", "--cold-ends", "0",
-        "--candidates", "1", "--profile", str(tmp_path / "p.json"), "--no-plot",
+        "--candidates", "1", "--threads", "1", "--profile", str(tmp_path / "p.json"),
+        "--no-plot",
         "--report-json", str(tmp_path / "r.json"), "--write-gguf", str(out), "--quiet",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -199,7 +206,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(model, tmp_path, case, ma
         "--calib-text", str(calib), "--heldout-text", str(calib), "--calib-tokens", "256",
         "--heldout-tokens", "256", "--ctx", "128", "--prompt-len", "16", "--warmup", "4",
         "--sensitivity-tokens", "0", "--spans", "1", "--cold-ends", "0", "--candidates", "1",
-        "--profile", str(out / "p.json"), "--plot", str(out / "p.png"),
+        "--threads", "1", "--profile", str(out / "p.json"), "--plot", str(out / "p.png"),
         "--report-json", str(out / "r.json"), "--write-gguf", str(out / "m.gguf"), "--quiet",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -209,7 +216,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(model, tmp_path, case, ma
 
 
 def test_budget_mode_stays_within_budget(model, texts):
-    res = calibrate(str(model), texts[0], texts[1], max_kl=0.05, **SMALL)
+    res = calibrate(str(model), texts[0], texts[1], max_kl=0.05, **{**SMALL, "calib_tokens": 256})
     cal = [r for r in res.rows_for("calib") if r.method == "calibrated"][0]
     assert cal.result.kl_mean <= 0.05 * 1.5
     assert cal.result.skip_ratio > 0

@@ -201,12 +201,11 @@ def test_smollm2_engine_logits_match_original(smol: Dict[str, Any]) -> None:
     a = _core.Engine(str(smol["orig"]), backend="cpu", n_ctx=256).logits(ids, all_positions=True)
     b = _core.Engine(str(smol["f32"]), backend="cpu", n_ctx=256).logits(ids, all_positions=True)
     assert a.shape == b.shape == (len(ids), 49152)
-    # The original runs Q4_1/Q8_0 kernels (8-bit activations, as DESIGN.md allows), the converted
-    # file f32 kernels on the same weight values. Measured: max |diff| 2.5% of max |logit|, RMS
-    # 1.9%, all greedy choices equal; the bounds leave 2x room.
-    assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()
-    assert np.sqrt(((a - b) ** 2).mean() / (a**2).mean()) <= 0.04
-    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+    # The original runs the Q4_1/Q8_0 kernels (16-bit activations), the converted file the f32
+    # kernels on the same weight values: the forward tolerance of the core tests applies.
+    rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+    assert rel.max() <= 1e-2
+    assert np.array_equal(a.argmax(1), b.argmax(1))
 
 
 # ---- tiny llama (SentencePiece, bf16) and qwen2 (BPE, biases, shards) ---------------------------

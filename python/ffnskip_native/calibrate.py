@@ -37,7 +37,7 @@ import numpy as np
 from . import _core
 from .calibrate_search import (
     GateSet,
-    Path as SearchPath,
+    ProfilePath,
     Trial,
     cost_matrix,
     global_threshold_path,
@@ -111,7 +111,9 @@ class _GateRecorder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
-    def logits(self, tokens: Any, all_positions: bool = False, skip: Any = None, prompt_len: Any = None):
+    def logits(
+        self, tokens: Any, all_positions: bool = False, skip: Any = None, prompt_len: Any = None
+    ):
         out = self._engine.logits(
             tokens, all_positions=all_positions, skip=self._cfg, prompt_len=prompt_len
         )
@@ -120,7 +122,13 @@ class _GateRecorder:
 
 
 def dense_pass(
-    engine: _core.Engine, tokens: list[int], ctx: int, prompt_len: int, warmup: int, progress: bool, label: str
+    engine: _core.Engine,
+    tokens: list[int],
+    ctx: int,
+    prompt_len: int,
+    warmup: int,
+    progress: bool,
+    label: str,
 ) -> tuple[TeacherForcedEval, GateSet]:
     rec = _GateRecorder(engine)
     ev = TeacherForcedEval(rec, tokens, ctx, prompt_len, progress=progress)  # type: ignore[arg-type]
@@ -186,7 +194,7 @@ class _Timer:
     def __init__(self, timings: dict[str, float], log: Callable[[str], None]) -> None:
         self.timings, self.log = timings, log
 
-    def phase(self, name: str) -> "_Phase":
+    def phase(self, name: str) -> _Phase:
         return _Phase(self, name)
 
 
@@ -262,7 +270,8 @@ def calibrate(
         if hot < 2:
             raise InvalidArgumentError(
                 f"the model has {n_layer} layers: cold regions {paper_cold[0]} + {paper_cold[1]} "
-                f"leave {max(hot, 0)} hot layers, at least 2 are needed (lower --cold-start/--cold-end)"
+                f"leave {max(hot, 0)} hot layers, at least 2 are needed "
+                "(lower --cold-start/--cold-end)"
             )
         cold_ends = [c for c in cold_ends if n_layer - c >= 3]
         if not cold_ends:
@@ -282,7 +291,9 @@ def calibrate(
 
         with timer.phase("dense+gates"):
             cal_ev, cal_gs = dense_pass(engine, calib, ctx, prompt_len, warmup, progress, "calib")
-            held_ev, held_gs = dense_pass(engine, held, ctx, prompt_len, warmup, progress, "heldout")
+            held_ev, held_gs = dense_pass(
+                engine, held, ctx, prompt_len, warmup, progress, "heldout"
+            )
 
         with timer.phase("sensitivity"):
             sens = _sensitivity(engine, calib, cal_gs, sensitivity_tokens, progress)
@@ -352,8 +363,15 @@ def calibrate(
         for ratio in [target, *[r for r in report_ratios if abs(r - target) > 1e-9]]:
             with timer.phase(f"select@{ratio:.3f}"):
                 win_path, win, paper_path, paper = _select(
-                    ratio, paths, paper_paths, static_path, evaluator, candidates, tol,
-                    max_match_runs, budget,
+                    ratio,
+                    paths,
+                    paper_paths,
+                    static_path,
+                    evaluator,
+                    candidates,
+                    tol,
+                    max_match_runs,
+                    budget,
                 )
             rows.append(Row(ratio, "calibrated", "calib", win.result, win.config))
             rows.append(Row(ratio, "paper", "calib", paper.result, paper.config))
@@ -442,15 +460,15 @@ def _sensitivity(
 
 def _select(
     ratio: float,
-    paths: list[SearchPath],
-    paper_paths: list[SearchPath],
-    static_path: SearchPath,
+    paths: list[ProfilePath],
+    paper_paths: list[ProfilePath],
+    static_path: ProfilePath,
     evaluator: Callable[[str, str], Callable[[SkipConfig], QualityResult]],
     candidates: int,
     tol: float,
     max_runs: int,
     budget: Optional[Callable[[QualityResult], bool]],
-) -> tuple[SearchPath, Trial, SearchPath, Trial]:
+) -> tuple[ProfilePath, Trial, ProfilePath, Trial]:
     """Verify the best predicted calibrated candidates and the baselines at ``ratio`` on the
     calibration text; the lowest KL per unit of skip wins (baselines are profiles too, so the
     result is never worse than them on this text) and is matched to ``ratio``."""
@@ -466,7 +484,7 @@ def _select(
             f"at most {best_r:.3f} (a lower target, a smaller --warmup or fewer cold layers)"
         )
     ev = evaluator("calib", "search")
-    trials: list[tuple[SearchPath, Trial]] = []
+    trials: list[tuple[ProfilePath, Trial]] = []
     for p in reachable:
         cfg = p.configs[p.index_for(ratio)]
         trials.append((p, Trial(cfg, ev(cfg))))
@@ -491,7 +509,7 @@ def _select(
 
 
 def _budget_ratio(
-    paths: list[SearchPath],
+    paths: list[ProfilePath],
     within: Callable[[QualityResult], bool],
     ev: Callable[[SkipConfig], QualityResult],
     goal: dict[str, Any],

@@ -39,13 +39,8 @@ def format_table(result: CalibrationResult) -> str:
         )
     th = result.profile.threshold_list()
     lines.append("")
-    lines.append(
-        "thresholds  "
-        + " ".join("-" if math.isnan(t) else f"{t:.3f}" for t in th)
-    )
-    lines.append(
-        "timings     " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
-    )
+    lines.append("thresholds  " + " ".join("-" if math.isnan(t) else f"{t:.3f}" for t in th))
+    lines.append("timings     " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     return "\n".join(lines)
 
 
@@ -63,7 +58,9 @@ def plot_report(result: CalibrationResult, path: Path) -> None:
     ax = axes[0][0]
     g = result.calib_gates.gates[result.calib_gates.gated]
     lo = float(np.nanpercentile(g[:, 1:], 1)) if n_layer > 1 else 0.0
-    ax.boxplot([g[:, layer] for layer in range(n_layer)], positions=range(n_layer), showfliers=False)
+    ax.boxplot(
+        [g[:, layer] for layer in range(n_layer)], positions=range(n_layer), showfliers=False
+    )
     th = np.asarray(result.profile.threshold_list(), dtype=float)
     if th.size == n_layer:
         ax.scatter(range(n_layer), th, color="C3", marker="_", s=200, label="chosen threshold")

@@ -82,7 +82,7 @@ def cost_matrix(gs: GateSet, sensitivity: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Path:
+class ProfilePath:
     """A family of configs ordered by increasing predicted skip ratio (one search trajectory)."""
 
     name: str
@@ -106,7 +106,7 @@ def greedy_path(
     max_ratio: float,
     min_cold_start: int = 0,
     levels: int = 20,
-) -> Path:
+) -> ProfilePath:
     """Lower per-layer thresholds one quantile step at a time, always taking the step that buys
     the most predicted skip ratio per unit of predicted loss, until ``max_ratio`` is reached.
 
@@ -151,7 +151,9 @@ def greedy_path(
         configs.append(_profile(thresholds(level), span, cold_end, warmup))
         ratios.append(ratio)
         costs.append(loss)
-    return Path(f"calibrated span={span} cold_end={cold_end}", configs, np.array(ratios), np.array(costs))
+    return ProfilePath(
+        f"calibrated span={span} cold_end={cold_end}", configs, np.array(ratios), np.array(costs)
+    )
 
 
 def _profile(th: np.ndarray, span: int, cold_end: int, warmup: int) -> SkipConfig:
@@ -167,7 +169,7 @@ def _profile(th: np.ndarray, span: int, cold_end: int, warmup: int) -> SkipConfi
 
 def global_threshold_path(
     gs: GateSet, span: int, cold_start: int, cold_end: int, warmup: int, points: int = 200
-) -> Path:
+) -> ProfilePath:
     """Baseline (a), the paper's policy: one threshold for every layer, cold regions fixed."""
     g = gs.gates[gs.gated][:, cold_start : gs.n_layer - cold_end]
     grid = np.unique(np.quantile(g, np.linspace(1.0, 0.0, points)))[::-1]
@@ -181,12 +183,12 @@ def global_threshold_path(
         )
         for t in grid
     ]
-    path = Path(f"global threshold span={span}", configs, np.zeros(0))
+    path = ProfilePath(f"global threshold span={span}", configs, np.zeros(0))
     path.ratios = path.ratios_on(gs)
     return path
 
 
-def static_removal_path(gs: GateSet, warmup: int, steps: int = 10) -> tuple[Path, list[int]]:
+def static_removal_path(gs: GateSet, warmup: int, steps: int = 10) -> tuple[ProfilePath, list[int]]:
     """Baseline (b): remove the FFN blocks with the highest mean gate value outright.
 
     Layer l is removed by an always-firing gate (threshold -1, span 1) on layer l - 1. Removed
@@ -214,7 +216,7 @@ def static_removal_path(gs: GateSet, warmup: int, steps: int = 10) -> tuple[Path
             configs.append(
                 SkipConfig(warmup=warmup, cold_start=0, cold_end=0, threshold=th, span=1)
             )
-    path = Path("static removal", configs, np.zeros(0))
+    path = ProfilePath("static removal", configs, np.zeros(0))
     path.ratios = path.ratios_on(gs)
     return path, order
 
@@ -231,7 +233,7 @@ class Trial:
 
 
 def match_ratio(
-    path: Path,
+    path: ProfilePath,
     predicted: np.ndarray,
     target: float,
     evaluate: Callable[[SkipConfig], QualityResult],
@@ -281,7 +283,7 @@ def kl_per_skip(res: QualityResult) -> float:
     return res.kl_mean / max(res.skip_ratio, 1e-9)
 
 
-def predicted_cost_at(path: Path, ratio: float) -> Optional[float]:
+def predicted_cost_at(path: ProfilePath, ratio: float) -> Optional[float]:
     if not len(path.ratios) or path.ratios[-1] < ratio * 0.98:
         return None
     return float(path.costs[path.index_for(ratio)])

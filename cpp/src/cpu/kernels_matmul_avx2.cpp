@@ -81,6 +81,7 @@ template <class T>
 struct Simple {
     using Block = typename T::Block;
     static constexpr int kGroup = 1;
+    static constexpr size_t kUnitBytes = sizeof(Block);
     static constexpr bool kMin = T::kMin;
     static void scales(const uint8_t* row, int64_t u, float* dw, float* mn) {
         const Block& blk = reinterpret_cast<const Block*>(row)[u];
@@ -103,6 +104,7 @@ struct Simple {
 template <class Block>
 struct Q45K {
     static constexpr int kGroup = 8;
+    static constexpr size_t kUnitBytes = sizeof(Block);
     static constexpr bool kMin = true;
     static constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
     static void scales(const uint8_t* row, int64_t u, float* dw, float* mn) {
@@ -136,6 +138,7 @@ struct Q45K {
 // Q6_K: w = d * sc_g * (code - 32) per 16 values; sc_g (int8) is folded into the 16-bit codes.
 struct Q6K {
     static constexpr int kGroup = 8;
+    static constexpr size_t kUnitBytes = sizeof(block_q6_K);
     static constexpr bool kMin = false;
     static void scales(const uint8_t* row, int64_t u, float* dw, float*) {
         _mm256_storeu_ps(dw, _mm256_set1_ps(half(reinterpret_cast<const block_q6_K*>(row)[u].d)));
@@ -158,6 +161,7 @@ struct Tile {
     const uint8_t* rows[4];
     const uint8_t* acts[4];
     float* out[4][4];  // out[r][t]
+    size_t ahead;      // decode: prefetch distance in bytes (the rows of a later tile)
 };
 
 // Blocks are processed in chunks. A first pass over a chunk collects each row's block scales and
@@ -183,9 +187,16 @@ void tile(const Tile& tl, int64_t nb) {
         alignas(32) float mins[T::kMin ? R : 1][kChunk];
         alignas(32) float scale[R][NT][kChunk];  // dws[r][b] * ad[t][b]
         for (int64_t u = c0 / G; u < c1 / G; ++u) {
-            for (int r = 0; r < R; ++r)
+            for (int r = 0; r < R; ++r) {
+                // Decode streams the weights from DRAM once: the hardware prefetcher alone
+                // leaves it latency-bound at about half the bandwidth of a plain read.
+                if constexpr (NT == 1)
+                    _mm_prefetch(
+                        reinterpret_cast<const char*>(tl.rows[r] + tl.ahead) + u * T::kUnitBytes,
+                        _MM_HINT_T0);
                 T::scales(tl.rows[r], u, &dws[r][u * G - c0],
                           T::kMin ? &mins[r][u * G - c0] : nullptr);
+            }
         }
         for (int r = 0; r < R; ++r) {
             for (int t = 0; t < NT; ++t) {
@@ -412,6 +423,8 @@ void drive_decoded(const WeightView& w, const uint8_t* acts, int64_t n_tok, floa
     }
 }
 
+constexpr size_t kPrefetchTiles = 2;
+
 // Few tokens (decode): codes are decoded inside the tile, 4 rows x 1 token or 2 rows x 2-3.
 template <class T>
 void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
@@ -423,6 +436,7 @@ void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, in
     for (int64_t r = r0; r < r1;) {
         const int nr = r1 - r >= rstep ? rstep : 1;
         Tile tl;
+        tl.ahead = kPrefetchTiles * rstep * w.row_bytes;
         for (int i = 0; i < nr; ++i) tl.rows[i] = w.data + static_cast<size_t>(r + i) * w.row_bytes;
         for (int j = 0; j < n_tok; ++j) tl.acts[j] = acts + static_cast<size_t>(j) * astride;
         for (int i = 0; i < nr; ++i)

@@ -2,11 +2,11 @@
 
 Decode (n_tok=1) cycles through enough copies of each matrix to defeat the caches, so its GB/s is
 comparable with the streaming read bandwidth printed first. Prompt (n_tok=512) reports GFLOP/s
-(2 * rows * cols * n_tok per matmul, 8-bit activation preparation included). All numbers are the
+(2 * rows * cols * n_tok per matmul, 16-bit activation preparation included). All numbers are the
 best of several rounds. On a shared machine, the 1-thread CPU-time column (thread CPU seconds, not
 wall time) is the steadier measure of kernel efficiency.
 
-    PYTHONPATH=python FFNSKIP_CORE_DIR=$PWD/build/dev-kernels python bench/bench_kernels.py
+    PYTHONPATH=python FFNSKIP_CORE_DIR=$PWD/build/dev-k16 python bench/bench_kernels.py
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the seed corpora of the libFuzzer targets (fuzz/fuzz_*.cpp).
 
-    python fuzz/make_corpus.py --out build/fuzz-corpus        # -> <out>/{gguf_load,tokenizer,tiny_model}
+    python fuzz/make_corpus.py --out build/fuzz-corpus   # <out>/{gguf_load,tokenizer,tiny_model}
 
 Seeds are generated, not checked in (a few seconds): small shapes keep every seed under ~64 KB so
 that libFuzzer's mutations land in headers and metadata rather than in weight bytes.
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for target in ("gguf_load", "tiny_model", "tokenizer"):
         files = list((a.out / target).iterdir())
         size = sum(f.stat().st_size for f in files)
-        print(f"{target}: {len(files)} seeds, {size / 1024:.0f} KiB, largest {max(f.stat().st_size for f in files)} B")
+        largest = max(f.stat().st_size for f in files)
+        print(f"{target}: {len(files)} seeds, {size / 1024:.0f} KiB, largest {largest} B")
     return 0
 
 

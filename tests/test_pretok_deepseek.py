@@ -10,6 +10,9 @@ pre-tokenizer is what differs, and a 151k byte-level vocab with CJK merges exerc
 from __future__ import annotations
 
 import importlib.util
+import json
+import random
+import re
 from pathlib import Path
 
 import gguf
@@ -149,6 +152,69 @@ def test_ids_match_hf(ds_case):
         for i, s in enumerate(corpus)
         if tok.encode(s, add_special=False) != ref.encode(s).ids
     ]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[:3]!r}"
+
+
+def _boundary_strings(n_random: int, seed: int = 99) -> list[str]:
+    """Every edge of every explicit range (first-1, first, last, last+1) next to contexts that
+    each class decision shows in (a non-ASCII letter, a space after a non-class character, CJK,
+    digits, U+3000...), then random strings over the same characters: a wrong table entry or
+    step moves a piece boundary."""
+    rng = random.Random(seed)
+    edges: set[int] = set()
+    punct = "!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002"
+    for cls in (_LLM_LETTERS, _CJK, punct):
+        for m in re.finditer(r"(.)-(.)|(.)", cls, re.S):
+            a, b = (m[1], m[2]) if m[1] else (m[3], m[3])
+            edges.update({ord(a) - 1, ord(a), ord(b), ord(b) + 1})
+    pool = [chr(c) for c in sorted(edges) if not 0xD800 <= c <= 0xDFFF]
+    ctx = [" ", "é", "Ω", "©", "© ", "a", "1", "٣", "\u3000", "\n", "!", "ƻ", "一", "  "]
+    out = [c + x for c in pool for x in ctx] + [x + c for c in pool for x in ctx]
+    pool += ctx + list("\t\r\u00a0\u2003\u0085")
+    out += ["".join(rng.choice(pool) for _ in range(rng.randint(1, 12))) for _ in range(n_random)]
+    return out
+
+
+def _trained_vocab(path: Path, strings: list[str], pre: str) -> Path:
+    """A byte-level BPE trained on `strings` with no split at all, written as a vocab-only GGUF.
+
+    Its merges span every boundary a pre-tokenizer might draw in these strings, so a piece
+    boundary in the wrong place changes the ids (with the Qwen vocab, many rare-character
+    boundaries are invisible: no merge crosses them)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=60000,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # Each string three times: min_frequency 2 then admits the pairs of every single string.
+    tok.train_from_iterator(strings * 3, trainer)
+    model = json.loads(tok.to_str())["model"]
+    tokens = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types([1] * len(tokens))
+    w.add_token_merges(merges)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("name", ["deepseek-llm", "deepseek-coder"])
+def test_ids_match_hf_on_range_edges(name, tmp_path):
+    strings = _boundary_strings(1000)
+    path = _trained_vocab(tmp_path / "edges.gguf", strings, name)
+    tok, ref = _core.Tokenizer(str(path)), _hf_reference(path, SPLITS[name])
+    assert tok.warnings == []
+    bad = [s for s in strings if tok.encode(s, add_special=False) != ref.encode(s).ids]
     assert not bad, f"{len(bad)} mismatches, first: {bad[:3]!r}"
 
 

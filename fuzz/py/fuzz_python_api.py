@@ -19,7 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import run  # noqa: E402
-
 from ffnskip_native import _core  # noqa: E402
 from ffnskip_native.errors import Error  # noqa: E402
 

@@ -18,14 +18,7 @@ namespace ffnskip::cpu {
 // K-quants (their sub-block scales are per 32 or per 16 values), so an outlier only coarsens the
 // 32 values around it. The offset/min terms (sum over blocks of min_w * s) are a contiguous float
 // dot product.
-//
-// Within a block the values are stored in the order 0-7, 16-23, 8-15, 24-31 (position = index with
-// bits 3 and 4 swapped): the AVX2 kernels widen 32 byte-sized weight codes to 16 bits with the
-// in-lane unpacklo/unpackhi, which yields exactly these two halves.
 constexpr int kActBlock = 32;
-constexpr int act_pos(int i) {
-    return (i & ~24) | (i & 8) << 1 | (i & 16) >> 1;
-}
 constexpr size_t kActBytes32 = kActBlock * sizeof(int16_t) + 2 * sizeof(float);
 constexpr float kActMax = 32767.0f;
 

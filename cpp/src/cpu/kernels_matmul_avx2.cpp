@@ -2,11 +2,11 @@
 // quantization.
 //
 // Every weight type is walked in blocks of 32 values: the block's codes are widened to two
-// vectors of 16-bit integers (unpacklo/unpackhi: elements 0-7,16-23 and 8-15,24-31, the order the
-// activations are stored in) and multiplied with vpmaddwd, 16 multiply-adds per instruction. The
-// 8 int32 lanes of one block are converted to float and scaled by (weight scale x activation
-// scale) once per block; the min/offset terms (Q4_1, Q5_1, Q4_K, Q5_K) are a float dot product of
-// per-block mins with the activation block sums, done per chunk of blocks.
+// vectors of 16-bit integers (elements 0-15 and 16-31) and multiplied with vpmaddwd, 16
+// multiply-adds per instruction. The 8 int32 lanes of one block are converted to float and scaled
+// by (weight scale x activation scale) once per block; the min/offset terms (Q4_1, Q5_1, Q4_K,
+// Q5_K) are a float dot product of per-block mins with the activation block sums, done per chunk of
+// blocks.
 //
 // One tile computes R weight rows x NT tokens: each weight block is decoded once and multiplied
 // with the NT token blocks, so decoding is amortised over tokens and activation loads over rows.
@@ -16,6 +16,7 @@
 // 4096 (Q6_K codes pre-multiplied by their int8 scale), and one int32 lane sums 4 products, so
 // lanes stay below 2^31.
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/kernels_avx2.h"
@@ -46,9 +47,9 @@ void prepare_row(const float* x, int64_t cols, uint8_t* out) {
         __m256i q[4];
         // cvtps rounds to nearest even (the default MXCSR mode), as nearbyint in the scalar path.
         for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));
-        // packs works per lane: (0-7, 16-23) gives 64-bit groups 0-3, 16-19, 4-7, 20-23.
-        const __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[2]), 0xD8);
-        const __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[1], q[3]), 0xD8);
+        // packs works per lane: (0-7, 8-15) gives 64-bit groups 0-3, 8-11, 4-7, 12-15.
+        const __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
+        const __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0xD8);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kActBlock), lo);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kActBlock + 16), hi);
         const __m256i sum8 =
@@ -63,13 +64,20 @@ void prepare_row(const float* x, int64_t cols, uint8_t* out) {
 
 namespace {
 
-// 32 byte codes -> 16-bit halves (elements 0-7,16-23 and 8-15,24-31), sign- or zero-extended.
+// 32 byte codes -> 16-bit halves (elements 0-15 and 16-31), sign- or zero-extended.
 template <bool kSigned>
 inline void widen(__m256i v, __m256i& lo, __m256i& hi) {
-    const __m256i ext =
-        kSigned ? _mm256_cmpgt_epi8(_mm256_setzero_si256(), v) : _mm256_setzero_si256();
-    lo = _mm256_unpacklo_epi8(v, ext);
-    hi = _mm256_unpackhi_epi8(v, ext);
+    const __m128i l = _mm256_castsi256_si128(v), h = _mm256_extracti128_si256(v, 1);
+    lo = kSigned ? _mm256_cvtepi8_epi16(l) : _mm256_cvtepu8_epi16(l);
+    hi = kSigned ? _mm256_cvtepi8_epi16(h) : _mm256_cvtepu8_epi16(h);
+}
+
+// 16 bytes of packed nibbles (element i low, 16 + i high) -> 16-bit elements 0-15 and 16-31:
+// zero-extended bytes give the high nibble by a plain shift.
+inline void nibbles16(const uint8_t* qs, __m256i& lo, __m256i& hi) {
+    const __m256i t = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+    lo = _mm256_and_si256(t, _mm256_set1_epi16(0x0F));
+    hi = _mm256_srli_epi16(t, 4);
 }
 
 // ---- per-type block decoding -----------------------------------------------------------------
@@ -96,7 +104,20 @@ struct Simple {
         }
     }
     static void codes(const uint8_t* row, int64_t u, int, __m256i& lo, __m256i& hi) {
-        widen<T::kSigned>(T::codes(reinterpret_cast<const Block*>(row)[u]), lo, hi);
+        const Block& blk = reinterpret_cast<const Block*>(row)[u];
+        if constexpr (std::is_same_v<T, Q4_0> || std::is_same_v<T, Q4_1>) {
+            nibbles16(blk.qs, lo, hi);
+            if constexpr (T::kSigned) {
+                lo = _mm256_sub_epi16(lo, _mm256_set1_epi16(8));
+                hi = _mm256_sub_epi16(hi, _mm256_set1_epi16(8));
+            }
+        } else if constexpr (std::is_same_v<T, Q8_0>) {
+            const auto* q = reinterpret_cast<const __m128i*>(blk.qs);
+            lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(q));
+            hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(q + 1));
+        } else {
+            widen<T::kSigned>(T::codes(blk), lo, hi);
+        }
     }
 };
 
@@ -129,8 +150,17 @@ struct Q45K {
         const Block& b = reinterpret_cast<const Block*>(row)[u];
         if constexpr (kQ5) {
             widen<false>(q5k_codes(b.qs, b.qh, j), lo, hi);
-        } else {
-            widen<false>(q4k_codes(b.qs, j), lo, hi);
+        } else {  // zero-extended bytes: the high nibble by a plain shift
+            const auto* q = reinterpret_cast<const __m128i*>(b.qs + 32 * (j / 2));
+            const __m256i t0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(q));
+            const __m256i t1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(q + 1));
+            if (j & 1) {
+                lo = _mm256_srli_epi16(t0, 4);
+                hi = _mm256_srli_epi16(t1, 4);
+            } else {
+                lo = _mm256_and_si256(t0, _mm256_set1_epi16(0x0F));
+                hi = _mm256_and_si256(t1, _mm256_set1_epi16(0x0F));
+            }
         }
     }
 };
@@ -146,13 +176,9 @@ struct Q6K {
     static void codes(const uint8_t* row, int64_t u, int j, __m256i& lo, __m256i& hi) {
         const block_q6_K& b = reinterpret_cast<const block_q6_K*>(row)[u];
         widen<false>(q6k_codes(b, j), lo, hi);
-        // Both halves hold elements 0-7 / 8-15 (scale 2j) in the low lane, 16-31 (2j+1) in the
-        // high.
-        const __m256i sc =
-            _mm256_set_m128i(_mm_set1_epi16(b.scales[2 * j + 1]), _mm_set1_epi16(b.scales[2 * j]));
         const __m256i off = _mm256_set1_epi16(32);
-        lo = _mm256_mullo_epi16(_mm256_sub_epi16(lo, off), sc);
-        hi = _mm256_mullo_epi16(_mm256_sub_epi16(hi, off), sc);
+        lo = _mm256_mullo_epi16(_mm256_sub_epi16(lo, off), _mm256_set1_epi16(b.scales[2 * j]));
+        hi = _mm256_mullo_epi16(_mm256_sub_epi16(hi, off), _mm256_set1_epi16(b.scales[2 * j + 1]));
     }
 };
 
@@ -181,6 +207,9 @@ void tile(const Tile& tl, int64_t nb) {
         as[t] = ad[t] + nb;
     }
     float total[R][NT] = {};
+    __m256 acc[R][NT];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
     for (int64_t c0 = 0; c0 < nb; c0 += kChunk) {
         const int64_t c1 = std::min(nb, c0 + kChunk), n = c1 - c0, n8 = n & ~int64_t{7};
         alignas(32) float dws[R][kChunk];
@@ -208,9 +237,6 @@ void tile(const Tile& tl, int64_t nb) {
                 for (; b < n; ++b) scale[r][t][b] = dws[r][b] * ad[t][c0 + b];
             }
         }
-        __m256 acc[R][NT];
-        for (int r = 0; r < R; ++r)
-            for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
         for (int64_t u = c0 / G; u < c1 / G; ++u) {
             for (int j = 0; j < G; ++j) {
                 const int64_t b = u * G + j;
@@ -241,12 +267,11 @@ void tile(const Tile& tl, int64_t nb) {
                     for (; b < n; ++b) ms += mins[r][b] * as[t][c0 + b];
                     total[r][t] += ms;
                 }
-                total[r][t] += hsum(acc[r][t]);
             }
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int t = 0; t < NT; ++t) *tl.out[r][t] = total[r][t];
+        for (int t = 0; t < NT; ++t) *tl.out[r][t] = total[r][t] + hsum(acc[r][t]);
 }
 
 // ---- prompt tiles on decoded rows -------------------------------------------------------------
@@ -285,6 +310,9 @@ void tile_decoded(const DecodedRow* rows, const uint8_t* const* acts, int64_t nb
         as[t] = ad[t] + nb;
     }
     float total[R][NT] = {};
+    __m256 acc[R][NT];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
     for (int64_t c0 = 0; c0 < nb; c0 += kChunk) {
         const int64_t n = std::min(nb - c0, kChunk), n8 = n & ~int64_t{7};
         alignas(32) float scale[R][NT][kChunk];  // dw[r][b] * ad[t][b]
@@ -299,9 +327,6 @@ void tile_decoded(const DecodedRow* rows, const uint8_t* const* acts, int64_t nb
                 for (; b < n; ++b) scale[r][t][b] = dw[b] * ad[t][c0 + b];
             }
         }
-        __m256 acc[R][NT];
-        for (int r = 0; r < R; ++r)
-            for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
         for (int64_t b = 0; b < n; ++b) {
             for (int r = 0; r < R; ++r) {
                 const auto* w = reinterpret_cast<const __m256i*>(rows[r].q + (c0 + b) * kActBlock);
@@ -316,11 +341,10 @@ void tile_decoded(const DecodedRow* rows, const uint8_t* const* acts, int64_t nb
                 }
             }
         }
-        for (int r = 0; r < R; ++r)
-            for (int t = 0; t < NT; ++t) total[r][t] += hsum(acc[r][t]);
     }
     for (int r = 0; r < R; ++r) {
         for (int t = 0; t < NT; ++t) {
+            total[r][t] = hsum(acc[r][t]);
             if constexpr (kMin) {
                 int64_t b = 0;
                 __m256 m = _mm256_setzero_ps();

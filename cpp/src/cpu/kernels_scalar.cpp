@@ -30,7 +30,7 @@ void prepare_row_scalar(const float* x, int64_t cols, uint8_t* out) {
         int32_t sum = 0;
         for (int i = 0; i < kActBlock; ++i) {
             const auto q = static_cast<int16_t>(std::nearbyint(xb[i] * id));
-            qs[b * kActBlock + act_pos(i)] = q;
+            qs[b * kActBlock + i] = q;
             sum += q;
         }
         d[b] = amax / kActMax;
@@ -157,7 +157,7 @@ float dot_row_quant(uint32_t type, const uint8_t* row, const uint8_t* act, int64
         decode32(type, row, b, blk);
         // 64-bit: Q6_K's pre-scaled codes reach 4096 * 32767 per product.
         int64_t isum = 0;
-        for (int j = 0; j < 32; ++j) isum += blk.q[j] * aq[b * kActBlock + act_pos(j)];
+        for (int j = 0; j < 32; ++j) isum += blk.q[j] * aq[b * kActBlock + j];
         acc += static_cast<float>(isum) * (blk.d * ad[b]) + blk.c * as[b];
     }
     return acc;

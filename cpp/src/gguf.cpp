@@ -285,6 +285,10 @@ void read_array(Cursor& c, Value& v, const std::string& key) {
 
 }  // namespace
 
+std::string quote(std::string_view s) {
+    return quoted(s);
+}
+
 const char* value_type_name(ValueType t) {
     switch (t) {
         case ValueType::UINT8:

@@ -33,6 +33,9 @@ enum class ValueType : uint32_t {
     FLOAT64 = 12,
 };
 const char* value_type_name(ValueType t);
+// A string taken from a file, quoted for an error message: invalid UTF-8 and control bytes are
+// escaped (messages become Python str, which must decode), long strings are cut.
+std::string quote(std::string_view s);
 
 // One metadata value. Scalars are widened into `u`/`i`/`f`; arrays keep their element type in
 // `array_type` and their elements in `strings` (STRING), `ints` (all integer types and BOOL) or

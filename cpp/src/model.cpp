@@ -94,7 +94,9 @@ Hparams read_hparams(const gguf::File& f) {
         hp.arch = Arch::Qwen2;
         hp.rope = RopeStyle::Neox;
     } else {
-        fail("unsupported architecture '" + hp.arch_name + "' (supported: llama, qwen2)");
+        // Quoted: the name is raw file bytes (fuzz finding: invalid UTF-8 broke the message).
+        fail("unsupported architecture " + gguf::quote(hp.arch_name) +
+             " (supported: llama, qwen2)");
     }
     const std::string a = hp.arch_name + ".";
     hp.n_layer = hparam(f, a + "block_count", 1, kMaxLayers);

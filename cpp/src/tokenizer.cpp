@@ -20,8 +20,9 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
     const std::string model = file.require_string("tokenizer.ggml.model");
     if (model == "gpt2") return make_bpe_tokenizer(file);
     if (model == "llama") return make_spm_tokenizer(file);
-    throw FormatError("unsupported tokenizer.ggml.model '" + model +
-                      "' (supported: gpt2 = byte-level BPE, llama = SentencePiece)");
+    // Fuzz finding: raw file bytes in a message broke its conversion to Python str.
+    throw FormatError("unsupported tokenizer.ggml.model " + gguf::quote(model) +
+                      " (supported: gpt2 = byte-level BPE, llama = SentencePiece)");
 }
 
 const std::string& Tokenizer::token_text(int32_t id) const {

@@ -36,8 +36,9 @@ class BpeTokenizer final : public TokenizerBase {
         bool known = true;
         pre_kind_ = pre_tokenizer_from_name(pre_, &known);
         if (!known) {
-            warnings_.push_back("unknown tokenizer.ggml.pre '" + pre_ +
-                                "': using the gpt2 pre-tokenizer, ids may differ from the "
+            // Quoted: warnings reach Python as str (fuzz finding, invalid UTF-8).
+            warnings_.push_back("unknown tokenizer.ggml.pre " + gguf::quote(pre_) +
+                                ": using the gpt2 pre-tokenizer, ids may differ from the "
                                 "reference tokenizer");
         }
         // Llama 3's tokenizer.json sets ignore_merges: a word that is itself a token is kept.
@@ -115,15 +116,15 @@ class BpeTokenizer final : public TokenizerBase {
             const std::string& m = (*merges)[r];
             const size_t sp = m.find(' ', 1);
             if (sp == std::string::npos || sp + 1 >= m.size()) {
-                throw FormatError("tokenizer.ggml.merges[" + std::to_string(r) + "] = '" + m +
-                                  "' is not two tokens separated by a space");
+                throw FormatError("tokenizer.ggml.merges[" + std::to_string(r) + "] = " +
+                                  gguf::quote(m) + " is not two tokens separated by a space");
             }
             const std::string_view left(m.data(), sp), right(m.data() + sp + 1, m.size() - sp - 1);
             const int32_t a = find_token(left), b = find_token(right);
             const int32_t c = find_token(std::string(left) + std::string(right));
             if (a < 0 || b < 0 || c < 0) {
-                throw FormatError("tokenizer.ggml.merges[" + std::to_string(r) + "] = '" + m +
-                                  "' names a token that is not in the vocabulary");
+                throw FormatError("tokenizer.ggml.merges[" + std::to_string(r) + "] = " +
+                                  gguf::quote(m) + " names a token that is not in the vocabulary");
             }
             // A repeated pair keeps its first (best) rank.
             merges_.emplace(pair_key(a, b), MergeInfo{static_cast<int32_t>(r), c});

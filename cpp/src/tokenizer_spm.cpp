@@ -27,8 +27,8 @@ class SpmTokenizer final : public TokenizerBase {
     explicit SpmTokenizer(const gguf::File& file) : TokenizerBase(file) {
         const std::string algo = file.get_string(kAlgorithmKey, "bpe");
         if (algo != "bpe" && algo != "unigram") {
-            throw FormatError(std::string(kAlgorithmKey) + " = '" + algo +
-                              "' (expected 'bpe' or 'unigram')");
+            throw FormatError(std::string(kAlgorithmKey) + " = " + gguf::quote(algo) +
+                              " (expected 'bpe' or 'unigram')");
         }
         unigram_ = algo == "unigram";
         if (scores_.empty()) scores_.assign(tokens_.size(), 0.0f);

@@ -4,11 +4,22 @@ a seeded random-mutation loop over a corpus directory. Shared by the fuzz/py har
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
+
+
+def instrumented(*packages: str) -> ContextManager[object]:
+    """Import the code under test inside this: atheris then instruments its bytecode for
+    coverage feedback (a no-op without atheris)."""
+    try:
+        import atheris
+    except ImportError:
+        return contextlib.nullcontext()
+    return atheris.instrument_imports(include=list(packages))
 
 
 def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:

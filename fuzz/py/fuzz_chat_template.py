@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import run  # noqa: E402
-from ffnskip_native.chat import CHATML_TEMPLATE, ChatTemplate  # noqa: E402
-from ffnskip_native.errors import InvalidArgumentError, TemplateError  # noqa: E402
+from _harness import instrumented, run  # noqa: E402
+
+with instrumented("ffnskip_native", "jinja2"):
+    from ffnskip_native.chat import CHATML_TEMPLATE, ChatTemplate
+    from ffnskip_native.errors import InvalidArgumentError, TemplateError
 
 CANARY = "ffnskip-canary-7f3a91c2"  # only reachable by escaping the sandbox
 _FORBIDDEN_EVENTS = (
@@ -53,6 +55,9 @@ def _audit(event: str, _args: tuple) -> None:
 
 
 sys.addaudithook(_audit)
+# Jinja imports its traceback rewriter on the first template error; import it now so that the
+# only files a render could open are ones a template asked for.
+import jinja2.debug  # noqa: E402, F401
 
 MESSAGES = [
     {"role": "system", "content": "You are helpful."},
@@ -118,9 +123,19 @@ def _write_seeds(corpus: Path) -> None:
         (corpus / hashlib.sha1(raw).hexdigest()).write_bytes(raw)
 
 
+def _warm_up() -> None:
+    # Lazy imports inside jinja2 on first use would otherwise show up as 'open' events.
+    for s in SEEDS:
+        try:
+            ChatTemplate(s).render(MESSAGES)
+        except (TemplateError, InvalidArgumentError):
+            pass
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     corpus = next((Path(a) for a in args if not a.startswith("-")), None)
     if corpus is not None:
         _write_seeds(corpus)
+    _warm_up()
     run(one_input, args)

@@ -18,9 +18,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import run  # noqa: E402
-from ffnskip_native import _core  # noqa: E402
-from ffnskip_native.errors import Error  # noqa: E402
+from _harness import instrumented, run  # noqa: E402
+
+with instrumented("ffnskip_native"):
+    from ffnskip_native import _core
+    from ffnskip_native.errors import Error
 
 _TMP = Path(tempfile.mkdtemp(prefix="ffnskip-pyfuzz-"))
 _PATH = _TMP / "input.gguf"

@@ -295,8 +295,6 @@ class CpuBackend final : public Backend {
 
     void prepare(const MatmulJob& j, int T) {
         const WeightView& w = *j.w;
-        const size_t stride = cpu::act_row_bytes(w.type, w.cols);
-        (void)stride;
         if (T < 8) {
             cpu::prepare_acts(w.type, j.x, w.cols, 0, T, const_cast<uint8_t*>(j.acts));
             return;

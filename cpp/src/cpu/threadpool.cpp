@@ -28,17 +28,28 @@ ThreadPool::~ThreadPool() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stop_.store(true);
-        generation_.fetch_add(1);
+        ticket_.fetch_add(uint64_t{1} << 32);
     }
     wake_.notify_all();
     for (std::thread& t : threads_) t.join();
 }
 
-void ThreadPool::work(int thread) {
+void ThreadPool::work(uint32_t gen, int thread) {
+    uint64_t t = ticket_.load(std::memory_order_acquire);
     for (;;) {
-        const int task = next_task_.fetch_add(1, std::memory_order_relaxed);
-        if (task >= n_tasks_) break;
-        (*fn_)(task, thread);
+        // A ticket of another generation, or one past the last task, means nothing to claim.
+        if (static_cast<uint32_t>(t >> 32) != gen) return;
+        const int task = static_cast<int>(t & 0xffffffffu);
+        if (task >= n_tasks_.load(std::memory_order_relaxed)) return;
+        if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+            continue;
+        }
+        // The claim succeeded within `gen`, so run() is still waiting for this task and fn_
+        // is the one published for it.
+        (*fn_.load(std::memory_order_acquire))(task, thread);
+        done_.fetch_add(1, std::memory_order_acq_rel);
+        t = ticket_.load(std::memory_order_acquire);
     }
 }
 
@@ -48,37 +59,46 @@ void ThreadPool::run(int n_tasks, const std::function<void(int, int)>& fn) {
         for (int t = 0; t < n_tasks; ++t) fn(t, 0);
         return;
     }
-    fn_ = &fn;
-    n_tasks_ = n_tasks;
-    next_task_.store(0, std::memory_order_relaxed);
-    busy_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
+    fn_.store(&fn, std::memory_order_relaxed);
+    n_tasks_.store(n_tasks, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    uint32_t gen;
     {
         // The lock orders the publication with workers that are about to sleep.
         std::lock_guard<std::mutex> lock(mutex_);
-        generation_.fetch_add(1, std::memory_order_release);
+        gen = static_cast<uint32_t>(ticket_.load(std::memory_order_relaxed) >> 32) + 1;
+        ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
     }
     wake_.notify_all();
-    work(0);
-    while (busy_workers_.load(std::memory_order_acquire) != 0) FFNSKIP_PAUSE();
-    fn_ = nullptr;
+    work(gen, 0);
+    // Only tasks already claimed by a worker can be outstanding here.
+    for (int spins = 0; done_.load(std::memory_order_acquire) != n_tasks; ++spins) {
+        if (spins < 4096) {
+            FFNSKIP_PAUSE();
+        } else {
+            std::this_thread::yield();  // the claimer was descheduled: let it run
+        }
+    }
 }
 
 void ThreadPool::worker(int index) {
-    uint64_t seen = 0;
+    uint32_t seen = 0;
+    auto generation = [this] {
+        return static_cast<uint32_t>(ticket_.load(std::memory_order_acquire) >> 32);
+    };
     for (;;) {
         int spins = 0;
-        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+        while (generation() == seen && spins < kSpinIterations) {
             FFNSKIP_PAUSE();
             ++spins;
         }
-        if (generation_.load(std::memory_order_acquire) == seen) {
+        if (generation() == seen) {
             std::unique_lock<std::mutex> lock(mutex_);
-            wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+            wake_.wait(lock, [&] { return generation() != seen; });
         }
-        seen = generation_.load(std::memory_order_acquire);
         if (stop_.load()) return;
-        work(index);
-        busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+        seen = generation();
+        work(seen, index);
     }
 }
 

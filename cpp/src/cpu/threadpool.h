@@ -1,6 +1,10 @@
 // A persistent pool of worker threads for the CPU backend: one set of threads for the Generator's
-// lifetime, so no thread is created per op. The calling thread works too. Tasks of a run() are
-// claimed from an atomic counter, which balances uneven work without a scheduler.
+// lifetime, so no thread is created per op. The calling thread works too.
+//
+// Tasks are claimed through one atomic ticket holding (generation << 32 | next task). The caller
+// waits only for tasks that were claimed to finish, never for workers to wake up: a worker that
+// is descheduled (a busy desktop, an oversubscribed machine) simply claims nothing, and the
+// caller runs the tasks itself instead of spinning on it.
 #pragma once
 
 #include <atomic>
@@ -28,15 +32,15 @@ class ThreadPool {
 
   private:
     void worker(int index);
-    void work(int thread);
+    // Claims and runs tasks of generation `gen` until none is left.
+    void work(uint32_t gen, int thread);
 
     int n_threads_;
     std::vector<std::thread> threads_;
-    const std::function<void(int, int)>* fn_ = nullptr;
-    int n_tasks_ = 0;
-    std::atomic<int> next_task_{0};
-    std::atomic<int> busy_workers_{0};
-    std::atomic<uint64_t> generation_{0};
+    std::atomic<const std::function<void(int, int)>*> fn_{nullptr};
+    std::atomic<int> n_tasks_{0};
+    std::atomic<uint64_t> ticket_{0};  // generation << 32 | index of the next unclaimed task
+    std::atomic<int> done_{0};         // tasks of the current generation that have finished
     std::atomic<bool> stop_{false};
     // Idle workers spin briefly (a decode step issues hundreds of runs per token), then sleep.
     std::mutex mutex_;

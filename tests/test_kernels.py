@@ -168,3 +168,16 @@ def test_f16_helpers(n, level):
     nan = np.isnan(want16)
     np.testing.assert_array_equal(h[~nan], want16.view(np.uint16)[~nan])
     assert np.isnan(h[nan].view(np.float16)).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("qtype", QUANT_TYPES, ids=lambda q: q.name)
+def test_nonfinite_activations_give_nan_rows_only_for_their_token(qtype, bad, level):
+    # A broken model can feed Inf/NaN activations: the token that holds one gets NaN outputs,
+    # the other tokens of the batch are unaffected (and nothing casts NaN to an integer).
+    w, cols, x, want = case(qtype, 9, 5, seed=7)
+    x[2, 40] = bad
+    got = T.matmul(int(qtype), w.tobytes(), 9, cols, x)
+    assert np.isnan(got[2]).all()
+    keep = [0, 1, 3, 4]
+    assert rel_l2(got[keep], want[keep]) <= tolerance(qtype)

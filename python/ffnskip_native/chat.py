@@ -129,6 +129,11 @@ class ChatTemplate:
             raise TemplateError(
                 f"chat template does not compile: {exc.message} (line {exc.lineno})"
             ) from None
+        except (RecursionError, MemoryError, SyntaxError) as exc:
+            # Hostile nesting makes jinja2's parser (or the code it generates) blow up.
+            raise TemplateError(
+                f"chat template does not compile: {type(exc).__name__} (nested too deeply?)"
+            ) from None
 
     def _bounded_range(self, *args: int) -> range:
         r = range(*args)

@@ -11,14 +11,28 @@
 #include "ggml_types.h"
 #include "quants.h"
 
+#if defined(FFNSKIP_X86)
+#include <cpuid.h>
+#endif
+
 namespace ffnskip::cpu {
 
 namespace {
 
+// CPUID and XGETBV directly (clang 14's __builtin_cpu_supports does not know "f16c"): the CPU
+// must have AVX2, FMA and F16C, and the OS must save the YMM registers (XCR0 bits 1 and 2).
 bool cpu_has_avx2() {
 #if defined(FFNSKIP_X86)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+    const bool fma = ecx & (1u << 12), osxsave = ecx & (1u << 27), avx = ecx & (1u << 28),
+               f16c = ecx & (1u << 29);
+    if (!(fma && osxsave && avx && f16c)) return false;
+    unsigned xcr0_lo = 0, xcr0_hi = 0;
+    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0x6u) != 0x6u) return false;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    return ebx & (1u << 5);  // AVX2
 #else
     return false;
 #endif

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "weight_view.h"
 
@@ -20,6 +21,14 @@ namespace ffnskip::cpu {
 // dot product.
 constexpr int kActBlock = 32;
 constexpr size_t kActBytes32 = kActBlock * sizeof(int16_t) + 2 * sizeof(float);
+
+// A block holding Inf or NaN (only a broken model produces one): codes 0 and d = s = NaN, so
+// every dot product touching it is NaN — visible downstream, and no float->int cast of NaN.
+inline void set_nonfinite_block(int16_t* qs, float* d, float* s) {
+    for (int i = 0; i < kActBlock; ++i) qs[i] = 0;
+    *d = std::numeric_limits<float>::quiet_NaN();
+    *s = std::numeric_limits<float>::quiet_NaN();
+}
 constexpr float kActMax = 32767.0f;
 
 // F32/F16/BF16 weights: from this many tokens on, matmul runs a register-tiled f32 GEMM over

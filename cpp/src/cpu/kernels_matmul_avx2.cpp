@@ -47,6 +47,15 @@ void prepare_row(const float* x, int64_t cols, uint8_t* out) {
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         const float amax = _mm_cvtss_f32(m4);
+        // x * 0 is NaN exactly for Inf/NaN inputs; such a block is marked NaN, as in the scalar
+        // path (max_ps would silently drop NaN from amax).
+        const __m256 zero = _mm256_setzero_ps();
+        __m256 z = _mm256_mul_ps(v[0], zero);
+        for (int i = 1; i < 4; ++i) z = _mm256_add_ps(z, _mm256_mul_ps(v[i], zero));
+        if (_mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) != 0) {
+            set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
+            continue;
+        }
         const __m256 id = _mm256_set1_ps(amax > 0.0f ? kActMax / amax : 0.0f);
         __m256i q[4];
         // cvtps rounds to nearest even (the default MXCSR mode), as nearbyint in the scalar path.

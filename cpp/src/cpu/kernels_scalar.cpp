@@ -25,7 +25,15 @@ void prepare_row_scalar(const float* x, int64_t cols, uint8_t* out) {
     for (int64_t b = 0; b < nb; ++b) {
         const float* xb = x + b * kActBlock;
         float amax = 0.0f;
-        for (int i = 0; i < kActBlock; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+        bool finite = true;
+        for (int i = 0; i < kActBlock; ++i) {
+            amax = std::fmax(amax, std::fabs(xb[i]));
+            finite = finite && std::isfinite(xb[i]);
+        }
+        if (!finite) {  // Inf/NaN activations (a broken model): propagate NaN, never cast it
+            set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
+            continue;
+        }
         const float id = amax > 0.0f ? kActMax / amax : 0.0f;
         int32_t sum = 0;
         for (int i = 0; i < kActBlock; ++i) {

@@ -219,3 +219,18 @@ def test_cuda_backend_unavailable_is_typed(tmp_path):
     path = make_model(tmp_path / "t.gguf", wtype="F32", n_layer=1)
     with pytest.raises(BackendUnavailableError, match="CUDA"):
         _core.Engine(str(path), backend="cuda", n_ctx=16)
+
+
+def test_oversubscribed_thread_pool_completes_and_matches_one_thread(tmp_path_factory):
+    # More threads than cores: workers get descheduled mid-run, which once let a worker holding a
+    # stale ticket claim a task of the next run (a hang). Hundreds of tiny pool runs per token.
+    path = tiny(tmp_path_factory, "qwen2", "Q4_0")
+    tokens = sample_tokens(48, 288, seed=13)
+    one = _core.Engine(str(path), backend="cpu", n_ctx=64, n_threads=1)
+    many = _core.Engine(str(path), backend="cpu", n_ctx=64, n_threads=4 * _core.physical_cores())
+    for _ in range(3):
+        one.reset()
+        many.reset()
+        a = np.stack([one.eval([t]) for t in tokens])
+        b = np.stack([many.eval([t]) for t in tokens])
+        assert np.array_equal(a, b)

@@ -37,17 +37,20 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::work(uint32_t gen, int thread) {
     uint64_t t = ticket_.load(std::memory_order_acquire);
     for (;;) {
-        // A ticket of another generation, or one past the last task, means nothing to claim.
+        // A ticket of another generation, one past the last task, or a closed ticket (run() is
+        // republishing) means there is nothing to claim.
         if (static_cast<uint32_t>(t >> 32) != gen) return;
-        const int task = static_cast<int>(t & 0xffffffffu);
-        if (task >= n_tasks_.load(std::memory_order_relaxed)) return;
+        const uint32_t task = static_cast<uint32_t>(t);
+        // Acquire: if this reads the next run's count, the closing of the ticket that run()
+        // stored before it is visible too, and the CAS below fails.
+        if (task >= static_cast<uint32_t>(n_tasks_.load(std::memory_order_acquire))) return;
         if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
                                            std::memory_order_acquire)) {
             continue;
         }
         // The claim succeeded within `gen`, so run() is still waiting for this task and fn_
         // is the one published for it.
-        (*fn_.load(std::memory_order_acquire))(task, thread);
+        (*fn_.load(std::memory_order_acquire))(static_cast<int>(task), thread);
         done_.fetch_add(1, std::memory_order_acq_rel);
         t = ticket_.load(std::memory_order_acquire);
     }
@@ -59,14 +62,18 @@ void ThreadPool::run(int n_tasks, const std::function<void(int, int)>& fn) {
         for (int t = 0; t < n_tasks; ++t) fn(t, 0);
         return;
     }
+    // Close the previous generation's ticket before touching fn_/n_tasks_/done_: a worker that
+    // loaded that ticket just before it ran out of tasks must not claim a task of this run.
+    const uint64_t prev = ticket_.load(std::memory_order_relaxed);
+    ticket_.store(prev | 0xffffffffu, std::memory_order_seq_cst);
     fn_.store(&fn, std::memory_order_relaxed);
-    n_tasks_.store(n_tasks, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
+    n_tasks_.store(n_tasks, std::memory_order_release);
     uint32_t gen;
     {
         // The lock orders the publication with workers that are about to sleep.
         std::lock_guard<std::mutex> lock(mutex_);
-        gen = static_cast<uint32_t>(ticket_.load(std::memory_order_relaxed) >> 32) + 1;
+        gen = static_cast<uint32_t>(prev >> 32) + 1;
         ticket_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
     }
     wake_.notify_all();

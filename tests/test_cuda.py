@@ -38,19 +38,7 @@ GATE_EPS = 1e-4
 GATE_TOL = 2e-3
 TOP2_MARGIN = 2e-2
 
-WEIGHT_TYPES = (
-    "F32",
-    "F16",
-    "BF16",
-    "Q8_0",
-    "Q4_0",
-    "Q4_1",
-    "Q5_0",
-    "Q5_1",
-    "Q4_K",
-    "Q5_K",
-    "Q6_K",
-)
+WEIGHT_TYPES = mtm.WEIGHT_TYPES
 ARCHS = ("llama", "qwen2")
 
 

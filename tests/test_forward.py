@@ -17,10 +17,10 @@ import reference
 from ffnskip_native import ModelFormatError, _core
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from make_test_model import WEIGHT_TYPES as TYPES  # noqa: E402
 from make_test_model import make_model  # noqa: E402
 
 REL_TOL = 1e-2
-TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 K_TYPES = {"Q4_K", "Q5_K", "Q6_K"}
 
 

@@ -29,6 +29,9 @@ inline void set_nonfinite_block(int16_t* qs, float* d, float* s) {
     *d = std::numeric_limits<float>::quiet_NaN();
     *s = std::numeric_limits<float>::quiet_NaN();
 }
+// Blocks whose max |x| is below this are stored as zeros: 32767 / amax would overflow to inf
+// for subnormal amax (and the values are negligible next to any real activation).
+constexpr float kActMinMax = 1e-30f;
 constexpr float kActMax = 32767.0f;
 
 // F32/F16/BF16 weights: from this many tokens on, matmul runs a register-tiled f32 GEMM over

@@ -56,7 +56,7 @@ void prepare_row(const float* x, int64_t cols, uint8_t* out) {
             set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
             continue;
         }
-        const __m256 id = _mm256_set1_ps(amax > 0.0f ? kActMax / amax : 0.0f);
+        const __m256 id = _mm256_set1_ps(amax > kActMinMax ? kActMax / amax : 0.0f);
         __m256i q[4];
         // cvtps rounds to nearest even (the default MXCSR mode), as nearbyint in the scalar path.
         for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));

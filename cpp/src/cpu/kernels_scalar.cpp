@@ -34,7 +34,7 @@ void prepare_row_scalar(const float* x, int64_t cols, uint8_t* out) {
             set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
             continue;
         }
-        const float id = amax > 0.0f ? kActMax / amax : 0.0f;
+        const float id = amax > kActMinMax ? kActMax / amax : 0.0f;
         int32_t sum = 0;
         for (int i = 0; i < kActBlock; ++i) {
             const auto q = static_cast<int16_t>(std::nearbyint(xb[i] * id));

@@ -90,20 +90,19 @@ void Engine::logits(const int32_t* tokens, int n, bool all_positions, const Skip
     }
     const int n_gen = n - prompt_len;
     if (n_gen == 0) return;
-    if (policy && backend_->batched_skip()) {
+    if (backend_->batched_skip()) {
         // All generated tokens in one batch, each with its own skip state (see batched_skip()).
+        float* dst = all_positions ? out + static_cast<int64_t>(prompt_len) * n_vocab : out;
+        if (!policy) {
+            backend_->forward(tokens + prompt_len, n_gen, dst, all_positions, nullptr);
+            return;
+        }
         SkipRequest req;
         req.policy = policy.get();
         req.gen_index = 0;
         req.trace = &trace_;
-        float* dst = all_positions ? out + static_cast<int64_t>(prompt_len) * n_vocab : out;
         backend_->forward(tokens + prompt_len, n_gen, dst, all_positions, &req);
         accumulate(stats_, trace_, skip->record_gates);
-        return;
-    }
-    if (!policy && backend_->batched_skip()) {
-        float* dst = all_positions ? out + static_cast<int64_t>(prompt_len) * n_vocab : out;
-        backend_->forward(tokens + prompt_len, n_gen, dst, all_positions, nullptr);
         return;
     }
     if (scratch.empty()) scratch.resize(static_cast<size_t>(n_vocab));

@@ -30,7 +30,7 @@ struct MatmulJob {
     const float* x;  // f32 input rows (stride w->cols)
     float* y;        // output rows (stride ldy)
     int64_t ldy;
-    const uint8_t* acts;
+    uint8_t* acts;  // prepared activations (a slice of acts_), or null
 };
 
 class CpuBackend final : public Backend {
@@ -296,14 +296,13 @@ class CpuBackend final : public Backend {
     void prepare(const MatmulJob& j, int T) {
         const WeightView& w = *j.w;
         if (T < 8) {
-            cpu::prepare_acts(w.type, j.x, w.cols, 0, T, const_cast<uint8_t*>(j.acts));
+            cpu::prepare_acts(w.type, j.x, w.cols, 0, T, j.acts);
             return;
         }
         const int per = (T + pool_.size() - 1) / pool_.size();
         pool_.run(pool_.size(), [&](int task, int) {
             const int t0 = task * per, t1 = std::min(T, t0 + per);
-            if (t0 < t1)
-                cpu::prepare_acts(w.type, j.x, w.cols, t0, t1, const_cast<uint8_t*>(j.acts));
+            if (t0 < t1) cpu::prepare_acts(w.type, j.x, w.cols, t0, t1, j.acts);
         });
     }
 

@@ -289,6 +289,133 @@ void tile(const Tile& tl, int64_t nb) {
         for (int t = 0; t < NT; ++t) *tl.out[r][t] = total[r][t] + hsum(acc[r][t]);
 }
 
+// ---- decode (one token) for the types with a scale in every 32-block ----------------------
+// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 carry an f16 scale (and min) in each block of 32. The generic
+// tile above gathers them in a pre-pass into scale arrays; at one token that pass (a conversion
+// and two stores per block and row) cost as much as the integer work. Here each block's scale
+// pair is converted inline and multiplied with the activation's (d, s) pair, and the product is
+// broadcast from a register, so one token costs ~12 instructions per block and row. Four rows
+// share each activation load; the accumulators stay in registers (fully unrolled rows).
+// The prefetcher is told about the tile `kDecodeAheadBytes` ahead, spread over the block loop.
+constexpr size_t kDecodeAheadBytes = 2048;
+constexpr int kDecodeRows = 4;
+
+template <class T>
+void tile_1tok(const uint8_t* const* rows, const uint8_t* acts, int64_t nb, float* out,
+               const char* prefetch, size_t pf_step) {
+    using Block = typename T::Block;
+    constexpr bool kMin = T::kMin;
+    const int16_t* aq = reinterpret_cast<const int16_t*>(acts);
+    const float* ad = reinterpret_cast<const float*>(acts + nb * kActBlock * sizeof(int16_t));
+    const float* as = ad + nb;
+    const Block* blk[kDecodeRows];
+    __m256 acc[kDecodeRows];
+    __m128 mins[kDecodeRows];
+#pragma GCC unroll 4
+    for (int r = 0; r < kDecodeRows; ++r) {
+        blk[r] = reinterpret_cast<const Block*>(rows[r]);
+        acc[r] = _mm256_setzero_ps();
+        mins[r] = _mm_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+        const char* pf = prefetch + static_cast<size_t>(b) * pf_step;
+        for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+        const auto* a = reinterpret_cast<const __m256i*>(aq + b * kActBlock);
+        const __m256i a0 = _mm256_loadu_si256(a), a1 = _mm256_loadu_si256(a + 1);
+        // (d_x, s_x): the activation block's scale and scaled code sum.
+        const __m128 xds =
+            kMin ? _mm_unpacklo_ps(_mm_load_ss(ad + b), _mm_load_ss(as + b)) : _mm_load_ss(ad + b);
+#pragma GCC unroll 4
+        for (int r = 0; r < kDecodeRows; ++r) {
+            // (d_w, m_w) are the block's first two halves (d alone for the types without a min).
+            uint32_t dm16 = blk[r][b].d;
+            if constexpr (kMin) std::memcpy(&dm16, &blk[r][b], 4);
+            const __m128 ds =
+                _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16))), xds);
+            if constexpr (kMin) mins[r] = _mm_add_ps(mins[r], ds);  // lane 1: m_w * s_x
+            __m256i lo, hi;
+            T::codes(rows[r], b, 0, lo, hi);
+            const __m256i p =
+                _mm256_add_epi32(_mm256_madd_epi16(lo, a0), _mm256_madd_epi16(hi, a1));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < kDecodeRows; ++r) {
+        float v = hsum(acc[r]);
+        if constexpr (kMin) v += _mm_cvtss_f32(_mm_movehdup_ps(mins[r]));
+        out[r] = v;
+    }
+}
+
+// K-quants at one token: the same loop per 256-value super-block. Its 8 block scales (and mins)
+// are decoded once per super-block and row into registers and multiplied with the activation
+// scales there; the mins' term is one FMA over the 8 blocks.
+template <class T>
+void tile_1tok_k(const uint8_t* const* rows, const uint8_t* acts, int64_t nb, float* out,
+                 const char* prefetch, size_t pf_step) {
+    constexpr bool kMin = T::kMin;
+    const int16_t* aq = reinterpret_cast<const int16_t*>(acts);
+    const float* ad = reinterpret_cast<const float*>(acts + nb * kActBlock * sizeof(int16_t));
+    const float* as = ad + nb;
+    __m256 acc[kDecodeRows], macc[kDecodeRows];
+#pragma GCC unroll 4
+    for (int r = 0; r < kDecodeRows; ++r) acc[r] = macc[r] = _mm256_setzero_ps();
+    for (int64_t u = 0; u < nb / 8; ++u) {
+        const char* pf = prefetch + static_cast<size_t>(u) * pf_step;
+        for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+        const __m256 xd = _mm256_loadu_ps(ad + 8 * u);
+#pragma GCC unroll 4
+        for (int r = 0; r < kDecodeRows; ++r) {
+            alignas(32) float dw[8], mn[8];
+            T::scales(rows[r], u, dw, kMin ? mn : nullptr);
+            _mm256_store_ps(dw, _mm256_mul_ps(_mm256_load_ps(dw), xd));
+            if constexpr (kMin)
+                macc[r] = _mm256_fmadd_ps(_mm256_load_ps(mn), _mm256_loadu_ps(as + 8 * u), macc[r]);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; ++j) {
+                const auto* a = reinterpret_cast<const __m256i*>(aq + (8 * u + j) * kActBlock);
+                __m256i lo, hi;
+                T::codes(rows[r], u, j, lo, hi);
+                const __m256i p =
+                    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                acc[r] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(dw + j), acc[r]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < kDecodeRows; ++r) out[r] = hsum(_mm256_add_ps(acc[r], macc[r]));
+}
+
+template <class T>
+void drive_1tok(const WeightView& w, const uint8_t* acts, float* y, int64_t r0, int64_t r1) {
+    const int64_t nb = w.cols / kActBlock;
+    const size_t tile_bytes = kDecodeRows * w.row_bytes;
+    const size_t ahead = (kDecodeAheadBytes + tile_bytes - 1) / tile_bytes * tile_bytes;
+    const size_t pf_step = kDecodeRows * T::kUnitBytes;
+    int64_t r = r0;
+    for (; r + kDecodeRows <= r1; r += kDecodeRows) {
+        const uint8_t* rows[kDecodeRows];
+        for (int i = 0; i < kDecodeRows; ++i)
+            rows[i] = w.data + static_cast<size_t>(r + i) * w.row_bytes;
+        const char* pf = reinterpret_cast<const char*>(rows[0] + ahead);
+        if constexpr (T::kGroup == 1)
+            tile_1tok<T>(rows, acts, nb, y + r, pf, pf_step);
+        else
+            tile_1tok_k<T>(rows, acts, nb, y + r, pf, pf_step);
+    }
+    for (; r < r1; ++r) {  // fewer than four rows left: the generic tile
+        Tile tl;
+        tl.ahead = 0;
+        tl.rows[0] = w.data + static_cast<size_t>(r) * w.row_bytes;
+        tl.acts[0] = acts;
+        tl.out[0][0] = y + r;
+        tile<T, 1, 1>(tl, nb);
+    }
+}
+
 // ---- prompt tiles on decoded rows -------------------------------------------------------------
 // For many tokens a row's blocks are decoded once into 16-bit codes, scales and mins (in L1) and
 // then reused by every group of tokens, so the tile below is the same for all weight types and
@@ -473,6 +600,7 @@ template <class T>
 void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
            int64_t r0, int64_t r1) {
     if (n_tok >= kDecodedMinTokens) return drive_decoded<T>(w, acts, n_tok, y, ldy, r0, r1);
+    if (n_tok == 1) return drive_1tok<T>(w, acts, y, r0, r1);
     const int64_t nb = w.cols / kActBlock;
     const size_t astride = static_cast<size_t>(nb) * kActBytes32;
     const int rstep = n_tok == 1 ? 4 : 2;

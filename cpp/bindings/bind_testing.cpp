@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -13,7 +14,10 @@
 #include <vector>
 
 #include "bindings.h"
+#include "cpu/attention.h"
 #include "cpu/kernels.h"
+#include "cpu/ops.h"
+#include "cpu/threadpool.h"
 #include "ffnskip/ffnskip.h"
 #include "ggml_types.h"
 #include "quants.h"
@@ -231,6 +235,46 @@ double read_bandwidth(int64_t nbytes, int n_threads, int reps) {
     return static_cast<double>(n * 8) / best / 1e9;
 }
 
+// Causal attention of q (n_tok, n_head * head_dim) at positions pos0.. over the f16 cache
+// k, v (n_pos, n_head_kv * head_dim), n_pos >= pos0 + n_tok, on a pool of n_threads.
+py::array_t<float> attention(const F32Array& q, const U16Array& k, const U16Array& v, int pos0,
+                             int n_head, int n_head_kv, int key_splits, int n_threads) {
+    check_threads(n_threads);
+    if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || k.shape(0) != v.shape(0) ||
+        k.shape(1) != v.shape(1)) {
+        throw InvalidArgument("attention: q, k, v must be 2-d and k, v of one shape");
+    }
+    if (n_head < 1 || n_head_kv < 1 || n_head % n_head_kv != 0 || q.shape(1) % n_head != 0) {
+        throw InvalidArgument(
+            "attention: n_head must be a multiple of n_head_kv and divide q's row");
+    }
+    const int64_t hd = q.shape(1) / n_head;
+    if (k.shape(1) != n_head_kv * hd)
+        throw InvalidArgument("attention: k rows must be n_head_kv * head_dim");
+    if (pos0 < 0 || pos0 + q.shape(0) > k.shape(0) || key_splits < 0) {
+        throw InvalidArgument("attention: the cache must hold positions 0 .. pos0 + n_tok");
+    }
+    py::array_t<float> out({q.shape(0), q.shape(1)});
+    cpu::AttnArgs a{q.data(),
+                    q.shape(1),
+                    k.data(),
+                    v.data(),
+                    k.shape(1),
+                    out.mutable_data(),
+                    q.shape(1),
+                    static_cast<int>(q.shape(0)),
+                    pos0,
+                    n_head,
+                    n_head_kv,
+                    static_cast<int>(hd),
+                    static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+    std::vector<float> workspace;
+    py::gil_scoped_release release;
+    cpu::ThreadPool pool(n_threads);
+    cpu::attention(a, pool, workspace, key_splits);
+    return out;
+}
+
 }  // namespace
 
 void bind_testing(py::module_& m) {
@@ -283,6 +327,49 @@ void bind_testing(py::module_& m) {
         cpu::f32_to_f16(x.data(), out.mutable_data(), x.size());
         return out;
     });
+    t.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos0"),
+          py::arg("n_head"), py::arg("n_head_kv"), py::arg("key_splits") = 0,
+          py::arg("n_threads") = 1,
+          "Causal attention of q (n_tok, n_head * head_dim) at positions pos0.. over the f16\n"
+          "cache k, v (n_pos, n_head_kv * head_dim); scale 1/sqrt(head_dim). key_splits: key\n"
+          "ranges per task, merged by log-sum-exp (0: chosen from n_threads).");
+    t.def(
+        "rmsnorm",
+        [](const F32Array& x, const F32Array& w, float eps) {
+            if (x.size() != w.size()) throw InvalidArgument("rmsnorm: x and w differ in length");
+            py::array_t<float> out(x.size());
+            cpu::rmsnorm(x.data(), w.data(), out.mutable_data(), static_cast<int>(x.size()), eps);
+            return out;
+        },
+        py::arg("x"), py::arg("w"), py::arg("eps"));
+    t.def(
+        "swiglu",
+        [](const F32Array& g, const F32Array& u) {
+            if (g.size() != u.size()) throw InvalidArgument("swiglu: g and u differ in length");
+            py::array_t<float> out(g.size());
+            std::memcpy(out.mutable_data(), g.data(), sizeof(float) * g.size());
+            cpu::swiglu(out.mutable_data(), u.data(), g.size());
+            return out;
+        },
+        py::arg("g"), py::arg("u"), "silu(g) * u.");
+    t.def(
+        "rope",
+        [](const F32Array& x, int n_rot, int pos, float base, bool neox) {
+            if (x.ndim() != 2 || n_rot < 2 || n_rot % 2 != 0 || n_rot > x.shape(1)) {
+                throw InvalidArgument(
+                    "rope: x must be (n_heads, head_dim), n_rot even <= head_dim");
+            }
+            std::vector<float> c(static_cast<size_t>(n_rot / 2)), s(c.size());
+            cpu::rope_table(pos, n_rot, base, c.data(), s.data());
+            py::array_t<float> out({x.shape(0), x.shape(1)});
+            std::memcpy(out.mutable_data(), x.data(), sizeof(float) * x.size());
+            cpu::rope_apply(out.mutable_data(), static_cast<int>(x.shape(0)),
+                            static_cast<int>(x.shape(1)), n_rot,
+                            neox ? RopeStyle::Neox : RopeStyle::Norm, c.data(), s.data());
+            return out;
+        },
+        py::arg("x"), py::arg("n_rot"), py::arg("pos"), py::arg("base"), py::arg("neox"),
+        "Rotates the first n_rot dims of each row (head) of x for position pos.");
 }
 
 }  // namespace ffnskip::bindings

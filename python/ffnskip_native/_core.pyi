@@ -150,5 +150,5 @@ class Sampler:
 
 # Kernel-level entry points for the test suite and benchmarks (bind_testing.cpp): set_simd_level,
 # row_bytes, dequantize_ref, dequantize, matmul, bench_matmul, read_bandwidth, dot_f16_f32,
-# axpy_f16, f32_to_f16.
+# axpy_f16, f32_to_f16, attention, rmsnorm, swiglu, rope.
 _testing: ModuleType

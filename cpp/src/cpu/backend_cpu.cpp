@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu/attention.h"
 #include "cpu/kernels.h"
 #include "cpu/ops.h"
 #include "cpu/threadpool.h"
@@ -60,7 +61,6 @@ class CpuBackend final : public Backend {
         up_.resize(C * hp_.n_ff);
         rope_cos_.resize(C * std::max(1, hp_.n_rot / 2));
         rope_sin_.resize(C * std::max(1, hp_.n_rot / 2));
-        scores_.resize(static_cast<size_t>(pool_.size()) * n_ctx_);
         states_.resize(C);
         run_rows_.resize(C);
         size_t act = 0;
@@ -129,16 +129,14 @@ class CpuBackend final : public Backend {
                        const SkipRequest* skip, int first_token) {
         const int d = hp_.n_embd;
         const int pos0 = n_past_;
-        for (int t = 0; t < T; ++t) {
+        const int half = hp_.n_rot / 2;
+        for_rows(T, d + 64 * half, [&](int t) {
             cpu::dequantize_row(model_->tok_embd.type,
                                 model_->tok_embd.data + model_->tok_embd.row_bytes * tokens[t],
                                 &x_[static_cast<size_t>(t) * d], d);
-        }
-        const int half = hp_.n_rot / 2;
-        for (int t = 0; t < T; ++t) {
             cpu::rope_table(pos0 + t, hp_.n_rot, hp_.rope_base, &rope_cos_[t * half],
                             &rope_sin_[t * half]);
-        }
+        });
         if (skip) {
             for (int t = 0; t < T; ++t) {
                 states_[static_cast<size_t>(t)] =
@@ -181,20 +179,20 @@ class CpuBackend final : public Backend {
         if (!logits) return;
         const int first = all_logits ? 0 : T - 1;
         const int rows = T - first;
-        for (int t = first; t < T; ++t) {
-            cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], model_->output_norm.data(),
-                         &xn_[static_cast<size_t>(t - first) * d], d, hp_.rms_eps);
-        }
+        for_rows(rows, d, [&](int i) {
+            cpu::rmsnorm(&x_[static_cast<size_t>(first + i) * d], model_->output_norm.data(),
+                         &xn_[static_cast<size_t>(i) * d], d, hp_.rms_eps);
+        });
         matmuls({{&model_->output, xn_.data(), logits, hp_.n_vocab, nullptr}}, rows);
     }
 
     void attention_block(const LayerWeights& L, int l, int T, int pos0) {
         const int d = hp_.n_embd, hd = hp_.head_dim;
         const int qd = hp_.n_head * hd, kvd = hp_.n_head_kv * hd;
-        for (int t = 0; t < T; ++t) {
+        for_rows(T, d, [&](int t) {
             cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.attn_norm.data(),
                          &xn_[static_cast<size_t>(t) * d], d, hp_.rms_eps);
-        }
+        });
         matmuls({{&L.wq, xn_.data(), q_.data(), qd, nullptr},
                  {&L.wk, xn_.data(), k_.data(), kvd, nullptr},
                  {&L.wv, xn_.data(), v_.data(), kvd, nullptr}},
@@ -202,7 +200,7 @@ class CpuBackend final : public Backend {
         uint16_t* kc = k_cache_[static_cast<size_t>(l)].data();
         uint16_t* vc = v_cache_[static_cast<size_t>(l)].data();
         const int half = hp_.n_rot / 2;
-        pool_.run(T, [&](int t, int) {
+        for_rows(T, 2 * (qd + 2 * kvd), [&](int t) {
             float* q = &q_[static_cast<size_t>(t) * qd];
             float* k = &k_[static_cast<size_t>(t) * kvd];
             float* v = &v_[static_cast<size_t>(t) * kvd];
@@ -219,16 +217,20 @@ class CpuBackend final : public Backend {
             cpu::f32_to_f16(k, kc + row, kvd);
             cpu::f32_to_f16(v, vc + row, kvd);
         });
-        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-        const int group = hp_.n_head / hp_.n_head_kv;
-        pool_.run(T * hp_.n_head, [&](int task, int thread) {
-            const int t = task / hp_.n_head, h = task % hp_.n_head;
-            const int kvh = h / group;
-            cpu::attend(&q_[static_cast<size_t>(t) * qd + h * hd], kc + kvh * hd, vc + kvh * hd,
-                        kvd, pos0 + t + 1, hd, scale,
-                        &scores_[static_cast<size_t>(thread) * n_ctx_],
-                        &att_[static_cast<size_t>(t) * qd + h * hd]);
-        });
+        cpu::AttnArgs att{};
+        att.q = q_.data();
+        att.out = att_.data();
+        att.q_stride = att.out_stride = qd;
+        att.k = kc;
+        att.v = vc;
+        att.kv_stride = kvd;
+        att.n_tok = T;
+        att.pos0 = pos0;
+        att.n_head = hp_.n_head;
+        att.n_head_kv = hp_.n_head_kv;
+        att.head_dim = hd;
+        att.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        cpu::attention(att, pool_, attn_ws_);
         matmuls({{&L.wo, att_.data(), tmp_.data(), d, nullptr}}, T);
         add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
     }
@@ -237,15 +239,18 @@ class CpuBackend final : public Backend {
     // (rows == nullptr: every row, in order).
     void ffn_block(const LayerWeights& L, const int* rows, int n) {
         const int d = hp_.n_embd, ff = hp_.n_ff;
-        for (int i = 0; i < n; ++i) {
+        for_rows(n, d, [&](int i) {
             const int t = rows ? rows[i] : i;
             cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.ffn_norm.data(),
                          &xn_[static_cast<size_t>(i) * d], d, hp_.rms_eps);
-        }
+        });
         matmuls({{&L.w_gate, xn_.data(), gate_.data(), ff, nullptr},
                  {&L.w_up, xn_.data(), up_.data(), ff, nullptr}},
                 n);
-        cpu::swiglu(gate_.data(), up_.data(), static_cast<int64_t>(n) * ff);
+        for_rows(n, 8 * ff, [&](int i) {
+            const size_t at = static_cast<size_t>(i) * ff;
+            cpu::swiglu(&gate_[at], &up_[at], ff);
+        });
         matmuls({{&L.w_down, gate_.data(), tmp_.data(), d, nullptr}}, n);
     }
 
@@ -306,8 +311,32 @@ class CpuBackend final : public Backend {
         });
     }
 
-    static void add_inplace(float* x, const float* y, int64_t n) {
-        for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+    // ---- per-row ops ------------------------------------------------------------------------
+    // fn(row) for rows [0, n): on the pool when the rows hold enough work (about `work` simple
+    // float ops each) to pay for a pool run's start and join (a few microseconds), else inline,
+    // as for every decode step.
+    template <class Fn>
+    void for_rows(int n, int64_t work, const Fn& fn) {
+        constexpr int64_t kMinPoolWork = 1 << 16;
+        if (pool_.size() == 1 || n < 2 || n * work < kMinPoolWork) {
+            for (int i = 0; i < n; ++i) fn(i);
+            return;
+        }
+        const int n_tasks = std::min(n, 4 * pool_.size());
+        pool_.run(n_tasks, [&](int task, int) {
+            const int r1 = static_cast<int>(static_cast<int64_t>(n) * (task + 1) / n_tasks);
+            for (int i = static_cast<int>(static_cast<int64_t>(n) * task / n_tasks); i < r1; ++i)
+                fn(i);
+        });
+    }
+
+    void add_inplace(float* x, const float* y, int64_t n) {
+        constexpr int64_t kBlock = 4096;
+        const int blocks = static_cast<int>((n + kBlock - 1) / kBlock);
+        for_rows(blocks, kBlock / 4, [&](int b) {
+            const int64_t i0 = b * kBlock;
+            cpu::add_inplace(x + i0, y + i0, std::min(kBlock, n - i0));
+        });
     }
 
     std::shared_ptr<const Model> model_;
@@ -317,7 +346,7 @@ class CpuBackend final : public Backend {
     ThreadPool pool_;
     std::vector<std::vector<uint16_t>> k_cache_, v_cache_;  // [layer][pos * kv_dim + dim], f16
     std::vector<float> x_, xn_, tmp_, hnext_, q_, k_, v_, att_, gate_, up_, rope_cos_, rope_sin_,
-        scores_;
+        attn_ws_;
     std::vector<uint8_t> acts_;
     size_t act_stride_ = 0;
     std::vector<SkipPolicy::TokenState> states_;  // per row of the chunk

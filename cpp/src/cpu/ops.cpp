@@ -1,13 +1,15 @@
 #include "cpu/ops.h"
 
 #include <cmath>
-#include <cstring>
 
-#include "cpu/kernels.h"
+#include "cpu/ops_impl.h"
 
 namespace ffnskip::cpu {
 
 void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
+#if defined(FFNSKIP_X86)
+    if (use_avx2()) return avx2::rmsnorm(x, w, out, n, eps);
+#endif
     double ss = 0;
     for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
     const float inv = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
@@ -24,6 +26,9 @@ void rope_table(int pos, int n_rot, float base, float* cos_out, float* sin_out) 
 
 void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style, const float* cos_t,
                 const float* sin_t) {
+#if defined(FFNSKIP_X86)
+    if (use_avx2()) return avx2::rope_apply(x, n_heads, head_dim, n_rot, style, cos_t, sin_t);
+#endif
     const int half = n_rot / 2;
     for (int h = 0; h < n_heads; ++h) {
         float* v = x + static_cast<int64_t>(h) * head_dim;
@@ -39,24 +44,15 @@ void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style,
 }
 
 void swiglu(float* g, const float* u, int64_t n) {
+#if defined(FFNSKIP_X86)
+    if (use_avx2()) return avx2::swiglu(g, u, n);
+#endif
     for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
-void attend(const float* q, const uint16_t* k, const uint16_t* v, int64_t row_stride, int n_pos,
-            int head_dim, float scale, float* scores, float* out) {
-    float mx = -INFINITY;
-    for (int j = 0; j < n_pos; ++j) {
-        scores[j] = dot_f16_f32(k + j * row_stride, q, head_dim) * scale;
-        mx = scores[j] > mx ? scores[j] : mx;
-    }
-    double sum = 0;
-    for (int j = 0; j < n_pos; ++j) {
-        scores[j] = std::exp(scores[j] - mx);
-        sum += scores[j];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    std::memset(out, 0, sizeof(float) * static_cast<size_t>(head_dim));
-    for (int j = 0; j < n_pos; ++j) axpy_f16(scores[j] * inv, v + j * row_stride, out, head_dim);
+// Compiled for the baseline ISA, vectorized by the compiler (and bound by memory anyway).
+void add_inplace(float* x, const float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
 }  // namespace ffnskip::cpu

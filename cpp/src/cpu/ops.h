@@ -1,4 +1,5 @@
-// Small per-token CPU ops of the forward pass (vector-sized work; the matmuls are in kernels.h).
+// Small per-token CPU ops of the forward pass (vector-sized work; the matmuls are in kernels.h,
+// attention in attention.h). AVX2 versions are picked at the level the kernels run at.
 #pragma once
 
 #include <cstdint>
@@ -17,12 +18,11 @@ void rope_table(int pos, int n_rot, float base, float* cos_out, float* sin_out);
 void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style, const float* cos_t,
                 const float* sin_t);
 
-// g[i] = silu(g[i]) * u[i]
+// g[i] = silu(g[i]) * u[i]. Element-wise with the same result for an element wherever it sits
+// in the array (the dense and the skip path batch different rows).
 void swiglu(float* g, const float* u, int64_t n);
 
-// Causal attention of one query head over cache positions [0, n_pos): `scores` is scratch of
-// n_pos floats. k/v rows are f16 with `row_stride` elements between positions.
-void attend(const float* q, const uint16_t* k, const uint16_t* v, int64_t row_stride, int n_pos,
-            int head_dim, float scale, float* scores, float* out);
+// x[i] += y[i]
+void add_inplace(float* x, const float* y, int64_t n);
 
 }  // namespace ffnskip::cpu

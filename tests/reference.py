@@ -168,6 +168,7 @@ class RefModel:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_bytes = cache_bytes
         self.hp = self._read_hparams()
+        self.ffn_trace: list[np.ndarray] = []  # per eval() of generated rows (see eval)
         self.rope_style = ROPE_STYLE[self.hp.arch]
         self.output_name = (
             "output.weight" if "output.weight" in self._tensors else "token_embd.weight"
@@ -306,6 +307,8 @@ class RefModel:
             raise ValueError(f"{pos0 + n} positions exceed the context length {hp.n_ctx}")
         skipped = np.zeros((n, hp.n_layer), dtype=bool)
         gates = np.full((n, hp.n_layer), np.nan)
+        # FFN outputs (h' - h) of generated rows, NaN where skipped: what record_ffn records.
+        ffn = np.full((n, hp.n_layer, hp.n_embd), np.nan)
         states = [
             (policy or _Policy.dense(hp.n_layer)).begin_token(
                 None if gen_index0 is None else gen_index0 + r
@@ -318,15 +321,21 @@ class RefModel:
             run = np.array([not s.skip_ffn(layer) for s in states], dtype=bool)
             skipped[:, layer] = ~run
             x = h.copy()
+            comp = policy.compensation if policy is not None else None
+            if comp is not None and (~run).any():
+                x[~run] += comp[layer]  # a skipped FFN adds its compensation row
             if run.any():
                 h_run = h[run]
                 h_new = self._ffn(layer, h_run)
                 x[run] = h_new
+                ffn[run, layer] = h_new - h_run
                 g = cosine(h_run, h_new)
                 for r, gv in zip(np.flatnonzero(run), g):
                     if gen_index0 is not None:
                         gates[r, layer] = gv
                     states[r].observe_gate(layer, float(gv))
+        if gen_index0 is not None:
+            self.ffn_trace.append(ffn)
         return self._logits(x), skipped, gates
 
     def forward(self, tokens: Sequence[int]) -> np.ndarray:
@@ -354,6 +363,7 @@ class RefModel:
             raise ValueError("prompt_len must be in [0, len(tokens)]")
         policy = _Policy.from_config(cfg, self.hp.n_layer)
         cache = self.new_cache()
+        self.ffn_trace = []
         parts = []
         if prompt_len:
             parts.append(self.eval(tokens[:prompt_len], cache))
@@ -401,8 +411,15 @@ class _Policy:
     """DESIGN.md skip semantics as per-layer tables: hot flags, thresholds, budget grants."""
 
     def __init__(
-        self, enabled: bool, warmup: int, hot: list[bool], threshold: list[float], grant: list[int]
+        self,
+        enabled: bool,
+        warmup: int,
+        hot: list[bool],
+        threshold: list[float],
+        grant: list[int],
+        compensation: np.ndarray | None = None,
     ) -> None:
+        self.compensation = compensation  # (n_layer, n_embd) or None
         self.enabled = enabled
         self.warmup = warmup
         self.hot = hot
@@ -429,7 +446,14 @@ class _Policy:
             raise ValueError("warmup, cold_start, cold_end and span must be >= 0")
         hot = [cold_start <= i < n_layer - cold_end for i in range(n_layer)]
         grant = [span if span > 0 else sum(hot[i + 1 :]) for i in range(n_layer)]
-        return _Policy(bool(get("enabled")), int(get("warmup")), hot, thr, grant)
+        try:
+            comp = get("compensation")
+        except (KeyError, AttributeError):
+            comp = None
+        if comp is not None:
+            comp = np.asarray(comp, dtype=np.float64)
+            comp = comp.reshape(n_layer, -1) if comp.size else None
+        return _Policy(bool(get("enabled")), int(get("warmup")), hot, thr, grant, comp)
 
     def begin_token(self, gen_index: int | None) -> _TokenState:
         gated = self.enabled and gen_index is not None and gen_index >= self.warmup

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ffnskip_native import InvalidArgumentError, SkipConfig, _core
 from ffnskip_native.calibrate import builtin_texts, calibrate, read_texts
-from ffnskip_native.calibrate_search import GateSet, config_ratio, simulate
+from ffnskip_native.calibrate_search import GateSet, config_ratio, kl_per_skip, simulate
 from ffnskip_native.profile_gguf import read_profile_gguf, same_profile, write_profile_gguf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -144,7 +144,15 @@ def test_calibrated_reaches_target_and_beats_baselines_on_calibration(result):
         + 1e-9
     )
     held = {r.method for r in result.rows_for("heldout")}
-    assert held == {"calibrated", "paper", "static"}
+    assert held - {"calibrated-nocomp"} == {"calibrated", "paper", "static"}
+    # Compensation is kept only where it beat the same profile without it on this text.
+    if result.profile.compensation is not None:
+        assert "calibrated-nocomp" in held and "calibrated-nocomp" in cal
+        assert kl_per_skip(cal["calibrated"].result) < kl_per_skip(cal["calibrated-nocomp"].result)
+        n_embd = _core.Engine(result.model, "cpu", 16, 1).hparams["n_embd"]
+        assert result.profile.compensation.shape == (8, n_embd)
+    else:
+        assert "calibrated-nocomp" not in held
     assert result.profile.threshold_list() == cal["calibrated"].config.threshold_list()
     assert result.heldout_skip_freq is not None and result.heldout_skip_freq.shape == (8,)
 

@@ -90,6 +90,13 @@ py::dict skip_stats_dict(const SkipStats& s) {
         std::copy(s.gates.begin(), s.gates.end(), g.mutable_data());
         d["gates"] = g;
     }
+    if (!s.ffn_out.empty() && s.n_embd > 0) {
+        py::array_t<float> f({static_cast<py::ssize_t>(s.tokens),
+                              static_cast<py::ssize_t>(s.n_layer),
+                              static_cast<py::ssize_t>(s.n_embd)});
+        std::copy(s.ffn_out.begin(), s.ffn_out.end(), f.mutable_data());
+        d["ffn_out"] = f;
+    }
     return d;
 }
 
@@ -121,7 +128,20 @@ void bind_engine(py::module_& m) {
         .def_readwrite("threshold", &SkipConfig::threshold)
         .def_readwrite("span", &SkipConfig::span)
         .def_readwrite("record_gates", &SkipConfig::record_gates)
-        .def("validate", &SkipConfig::validate, py::arg("n_layer"));
+        .def_readwrite("record_ffn", &SkipConfig::record_ffn)
+        .def_property(
+            "compensation",
+            [](const SkipConfig& c) {
+                py::array_t<float> a(static_cast<py::ssize_t>(c.compensation.size()));
+                std::copy(c.compensation.begin(), c.compensation.end(), a.mutable_data());
+                return a;
+            },
+            [](SkipConfig& c,
+               const py::array_t<float, py::array::c_style | py::array::forcecast>& a) {
+                c.compensation.assign(a.data(), a.data() + a.size());
+            },
+            "Skip compensation, flat n_layer x n_embd float32 (empty: none).")
+        .def("validate", &SkipConfig::validate, py::arg("n_layer"), py::arg("n_embd") = 0);
 
     py::class_<PyEngine>(m, "Engine")
         .def(py::init<const std::string&, const std::string&, int, int>(), py::arg("path"),

@@ -26,7 +26,8 @@ Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, i
 
 void Engine::set_skip(const std::optional<SkipConfig>& cfg) {
     if (cfg) {
-        policy_ = std::make_unique<SkipPolicy>(*cfg, model_->hparams().n_layer);
+        policy_ =
+            std::make_unique<SkipPolicy>(*cfg, model_->hparams().n_layer, model_->hparams().n_embd);
     } else {
         policy_.reset();
     }
@@ -49,7 +50,7 @@ void Engine::decode_one(int32_t token, int64_t gen_index, const SkipPolicy* poli
     req.gen_index = gen_index;
     req.trace = &trace_;
     backend_->forward(&token, 1, out, false, &req);
-    accumulate(stats_, trace_, record);
+    accumulate(stats_, trace_, record, policy->config().record_ffn);
 }
 
 void Engine::eval_generated(int32_t token, int64_t gen_index, float* out) {
@@ -66,7 +67,10 @@ void Engine::logits(const int32_t* tokens, int n, bool all_positions, const Skip
     }
     const int n_vocab = model_->hparams().n_vocab;
     std::unique_ptr<SkipPolicy> policy;
-    if (skip) policy = std::make_unique<SkipPolicy>(*skip, model_->hparams().n_layer);
+    if (skip) {
+        policy = std::make_unique<SkipPolicy>(*skip, model_->hparams().n_layer,
+                                              model_->hparams().n_embd);
+    }
     if (skip && prompt_len < 0) prompt_len = n;  // no generated part: the whole input is prompt
     backend_->reset();
     reset_skip_stats();
@@ -102,7 +106,7 @@ void Engine::logits(const int32_t* tokens, int n, bool all_positions, const Skip
         req.gen_index = 0;
         req.trace = &trace_;
         backend_->forward(tokens + prompt_len, n_gen, dst, all_positions, &req);
-        accumulate(stats_, trace_, skip->record_gates);
+        accumulate(stats_, trace_, skip->record_gates, skip->record_ffn);
         return;
     }
     if (scratch.empty()) scratch.resize(static_cast<size_t>(n_vocab));

@@ -7,7 +7,7 @@
 
 namespace ffnskip {
 
-void SkipConfig::validate(int n_layer) const {
+void SkipConfig::validate(int n_layer, int n_embd) const {
     auto bad = [](const std::string& what) { throw InvalidArgument("SkipConfig: " + what); };
     if (warmup < 0) bad("warmup must be >= 0, got " + std::to_string(warmup));
     if (cold_start < 0) bad("cold_start must be >= 0, got " + std::to_string(cold_start));
@@ -26,6 +26,22 @@ void SkipConfig::validate(int n_layer) const {
                 " is outside [-1, 1] (use NaN for 'never')");
         }
     }
+    if (!compensation.empty()) {
+        const size_t layers = static_cast<size_t>(std::max(n_layer, 1));
+        const size_t want = static_cast<size_t>(n_layer) * static_cast<size_t>(n_embd);
+        if ((n_embd > 0 && compensation.size() != want) ||
+            (n_embd <= 0 && compensation.size() % layers != 0)) {
+            bad("compensation has " + std::to_string(compensation.size()) +
+                " values; the model needs n_layer x n_embd = " +
+                (n_embd > 0 ? std::to_string(want) : std::to_string(n_layer) + " x n_embd") +
+                " (or none)");
+        }
+        for (size_t i = 0; i < compensation.size(); ++i) {
+            if (!std::isfinite(compensation[i])) {
+                bad("compensation[" + std::to_string(i) + "] is not finite");
+            }
+        }
+    }
 }
 
 void SkipStats::reset(int layers) {
@@ -34,6 +50,8 @@ void SkipStats::reset(int layers) {
     evaluated.assign(static_cast<size_t>(layers), 0);
     skipped.assign(static_cast<size_t>(layers), 0);
     gates.clear();
+    n_embd = 0;
+    ffn_out.clear();
 }
 
 int64_t SkipStats::total_skipped() const {
@@ -47,8 +65,12 @@ double SkipStats::skip_ratio() const {
     return static_cast<double>(total_skipped()) / (static_cast<double>(tokens) * n_layer);
 }
 
-SkipPolicy::SkipPolicy(SkipConfig cfg, int n_layer) : cfg_(std::move(cfg)), n_layer_(n_layer) {
-    cfg_.validate(n_layer);
+SkipPolicy::SkipPolicy(SkipConfig cfg, int n_layer, int n_embd)
+    : cfg_(std::move(cfg)), n_layer_(n_layer) {
+    cfg_.validate(n_layer, n_embd);
+    n_embd_ = cfg_.compensation.empty()
+                  ? 0
+                  : static_cast<int>(cfg_.compensation.size() / static_cast<size_t>(n_layer));
     const size_t n = static_cast<size_t>(n_layer);
     hot_.assign(n, 0);
     thr_.assign(n, std::numeric_limits<float>::quiet_NaN());
@@ -87,6 +109,14 @@ void SkipTrace::resize(int layers, int tokens) {
     const size_t n = static_cast<size_t>(layers) * static_cast<size_t>(tokens);
     skipped.assign(n, 0);
     gate.assign(n, std::numeric_limits<float>::quiet_NaN());
+    ffn_out.clear();
+    n_embd = 0;
+}
+
+void SkipTrace::record_ffn(int embd) {
+    n_embd = embd;
+    ffn_out.assign(skipped.size() * static_cast<size_t>(embd),
+                   std::numeric_limits<float>::quiet_NaN());
 }
 
 float cosine_similarity(const float* a, const float* b, int64_t n) {
@@ -101,7 +131,7 @@ float cosine_similarity(const float* a, const float* b, int64_t n) {
     return static_cast<float>(ab / std::sqrt(aa * bb));
 }
 
-void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates) {
+void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates, bool record_ffn) {
     // A backend may fill the per-layer vectors of a one-token trace without setting the sizes.
     const size_t n_layer =
         trace.n_layer > 0 ? static_cast<size_t>(trace.n_layer) : trace.skipped.size();
@@ -117,6 +147,10 @@ void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates) {
         }
     }
     if (record_gates) stats.gates.insert(stats.gates.end(), trace.gate.begin(), trace.gate.end());
+    if (record_ffn && !trace.ffn_out.empty()) {
+        stats.n_embd = trace.n_embd;
+        stats.ffn_out.insert(stats.ffn_out.end(), trace.ffn_out.begin(), trace.ffn_out.end());
+    }
 }
 
 }  // namespace ffnskip

@@ -12,8 +12,8 @@ namespace ffnskip {
 
 class SkipPolicy {
   public:
-    // Validates cfg against n_layer (InvalidArgument on a bad config).
-    SkipPolicy(SkipConfig cfg, int n_layer);
+    // Validates cfg against n_layer and n_embd (InvalidArgument on a bad config).
+    SkipPolicy(SkipConfig cfg, int n_layer, int n_embd);
 
     const SkipConfig& config() const { return cfg_; }
     int n_layer() const { return n_layer_; }
@@ -22,6 +22,11 @@ class SkipPolicy {
     // Budget granted when layer `layer`'s gate fires: span, or (span == 0) every hot layer after
     // it.
     int grant(int layer) const { return grant_[static_cast<size_t>(layer)]; }
+    // The n_embd values a skipped FFN of `layer` adds to the residual stream, or null (none).
+    const float* compensation(int layer) const {
+        if (n_embd_ == 0) return nullptr;
+        return cfg_.compensation.data() + static_cast<size_t>(layer) * static_cast<size_t>(n_embd_);
+    }
     // Device-friendly copies of the per-layer tables (1/0, thresholds with NaN, grants).
     const std::vector<uint8_t>& hot_table() const { return hot_; }
     const std::vector<float>& threshold_table() const { return thr_; }
@@ -42,6 +47,7 @@ class SkipPolicy {
   private:
     SkipConfig cfg_;
     int n_layer_;
+    int n_embd_ = 0;  // compensation row length (0: no compensation)
     std::vector<uint8_t> hot_;
     std::vector<float> thr_;
     std::vector<int32_t> grant_;
@@ -55,7 +61,12 @@ struct SkipTrace {
     int n_tokens = 0;
     std::vector<uint8_t> skipped;
     std::vector<float> gate;
+    // With SkipConfig::record_ffn: FFN outputs, (token * n_layer + layer) * n_embd, NaN rows
+    // where skipped. resize() clears them; record_ffn() sizes them for the current tokens.
+    int n_embd = 0;
+    std::vector<float> ffn_out;
     void resize(int layers, int tokens = 1);
+    void record_ffn(int embd);
 };
 
 // Passed to Backend::forward for generated tokens: token i of the call is generated token
@@ -69,7 +80,7 @@ struct SkipRequest {
 // cos(a, b) accumulated in double; 1 when both are zero vectors, 0 when only one is.
 float cosine_similarity(const float* a, const float* b, int64_t n);
 
-// Fold every token of a trace into stats.
-void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates);
+// Fold every token of a trace into stats (gate values and FFN outputs only when asked).
+void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates, bool record_ffn);
 
 }  // namespace ffnskip

@@ -145,7 +145,7 @@ Hparams read_hparams(const gguf::File& f) {
 }
 
 // Skip profile keys written by the calibration tool (ffnskip.*).
-std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer) {
+std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer, int n_embd) {
     if (!f.find("ffnskip.threshold")) return std::nullopt;
     SkipConfig cfg;
     cfg.enabled = f.get_bool("ffnskip.enabled", true);
@@ -158,8 +158,17 @@ std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer) {
     } else {
         cfg.threshold = {static_cast<float>(f.get_float("ffnskip.threshold", 0.98))};
     }
+    if (f.find("ffnskip.compensation")) {
+        const auto* comp = f.get_float_array("ffnskip.compensation");
+        if (comp == nullptr) fail("ffnskip.compensation is not an array of floats");
+        cfg.compensation.reserve(comp->size());
+        for (double v : *comp) {
+            // Out-of-range doubles would become inf here; validate() rejects them by name.
+            cfg.compensation.push_back(std::fabs(v) < 3e38 ? static_cast<float>(v) : INFINITY);
+        }
+    }
     try {
-        cfg.validate(n_layer);
+        cfg.validate(n_layer, n_embd);
     } catch (const InvalidArgument& e) {
         fail(std::string("stored skip profile (ffnskip.*) is invalid: ") + e.what());
     }
@@ -221,7 +230,7 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
         fail("the tokenizer has " + std::to_string(m->tokenizer_->n_vocab()) +
              " tokens but token_embd.weight only " + std::to_string(hp.n_vocab) + " rows");
     }
-    m->skip_profile_ = read_skip_profile(f, hp.n_layer);
+    m->skip_profile_ = read_skip_profile(f, hp.n_layer, hp.n_embd);
     return m;
 }
 

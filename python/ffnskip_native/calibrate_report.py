@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 METHODS = {
     "calibrated": "calibrated (per-layer)",
+    "calibrated-nocomp": "calibrated, no compensation",
     "paper": "(a) paper, global threshold",
     "static": "(b) static FFN removal",
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, overload
 
 import numpy as np
 
@@ -219,6 +219,59 @@ def static_removal_path(gs: GateSet, warmup: int, steps: int = 10) -> tuple[Prof
     path = ProfilePath("static removal", configs, np.zeros(0))
     path.ratios = path.ratios_on(gs)
     return path, order
+
+
+# ---- skip compensation -------------------------------------------------------------------------
+
+
+def fit_compensation(gs: GateSet, ffn: np.ndarray, cfg: SkipConfig) -> np.ndarray:
+    """Per layer, the mean dense FFN update of the tokens ``cfg`` skips there (zeros where it
+    skips none): what a skipped block adds instead of nothing. ``ffn`` holds the dense FFN
+    outputs of every recorded token, aligned with ``gs.gates`` (tokens, n_layer, n_embd)."""
+    n_layer = gs.n_layer
+    th = np.asarray(cfg.threshold_list(), dtype=np.float64)
+    if th.size == 1:
+        th = np.full(n_layer, th[0])
+    mask = simulate(gs, th, cfg.span, cfg.cold_start, cfg.cold_end)
+    rows = np.flatnonzero(gs.gated)
+    comp = np.zeros((n_layer, ffn.shape[2]), dtype=np.float32)
+    for layer in range(n_layer):
+        sel = rows[mask[:, layer]]
+        if sel.size:
+            comp[layer] = ffn[sel, layer, :].astype(np.float32).mean(axis=0)
+    return comp
+
+
+class _CompensatedConfigs(Sequence[SkipConfig]):
+    """The configs of a path with their fitted compensation, fitted when first asked for."""
+
+    def __init__(self, base: Sequence[SkipConfig], gs: GateSet, ffn: np.ndarray) -> None:
+        self._base, self._gs, self._ffn = base, gs, ffn
+        self._done: dict[int, SkipConfig] = {}
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    @overload
+    def __getitem__(self, i: int) -> SkipConfig: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[SkipConfig]: ...
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        if i not in self._done:
+            cfg = self._base[i]
+            comp = fit_compensation(self._gs, self._ffn, cfg)
+            self._done[i] = replace(cfg, compensation=comp)
+        return self._done[i]
+
+
+def compensated_path(path: ProfilePath, gs: GateSet, ffn: np.ndarray) -> ProfilePath:
+    """``path`` with every config's skipped FFN blocks compensated (same thresholds, so the
+    same predicted ratios; the configs are fitted lazily, only those the engine evaluates)."""
+    configs = _CompensatedConfigs(path.configs, gs, ffn)
+    return ProfilePath(f"{path.name} + compensation", configs, path.ratios, path.costs)  # type: ignore[arg-type]
 
 
 # ---- matching a skip ratio with the engine ------------------------------------------------------

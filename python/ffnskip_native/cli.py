@@ -377,9 +377,19 @@ def _skip_profile(path: str, raw: dict[str, Any]) -> dict[str, Any]:
         return {"error": str(exc), "raw": raw}
     try:
         profile = engine.skip_profile
+        n_layer = engine.n_layer
     finally:
         engine.close()
-    return SkipConfig.from_core(profile).to_dict() if profile is not None else {"raw": raw}
+    if profile is None:
+        return {"raw": raw}
+    d = SkipConfig.from_core(profile, n_layer).to_dict()
+    if "compensation" in d:  # n_layer x n_embd numbers: summarise, do not print them all
+        import numpy as np
+
+        comp = np.asarray(d.pop("compensation"))
+        mean = float(np.abs(comp).mean())
+        d["compensation"] = f"{comp.shape[0]} x {comp.shape[1]} (mean |c| {mean:.4g})"
+    return d
 
 
 def _human_size(n: int) -> str:

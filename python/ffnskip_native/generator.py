@@ -172,7 +172,7 @@ class Generator:
         cfg: Optional[SkipConfig]
         if skip is None:
             profile = engine.skip_profile
-            cfg = SkipConfig.from_core(profile) if profile is not None else None
+            cfg = SkipConfig.from_core(profile, engine.n_layer) if profile is not None else None
         elif skip is False:
             cfg = None
         elif isinstance(skip, SkipConfig):

@@ -66,6 +66,9 @@ def write_profile_gguf(src: Union[str, Path], dst: Union[str, Path], cfg: SkipCo
         for key in ("warmup", "cold_start", "cold_end", "span"):
             writer.add_uint32(PREFIX + key, meta[PREFIX + key])
         writer.add_array("ffnskip.threshold", meta["ffnskip.threshold"])
+        if cfg.compensation is not None:
+            # Flat float32 array, row-major (n_layer, n_embd), as model.cpp reads it.
+            writer.add_array("ffnskip.compensation", cfg.compensation.ravel().tolist())
         for t in reader.tensors:
             writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
         writer.write_header_to_file()
@@ -88,9 +91,10 @@ def read_profile_gguf(path: Union[str, Path]) -> Optional[SkipConfig]:
     engine = _core.Engine(str(path), backend="cpu", n_ctx=16, n_threads=1)
     try:
         profile = engine.skip_profile
+        n_layer = engine.n_layer
     finally:
         engine.close()
-    return SkipConfig.from_core(profile) if profile is not None else None
+    return SkipConfig.from_core(profile, n_layer) if profile is not None else None
 
 
 def same_profile(a: SkipConfig, b: SkipConfig) -> bool:
@@ -101,4 +105,8 @@ def same_profile(a: SkipConfig, b: SkipConfig) -> bool:
     tb = np.asarray(b.threshold_list(), dtype=np.float32)
     same_th = ta.shape == tb.shape and bool(np.all((ta == tb) | (np.isnan(ta) & np.isnan(tb))))
     fields = ("enabled", "warmup", "cold_start", "cold_end", "span")
-    return same_th and all(getattr(a, f) == getattr(b, f) for f in fields)
+    ca, cb = a.compensation, b.compensation
+    same_comp = (ca is None and cb is None) or (
+        ca is not None and cb is not None and ca.shape == cb.shape and bool(np.all(ca == cb))
+    )
+    return same_th and same_comp and all(getattr(a, f) == getattr(b, f) for f in fields)

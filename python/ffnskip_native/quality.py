@@ -234,7 +234,7 @@ def skip_from_args(args: argparse.Namespace, engine: Optional[_core.Engine] = No
                 text = f.read()
         cfg = SkipConfig.from_json(text)
     elif engine is not None and engine.skip_profile is not None:
-        cfg = SkipConfig.from_core(engine.skip_profile)
+        cfg = SkipConfig.from_core(engine.skip_profile, engine.n_layer)
     else:
         cfg = SkipConfig()
     overrides = {

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
 
 from . import _core
 from .errors import InvalidArgumentError
@@ -20,6 +22,11 @@ class SkipConfig:
     hot layers (0: all remaining hot layers) are then skipped. Prompt tokens, the first
     ``warmup`` generated tokens, and the cold layers (the first ``cold_start`` and the last
     ``cold_end``) are always dense. ``threshold`` is one float or one per layer (NaN: never).
+
+    ``compensation`` (optional, shape (n_layer, n_embd)): what a skipped FFN block adds to the
+    residual stream instead of nothing; the calibration tool fits it as the mean FFN update of
+    the tokens its profile skips. ``record_gates`` / ``record_ffn`` keep every gate value / FFN
+    output in the engine's stats (calibration input; ``record_ffn`` on the CPU backend only).
     """
 
     enabled: bool = True
@@ -29,6 +36,9 @@ class SkipConfig:
     threshold: Union[float, Sequence[float]] = 0.98
     span: int = 3
     record_gates: bool = False
+    record_ffn: bool = False
+    # Arrays do not compare with ==; same_profile() compares it explicitly.
+    compensation: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("warmup", "cold_start", "cold_end", "span"):
@@ -45,6 +55,19 @@ class SkipConfig:
                 raise InvalidArgumentError(
                     f"SkipConfig.threshold[{i}] = {t} is outside [-1, 1] (use NaN for 'never')"
                 )
+        if self.compensation is not None:
+            try:
+                comp = np.asarray(self.compensation, dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgumentError(f"SkipConfig.compensation: {exc}") from None
+            if comp.ndim != 2 or comp.size == 0:
+                raise InvalidArgumentError(
+                    f"SkipConfig.compensation must be a non-empty (n_layer, n_embd) array, "
+                    f"got shape {comp.shape}"
+                )
+            if not np.isfinite(comp).all():
+                raise InvalidArgumentError("SkipConfig.compensation holds non-finite values")
+            self.compensation = comp
 
     def threshold_list(self) -> list[float]:
         if isinstance(self.threshold, (int, float)):
@@ -63,11 +86,16 @@ class SkipConfig:
         cfg.threshold = self.threshold_list()
         cfg.span = self.span
         cfg.record_gates = bool(self.record_gates)
+        cfg.record_ffn = bool(self.record_ffn)
+        if self.compensation is not None:
+            cfg.compensation = np.ascontiguousarray(self.compensation, dtype=np.float32).ravel()
         return cfg
 
     @classmethod
-    def from_core(cls, cfg: _core.SkipConfig) -> SkipConfig:
+    def from_core(cls, cfg: _core.SkipConfig, n_layer: Optional[int] = None) -> SkipConfig:
         th = list(cfg.threshold)
+        comp = np.asarray(cfg.compensation, dtype=np.float32)
+        layers = n_layer or (len(th) if len(th) > 1 else 0)
         return cls(
             enabled=cfg.enabled,
             warmup=cfg.warmup,
@@ -76,17 +104,23 @@ class SkipConfig:
             threshold=th[0] if len(th) == 1 else th,
             span=cfg.span,
             record_gates=cfg.record_gates,
+            record_ffn=cfg.record_ffn,
+            compensation=comp.reshape(layers, -1) if comp.size and layers else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if not isinstance(d["threshold"], float):
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not isinstance(d["threshold"], (int, float)):
             d["threshold"] = [None if math.isnan(t) else t for t in self.threshold_list()]
+        if self.compensation is None:
+            del d["compensation"]
+        else:
+            d["compensation"] = self.compensation.astype(float).tolist()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SkipConfig:
-        known = {"enabled", "warmup", "cold_start", "cold_end", "threshold", "span", "record_gates"}
+        known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise InvalidArgumentError(f"SkipConfig: unknown field(s) {sorted(unknown)}")

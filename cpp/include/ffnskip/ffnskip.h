@@ -54,10 +54,18 @@ struct SkipConfig {
     int span = 3;
     // Keep every gate value in SkipStats (calibration input).
     bool record_gates = false;
+    // Keep every computed FFN output FFN_l(norm(h)) in SkipStats (calibration input; backends
+    // that cannot record refuse the config).
+    bool record_ffn = false;
+    // Optional skip compensation, n_layer x n_embd row-major (empty: none). A skipped FFN block
+    // adds row l to the residual stream instead of nothing: the calibration tool sets it to the
+    // mean FFN update of the tokens its profile skips (beyond the paper; measured in issue 7).
+    std::vector<float> compensation;
 
     // Throws InvalidArgument naming the problem (negative counts, wrong threshold length,
-    // thresholds outside [-1, 1] other than NaN).
-    void validate(int n_layer) const;
+    // thresholds outside [-1, 1] other than NaN, compensation not n_layer x n_embd or not
+    // finite). n_embd = 0 checks only that the compensation has whole rows per layer.
+    void validate(int n_layer, int n_embd = 0) const;
     float threshold_for(int layer) const {
         return threshold.size() == 1 ? threshold[0] : threshold[static_cast<size_t>(layer)];
     }
@@ -70,6 +78,8 @@ struct SkipStats {
     std::vector<int64_t> evaluated;  // per layer: FFN blocks computed for those tokens
     std::vector<int64_t> skipped;    // per layer: FFN blocks skipped
     std::vector<float> gates;        // tokens x n_layer when recording, NaN where no gate ran
+    int n_embd = 0;                  // row length of ffn_out
+    std::vector<float> ffn_out;      // tokens x n_layer x n_embd when recording, NaN if skipped
 
     void reset(int layers);
     int64_t total_skipped() const;

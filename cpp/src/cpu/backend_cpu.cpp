@@ -104,7 +104,10 @@ class CpuBackend final : public Backend {
             }
         }
         const int start = n_past_;
-        if (skip) skip->trace->resize(hp_.n_layer, n);
+        if (skip) {
+            skip->trace->resize(hp_.n_layer, n);
+            if (skip->policy->config().record_ffn) skip->trace->record_ffn(hp_.n_embd);
+        }
         for (int c = 0; c < n; c += kChunk) {
             if (c > 0 && cancelled()) {
                 n_past_ = start;  // the half-filled cache entries are simply forgotten
@@ -157,6 +160,10 @@ class CpuBackend final : public Backend {
                 const size_t at = static_cast<size_t>(first_token + t) * hp_.n_layer + l;
                 if (skip->policy->skip_ffn(states_[static_cast<size_t>(t)], l)) {
                     skip->trace->skipped[at] = 1;
+                    // A compensated skip adds the layer's calibrated mean update instead.
+                    if (const float* c = skip->policy->compensation(l)) {
+                        add_inplace(&x_[static_cast<size_t>(t) * d], c, d);
+                    }
                 } else {
                     run_rows_[static_cast<size_t>(n_run++)] = t;
                 }
@@ -167,6 +174,11 @@ class CpuBackend final : public Backend {
                 const int t = run_rows_[static_cast<size_t>(i)];
                 float* x = &x_[static_cast<size_t>(t) * d];
                 const float* f = &tmp_[static_cast<size_t>(i) * d];
+                if (!skip->trace->ffn_out.empty()) {
+                    const size_t at = static_cast<size_t>(first_token + t) * hp_.n_layer + l;
+                    std::memcpy(&skip->trace->ffn_out[at * static_cast<size_t>(d)], f,
+                                sizeof(float) * d);
+                }
                 // h' = h + f, kept apart from h for the gate; same float ops as the dense add.
                 for (int k = 0; k < d; ++k) hnext_[k] = x[k] + f[k];
                 const float g = cosine_similarity(x, hnext_.data(), d);

@@ -176,6 +176,12 @@ class CudaBackend final : public Backend {
         ctl->mode = kGateDense;
         if (skip) {
             const SkipPolicy& p = *skip->policy;
+            if (p.config().record_ffn) {
+                throw InvalidArgument(
+                    "SkipConfig.record_ffn (FFN output recording for calibration) runs on the "
+                    "CPU backend only");
+            }
+            upload_compensation(p);
             if (p.n_layer() != hp_.n_layer) {
                 throw InvalidArgument("skip policy built for " + std::to_string(p.n_layer()) +
                                       " layers, model has " + std::to_string(hp_.n_layer));
@@ -210,6 +216,18 @@ class CudaBackend final : public Backend {
                 skip->trace->gate[l] = gate[l];
             }
         }
+    }
+
+    // The device copy of the policy's compensation rows (zeros for none), refreshed only when
+    // they change: the graph reads a fixed buffer.
+    void upload_compensation(const SkipPolicy& p) {
+        const std::vector<float>& c = p.config().compensation;
+        const size_t n = static_cast<size_t>(hp_.n_layer) * static_cast<size_t>(hp_.n_embd);
+        std::vector<float> want = c.size() == n ? c : std::vector<float>(n, 0.0f);
+        if (want == comp_host_) return;
+        FFNSKIP_CUDA_CHECK(cudaMemcpy(const_cast<float*>(gate_.comp), want.data(),
+                                      n * sizeof(float), cudaMemcpyHostToDevice));
+        comp_host_ = std::move(want);
     }
 
     void capture_decode() {
@@ -514,7 +532,7 @@ class CudaBackend final : public Backend {
     // Offsets of the KV cache and activation buffers in the state arena.
     struct StatePlan {
         size_t kv, x, xn, q, k, v, att, ffa, ffb, x16, logits, logit_rows, attn_part, gate_part,
-            tokens, ctl, budget, trace;
+            tokens, ctl, budget, trace, comp;
     };
 
     void plan_state(int64_t kvd) {
@@ -545,6 +563,7 @@ class CudaBackend final : public Backend {
         p.ctl = state_.reserve(token_ctl_bytes(hp_.n_layer));
         p.budget = state_.reserve(sizeof(int32_t));
         p.trace = state_.reserve(2 * L * sizeof(int32_t));  // skipped flags, then gate values
+        p.comp = state_.reserve(L * d * sizeof(float));     // skip compensation rows
     }
 
     void bind_state() {
@@ -572,6 +591,7 @@ class CudaBackend final : public Backend {
         int32_t* trace = state_.at<int32_t>(p.trace);
         gate_ = gate_view(d_ctl_, hp_.n_layer, state_.at<int32_t>(p.budget), trace,
                           reinterpret_cast<float*>(trace + hp_.n_layer));
+        gate_.comp = state_.at<float>(p.comp);
         // A zeroed cache keeps never-written entries finite (they are never read, but a bug
         // that read them would show up as wrong values rather than NaN poisoning everything).
         FFNSKIP_CUDA_CHECK(cudaMemset(state_.at<void>(0), 0, state_.size()));
@@ -643,6 +663,7 @@ class CudaBackend final : public Backend {
     float *logit_rows_ = nullptr, *attn_part_ = nullptr;
     __half* x16_ = nullptr;
     double* gate_part_ = nullptr;
+    std::vector<float> comp_host_;  // what gate_.comp holds (empty until the first upload)
     int32_t* tokens_ = nullptr;
     void* d_ctl_ = nullptr;
     GateView gate_;

@@ -11,7 +11,7 @@ namespace {
 constexpr int kEndThreads = 256;
 
 __global__ void __launch_bounds__(kNormThreads)
-    ffn_begin_kernel(const GateView g, int layer, const float* __restrict__ h,
+    ffn_begin_kernel(const GateView g, int layer, float* __restrict__ h,
                      const float* __restrict__ w, float* __restrict__ hn, int dim, float eps) {
     __shared__ int s_skip;
     if (threadIdx.x == 0) {
@@ -22,7 +22,12 @@ __global__ void __launch_bounds__(kNormThreads)
         s_skip = skip ? 1 : 0;
     }
     __syncthreads();
-    if (s_skip) return;
+    if (s_skip) {
+        // A skipped FFN adds its compensation row (zeros when the policy has none).
+        const float* c = g.comp + static_cast<size_t>(layer) * dim;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) h[i] += c[i];
+        return;
+    }
     rmsnorm_row(h, w, hn, dim, eps);
 }
 
@@ -66,7 +71,7 @@ __global__ void swiglu_kernel(const float* g, const float* u, float* out, int64_
 
 }  // namespace
 
-void ffn_begin(const GateView& g, int layer, const float* h, const float* w, float* hn, int dim,
+void ffn_begin(const GateView& g, int layer, float* h, const float* w, float* hn, int dim,
                float eps, cudaStream_t stream) {
     ffn_begin_kernel<<<1, kNormThreads, 0, stream>>>(g, layer, h, w, hn, dim, eps);
     FFNSKIP_CUDA_LAUNCH_CHECK();

@@ -46,6 +46,9 @@ struct GateView {
     int32_t* budget = nullptr;   // one int, reset at layer 0 of every token
     int32_t* skipped = nullptr;  // [n_layer]: 1 where the FFN was skipped this token
     float* gate = nullptr;       // [n_layer]: g where the FFN ran under a request, else NaN
+    // [n_layer x n_embd]: what a skipped FFN adds to the residual (SkipConfig::compensation;
+    // all zeros when the policy has none, so the captured graph never changes).
+    const float* comp = nullptr;
 };
 
 // Points the views into a device block laid out as token_ctl_bytes describes.
@@ -77,7 +80,7 @@ __device__ __forceinline__ void gate_observe(const GateView& g, int layer, float
 
 // Decode, before layer `layer`'s FFN: decides skip (writes skipped[layer]) and, when the FFN
 // runs, hn = rmsnorm(h) * w.
-void ffn_begin(const GateView& g, int layer, const float* h, const float* w, float* hn, int dim,
+void ffn_begin(const GateView& g, int layer, float* h, const float* w, float* hn, int dim,
                float eps, cudaStream_t stream);
 
 // Decode, after the down projection added its output to h in place (GemvArgs::gate_part holds

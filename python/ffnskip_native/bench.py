@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores)")
     p.add_argument("--n-prompt", type=int, default=512, help="prompt tokens (default 512)")
     p.add_argument("--n-gen", type=int, default=128, help="decoded tokens (default 128)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
+    p.add_argument(
+        "--repeat", type=int, default=5, help="runs per figure; the best is kept (shared machines)"
+    )
     p.add_argument(
         "--skip-ratios",
         default="",

@@ -49,13 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cold-start", type=int, default=2)
     p.add_argument("--cold-end", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--texts", default="shakespeare,python", help="which texts, in order")
     p.add_argument("--json", help="also write the raw results to this file")
     args = p.parse_args(argv)
     thresholds = [float(t) for t in args.thresholds.split(",")]
     spans = [int(s) for s in args.spans.split(",")]
     eng = _core.Engine(args.model, backend="cpu", n_ctx=args.ctx, n_threads=args.threads)
     results = []
-    for name, text in (("shakespeare", shakespeare()), ("python", python_source())):
+    sources = {"shakespeare": shakespeare, "python": python_source}
+    names = [t for t in args.texts.split(",") if t]
+    unknown = set(names) - set(sources)
+    if unknown:
+        p.error(f"unknown text(s) {sorted(unknown)}; choose from {sorted(sources)}")
+    for name in names:
+        text = sources[name]()
         tokens = eng.tokenize(text, False, False)[: args.tokens]
         t0 = time.perf_counter()
         ev = TeacherForcedEval(eng, tokens, ctx=args.ctx, prompt_len=args.prompt_len)

@@ -55,3 +55,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device and a CUDA build"))
+
+
+def _make_test_model():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from make_test_model import make_model
+
+    return make_model
+
+
+# Six-layer random models of both architectures for the skip-policy tests (test_skip.py,
+# test_skip_compensation.py); session-scoped, so they are written once.
+@pytest.fixture(scope="session")
+def model6(tmp_path_factory) -> Path:
+    make_model = _make_test_model()
+    return make_model(
+        tmp_path_factory.mktemp("skip") / "m6.gguf", arch="llama", wtype="F16", n_layer=6, seed=3
+    )
+
+
+@pytest.fixture(scope="session")
+def model6_qwen(tmp_path_factory) -> Path:
+    make_model = _make_test_model()
+    return make_model(
+        tmp_path_factory.mktemp("skip") / "q6.gguf", arch="qwen2", wtype="Q8_0", n_layer=6, seed=4
+    )

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import reference
 from ffnskip_native import InvalidArgumentError, SkipConfig, _core
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from make_test_model import make_model  # noqa: E402
 
 GATE_EPS = 1e-4
 REL_TOL = 1e-2
@@ -92,20 +88,6 @@ def check_policy(path: Path, skip: SkipConfig, n_tokens=40, prompt_len=8, min_ag
     assert stats["evaluated"] == (~skipped).sum(0).tolist()
     assert stats["skip_ratio"] == pytest.approx(skipped.sum() / (n_gen * ref.hp.n_layer))
     return stats, exp_skipped[prompt_len:]
-
-
-@pytest.fixture(scope="module")
-def model6(tmp_path_factory):
-    return make_model(
-        tmp_path_factory.mktemp("skip") / "m6.gguf", arch="llama", wtype="F16", n_layer=6, seed=3
-    )
-
-
-@pytest.fixture(scope="module")
-def model6_qwen(tmp_path_factory):
-    return make_model(
-        tmp_path_factory.mktemp("skip") / "q6.gguf", arch="qwen2", wtype="Q8_0", n_layer=6, seed=4
-    )
 
 
 def median_gate(path: Path) -> float:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +15,6 @@ from ffnskip_native import Generator, InvalidArgumentError, SkipConfig, _core
 from ffnskip_native.calibrate_search import GateSet, fit_compensation, simulate
 from ffnskip_native.profile_gguf import read_profile_gguf, same_profile, write_profile_gguf
 from test_skip import check_policy, median_gate, run_engine
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from make_test_model import make_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def model6(tmp_path_factory):
-    return make_model(
-        tmp_path_factory.mktemp("comp") / "m6.gguf", arch="llama", wtype="F16", n_layer=6, seed=3
-    )
-
-
-@pytest.fixture(scope="module")
-def model6_qwen(tmp_path_factory):
-    return make_model(
-        tmp_path_factory.mktemp("comp") / "q6.gguf", arch="qwen2", wtype="Q8_0", n_layer=6, seed=4
-    )
 
 
 def random_comp(path: Path, scale: float, seed: int = 0) -> np.ndarray:

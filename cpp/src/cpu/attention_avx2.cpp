@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "cpu/attention.h"
+#include "cpu/kernels_avx2.h"
 #include "cpu/math_avx2.h"
 
 namespace ffnskip::cpu {
@@ -155,7 +156,7 @@ float softmax_update(float* s, int nv, int width, float& m, float& l) {
         sum = _mm256_add_ps(sum, p);
     }
     const float alpha = std::exp2(m - mn);  // 0 for the row's first keys (m = -inf)
-    l = l * alpha + avx2::reduce_add(sum);
+    l = l * alpha + avx2::hsum(sum);
     m = mn;
     return alpha;
 }

@@ -104,6 +104,7 @@ class FakeEngine:
         if self.chat_template is not None:
             self.metadata["tokenizer.chat_template"] = self.chat_template
         self.cancelled = threading.Event()
+        self.prompt_started = threading.Event()  # eval() has begun (prompt_blocks tests)
         self.closed = False
         self.prompts: list[list[int]] = []
         self.generated: list[tuple[int, int]] = []
@@ -130,7 +131,8 @@ class FakeEngine:
 
     def eval(self, tokens, all_logits=False):
         if self.prompt_blocks:
-            if not self.cancelled.wait(5.0):
+            self.prompt_started.set()
+            if not self.cancelled.wait(30.0):
                 raise AssertionError("prompt was never cancelled")
         if self.cancelled.is_set():
             raise CancelledError("cancelled")
@@ -374,13 +376,21 @@ def test_prompt_evaluation_is_cancellable(fake):
 def test_ctrl_c_during_prompt_cancels_the_engine_and_reraises(fake):
     g = fake("abc", prompt_blocks=True)
     main = threading.main_thread().ident
-    timer = threading.Timer(0.1, lambda: signal.pthread_kill(main, signal.SIGINT))
+    sent: list[float] = []
+
+    def interrupt_once_blocked() -> None:
+        # Ctrl-C once the native prompt evaluation is running (a fixed delay raced with a slow
+        # start on a loaded CI machine).
+        if engine_of(g).prompt_started.wait(30.0):
+            sent.append(time.monotonic())
+            signal.pthread_kill(main, signal.SIGINT)
+
+    timer = threading.Thread(target=interrupt_once_blocked)
     timer.start()
-    t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         list(g.generate("x", **GREEDY))
     timer.join()
-    assert time.monotonic() - t0 < 3.0
+    assert sent and time.monotonic() - sent[0] < 3.0
     assert engine_of(g).cancelled.is_set()  # the native work was told to stop
     assert g.last_finish_reason == "cancelled"
 

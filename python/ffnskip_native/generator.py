@@ -445,13 +445,19 @@ class Generator:
             return engine.eval(ids)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ffnskip-eval")
-        future = self._executor.submit(engine.eval, ids)
+        future = None
         try:
+            # Inside the try: a Ctrl-C that lands in submit(), once the worker may already be
+            # evaluating, must still cancel it (it used to escape uncancelled).
+            future = self._executor.submit(engine.eval, ids)
             return future.result()
         except KeyboardInterrupt:
             engine.cancel()
             try:
-                future.result()
+                if future is None:  # maybe queued: the single worker drains in order
+                    self._executor.submit(lambda: None).result()
+                else:
+                    future.result()
             except BaseException:  # the engine's CancelledError, or a second Ctrl-C
                 pass
             raise

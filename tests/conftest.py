@@ -82,3 +82,15 @@ def model6_qwen(tmp_path_factory) -> Path:
     return make_model(
         tmp_path_factory.mktemp("skip") / "q6.gguf", arch="qwen2", wtype="Q8_0", n_layer=6, seed=4
     )
+
+
+# Both SIMD levels of the CPU kernels (skipped where the CPU cannot run one): test_attention.py,
+# test_ops.py.
+@pytest.fixture(params=["scalar", "avx2"])
+def level(request):
+    from ffnskip_native import _core
+
+    if not _core._testing.set_simd_level(request.param):
+        pytest.skip(f"CPU cannot run {request.param}")
+    yield request.param
+    _core._testing.set_simd_level("auto")

@@ -19,14 +19,6 @@ T = _core._testing
 TOL = 1e-5
 
 
-@pytest.fixture(params=["scalar", "avx2"])
-def level(request):
-    if not T.set_simd_level(request.param):
-        pytest.skip(f"CPU cannot run {request.param}")
-    yield request.param
-    T.set_simd_level("auto")
-
-
 def make_case(n_tok, pos0, n_head, n_head_kv, head_dim, seed, q_scale=2.0):
     rng = np.random.default_rng(seed)
     n_pos = pos0 + n_tok + 3  # cache rows past the last position must not be read

@@ -14,14 +14,6 @@ from ffnskip_native import _core
 T = _core._testing
 
 
-@pytest.fixture(params=["scalar", "avx2"])
-def level(request):
-    if not T.set_simd_level(request.param):
-        pytest.skip(f"CPU cannot run {request.param}")
-    yield request.param
-    T.set_simd_level("auto")
-
-
 @pytest.mark.parametrize("n", [1, 13, 576, 1000])
 def test_rmsnorm(n, level):
     rng = np.random.default_rng(n)

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -450,7 +451,13 @@ class Generator:
             # Inside the try: a Ctrl-C that lands in submit(), once the worker may already be
             # evaluating, must still cancel it (it used to escape uncancelled).
             future = self._executor.submit(engine.eval, ids)
-            return future.result()
+            # Short timed waits: the signal is handled within one wait even where a blocking
+            # wait is not interrupted by it (seen in CI: Ctrl-C never reached a plain result()).
+            while True:
+                try:
+                    return future.result(timeout=0.05)
+                except FutureTimeout:
+                    continue
         except KeyboardInterrupt:
             engine.cancel()
             try:

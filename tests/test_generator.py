@@ -385,11 +385,17 @@ def test_ctrl_c_during_prompt_cancels_the_engine_and_reraises(fake):
             sent.append(time.monotonic())
             signal.pthread_kill(main, signal.SIGINT)
 
-    timer = threading.Thread(target=interrupt_once_blocked)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        list(g.generate("x", **GREEDY))
-    timer.join()
+    # A process started in the background (e.g. `.ci/run &`) inherits SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: install it for this test, as a terminal has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer = threading.Thread(target=interrupt_once_blocked)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            list(g.generate("x", **GREEDY))
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sent and time.monotonic() - sent[0] < 3.0
     assert engine_of(g).cancelled.is_set()  # the native work was told to stop
     assert g.last_finish_reason == "cancelled"

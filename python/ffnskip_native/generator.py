@@ -451,8 +451,8 @@ class Generator:
             # Inside the try: a Ctrl-C that lands in submit(), once the worker may already be
             # evaluating, must still cancel it (it used to escape uncancelled).
             future = self._executor.submit(engine.eval, ids)
-            # Short timed waits: the signal is handled within one wait even where a blocking
-            # wait is not interrupted by it (seen in CI: Ctrl-C never reached a plain result()).
+            # Short timed waits: Python runs signal handlers between them, so Ctrl-C is handled
+            # within 50 ms without relying on the blocking wait being interruptible.
             while True:
                 try:
                     return future.result(timeout=0.05)

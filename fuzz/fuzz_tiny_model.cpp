@@ -47,8 +47,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         cfg.cold_end = 0;
         cfg.threshold = {-1.0f};
         cfg.span = 1;
+        // Exercise compensated skips and FFN recording too (a stored profile may carry its own).
+        cfg.compensation.assign(static_cast<size_t>(hp.n_layer) * hp.n_embd, 0.25f);
+        cfg.record_ffn = true;
     }
-    SkipPolicy policy(cfg, hp.n_layer);
+    SkipPolicy policy(cfg, hp.n_layer, hp.n_embd);
     SkipTrace trace;
     trace.resize(hp.n_layer);
     SkipRequest req;

@@ -174,15 +174,15 @@ class CpuBackend final : public Backend {
                 const int t = run_rows_[static_cast<size_t>(i)];
                 float* x = &x_[static_cast<size_t>(t) * d];
                 const float* f = &tmp_[static_cast<size_t>(i) * d];
+                const size_t at = static_cast<size_t>(first_token + t) * hp_.n_layer + l;
                 if (!skip->trace->ffn_out.empty()) {
-                    const size_t at = static_cast<size_t>(first_token + t) * hp_.n_layer + l;
                     std::memcpy(&skip->trace->ffn_out[at * static_cast<size_t>(d)], f,
                                 sizeof(float) * d);
                 }
                 // h' = h + f, kept apart from h for the gate; same float ops as the dense add.
                 for (int k = 0; k < d; ++k) hnext_[k] = x[k] + f[k];
                 const float g = cosine_similarity(x, hnext_.data(), d);
-                skip->trace->gate[static_cast<size_t>(first_token + t) * hp_.n_layer + l] = g;
+                skip->trace->gate[at] = g;
                 skip->policy->observe_gate(states_[static_cast<size_t>(t)], l, g);
                 std::memcpy(x, hnext_.data(), sizeof(float) * d);
             }

@@ -221,13 +221,21 @@ class CudaBackend final : public Backend {
     // The device copy of the policy's compensation rows (zeros for none), refreshed only when
     // they change: the graph reads a fixed buffer.
     void upload_compensation(const SkipPolicy& p) {
+        // Compared in place (no per-token copy); empty comp_host_ means the buffer holds zeros,
+        // which is also its state after bind_state's memset.
         const std::vector<float>& c = p.config().compensation;
         const size_t n = static_cast<size_t>(hp_.n_layer) * static_cast<size_t>(hp_.n_embd);
-        std::vector<float> want = c.size() == n ? c : std::vector<float>(n, 0.0f);
-        if (want == comp_host_) return;
-        FFNSKIP_CUDA_CHECK(cudaMemcpy(const_cast<float*>(gate_.comp), want.data(),
-                                      n * sizeof(float), cudaMemcpyHostToDevice));
-        comp_host_ = std::move(want);
+        const bool none = c.size() != n;
+        if (none ? comp_host_.empty() : c == comp_host_) return;
+        float* dst = const_cast<float*>(gate_.comp);
+        if (none) {
+            FFNSKIP_CUDA_CHECK(cudaMemset(dst, 0, n * sizeof(float)));
+            comp_host_.clear();
+        } else {
+            FFNSKIP_CUDA_CHECK(
+                cudaMemcpy(dst, c.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+            comp_host_ = c;
+        }
     }
 
     void capture_decode() {
@@ -663,7 +671,7 @@ class CudaBackend final : public Backend {
     float *logit_rows_ = nullptr, *attn_part_ = nullptr;
     __half* x16_ = nullptr;
     double* gate_part_ = nullptr;
-    std::vector<float> comp_host_;  // what gate_.comp holds (empty until the first upload)
+    std::vector<float> comp_host_;  // what gate_.comp holds; empty: zeros (no compensation)
     int32_t* tokens_ = nullptr;
     void* d_ctl_ = nullptr;
     GateView gate_;

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ffnskip_native import SkipConfig, _core
-from ffnskip_native.quality import TeacherForcedEval, generation_agreement, log_softmax
+from ffnskip_native.quality import TeacherForcedEval, generation_agreement
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from make_test_model import make_model  # noqa: E402
@@ -26,6 +26,12 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(model):
     return _core.Engine(str(model), backend="cpu", n_ctx=256, n_threads=2)
+
+
+def log_softmax(x):
+    x = np.asarray(x, dtype=np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 def tokens(n, n_vocab, seed=0):

@@ -9,4 +9,5 @@ void bind_tokenizer(pybind11::module_& m);  // bind_tokenizer.cpp: Tokenizer
 void bind_engine(pybind11::module_& m);     // bind_engine.cpp: Engine, SkipConfig, stats
 void bind_testing(pybind11::module_& m);    // bind_testing.cpp: `_testing` kernels for the tests
 void bind_sampler(pybind11::module_& m);    // bind_sampler.cpp: Sampler
+void bind_quality(pybind11::module_& m);    // bind_quality.cpp: log-softmax row statistics
 }  // namespace ffnskip::bindings

@@ -194,3 +194,33 @@ def test_subnormal_activation_block_is_finite(qtype, level):
     x[1, :32] = 0.0
     want = x.astype(np.float64) @ dequantize(w, qtype).astype(np.float64).T
     assert rel_l2(got, want) <= tolerance(qtype)
+
+
+# ---- grouped rows (cpu/repack.h): Q4_0/Q4_1 re-laid out at load for the AVX2 kernels ----------
+GROUPED_TYPES = [Q.Q4_0, Q.Q4_1]
+
+
+@pytest.mark.parametrize("n_tok", [1, 2, 3, 5, 64])
+@pytest.mark.parametrize("n_blocks", [8, 18, 48, 7, 75])  # full groups, tails, no full group
+@pytest.mark.parametrize("qtype", GROUPED_TYPES, ids=lambda q: q.name)
+def test_grouped_matmul_matches_plain_and_float64(qtype, n_blocks, n_tok, level):
+    rng = np.random.default_rng(n_blocks * 10 + n_tok + int(qtype))
+    rows, cols = 23, 32 * n_blocks  # 23 rows: 5 decode tiles of 4 and 3 leftover rows
+    w = random_blocks(qtype, rows, cols, rng)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    want = x.astype(np.float64) @ dequantize(w, qtype).astype(np.float64).T
+    plain = T.matmul(int(qtype), w.tobytes(), rows, cols, x)
+    grouped = T.matmul(int(qtype), w.tobytes(), rows, cols, x, grouped=True)
+    assert rel_l2(grouped, want) <= tolerance(qtype)
+    # Same integer products and scales, only the float summation order differs.
+    assert rel_l2(grouped, plain.astype(np.float64)) <= 1e-6
+    # 3 threads split the rows at 7 and 15: the rows around the cuts leave the 4-row decode tile
+    # for the decoded-row tile, which sums the Q4_1 min terms in another order.
+    three = T.matmul(int(qtype), w.tobytes(), rows, cols, x, n_threads=3, grouped=True)
+    assert rel_l2(three, grouped.astype(np.float64)) <= 1e-6
+
+
+def test_grouping_other_types_is_refused():
+    w = np.zeros(22 * 4, dtype=np.uint8).tobytes()  # 4 Q5_0 blocks
+    with pytest.raises(InvalidArgumentError, match="not grouped"):
+        T.matmul(int(Q.Q5_0), w, 1, 128, np.zeros((1, 128), np.float32), grouped=True)

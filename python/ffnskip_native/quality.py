@@ -133,6 +133,17 @@ class TeacherForcedEval:
     def dense_ppl(self) -> float:
         return math.exp(np.concatenate([w.dense_nll for w in self.windows]).mean())
 
+    def dense_result(self) -> QualityResult:
+        """The result of a config that skips nothing: the dense model against itself."""
+        return QualityResult(
+            n_scored=self.n_scored,
+            ppl_dense=self.dense_ppl(),
+            ppl_skip=self.dense_ppl(),
+            top1_agreement=1.0,
+            kl_mean=0.0,
+            skip_ratio=0.0,
+        )
+
     def score(self, skip: SkipConfig, label: str = "skip") -> QualityResult:
         core = skip.to_core()
         nll, agree, kl = [], [], []

@@ -249,6 +249,34 @@ def test_skip_decisions_match_cpu(tmp_path_factory, arch: str, wtype: str, span:
     assert sum(st["skipped"]) == int(np.isnan(gpu_g).sum())
 
 
+@pytest.mark.parametrize("arch,wtype", [("llama", "Q4_1"), ("qwen2", "Q4_K")])
+def test_compensated_skips_match_cpu(tmp_path_factory, arch: str, wtype: str) -> None:
+    """A compensated skip adds the layer's row of SkipConfig.compensation on both backends. The
+    forced policy (threshold -1, span 1) makes the skip pattern independent of rounding."""
+    path = tiny_model(tmp_path_factory, arch, wtype, n_layer=6)
+    cpu, gpu = engines(path)
+    n_layer, n_embd = cpu.n_layer, cpu.hparams["n_embd"]
+    comp = np.random.default_rng(11).standard_normal((n_layer, n_embd)).astype(np.float32) * 0.3
+    prompt = prompt_tokens(cpu.n_vocab, 10, seed=12)
+    gen = prompt_tokens(cpu.n_vocab, 24, seed=13)
+    plain = skip_config(
+        warmup=2, cold_start=1, cold_end=1, span=1, threshold=[-1.0], record_gates=True
+    )
+    compensated = skip_config(
+        warmup=2, cold_start=1, cold_end=1, span=1, threshold=[-1.0], record_gates=True
+    )
+    compensated.compensation = comp
+    cpu_plain, _ = decode_under_policy(cpu, prompt, gen, plain)
+    cpu_logits, cpu_g = decode_under_policy(cpu, prompt, gen, compensated)
+    gpu_logits, gpu_g = decode_under_policy(gpu, prompt, gen, compensated)
+    np.testing.assert_array_equal(np.isnan(cpu_g), np.isnan(gpu_g))
+    assert np.isnan(cpu_g).sum() == (len(gen) - 2) * 2  # hot layers 1..4: 2 and 4 skipped
+    for t in range(len(gen)):
+        assert rel_err(gpu_logits[t], cpu_logits[t]) < DECODE_TOL
+    # The compensation changed the skipped tokens' logits (so the test can fail).
+    assert max(rel_err(cpu_logits[t], cpu_plain[t]) for t in range(2, len(gen))) > 5 * DECODE_TOL
+
+
 def test_dense_requests_after_skip_requests(tmp_path_factory) -> None:
     """Mixing policy tokens and dense tokens in one graph: a dense eval after skipped tokens
     equals a dense eval on a fresh engine given the same cache."""

@@ -610,6 +610,10 @@ constexpr int64_t kDecodedMinTokens = 4;
 // Tokens are walked in chunks whose activations stay in L2 while a thread's rows stream past.
 constexpr int64_t kTokChunk = 64;
 constexpr int kPromptRows = 2, kPromptTokens = 4;
+// Rows decoded per pass: a group of 4 tokens' activations is loaded from L2 once and then reused
+// from L1 by the tiles of all these rows (SmolLM2 512-token prompt: +1-3% over 2 rows; neutral on
+// Qwen2.5-1.5B).
+constexpr int kDecodedRows = 8;
 
 template <class T>
 void drive_decoded(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
@@ -621,13 +625,13 @@ void drive_decoded(const WeightView& w, const uint8_t* acts, int64_t n_tok, floa
     const size_t nf = static_cast<size_t>((nb + 7) & ~int64_t{7});
     const size_t row_bytes = static_cast<size_t>(nb) * kActBlock * sizeof(int16_t) + 2 * nf * 4;
     thread_local std::vector<uint8_t> scratch;
-    scratch.resize(kPromptRows * row_bytes + 32);
+    scratch.resize(kDecodedRows * row_bytes + 32);
     uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch.data()) + 31) &
                                                ~uintptr_t{31});
-    int16_t* q[kPromptRows];
-    float *dw[kPromptRows], *mn[kPromptRows];
-    DecodedRow rows[kPromptRows];
-    for (int i = 0; i < kPromptRows; ++i) {
+    int16_t* q[kDecodedRows];
+    float *dw[kDecodedRows], *mn[kDecodedRows];
+    DecodedRow rows[kDecodedRows];
+    for (int i = 0; i < kDecodedRows; ++i) {
         q[i] = reinterpret_cast<int16_t*>(base + i * row_bytes);
         dw[i] = reinterpret_cast<float*>(q[i] + nb * kActBlock);
         mn[i] = dw[i] + nf;
@@ -636,7 +640,7 @@ void drive_decoded(const WeightView& w, const uint8_t* acts, int64_t n_tok, floa
     for (int64_t tc = 0; tc < n_tok; tc += kTokChunk) {
         const int64_t tc1 = std::min(n_tok, tc + kTokChunk);
         for (int64_t r = r0; r < r1;) {
-            const int nr = static_cast<int>(std::min<int64_t>(r1 - r, kPromptRows));
+            const int nr = static_cast<int>(std::min<int64_t>(r1 - r, kDecodedRows));
             for (int i = 0; i < nr; ++i) {
                 decode_row<T>(w.data + static_cast<size_t>(r + i) * w.row_bytes, nb, q[i], dw[i],
                               mn[i]);
@@ -644,12 +648,13 @@ void drive_decoded(const WeightView& w, const uint8_t* acts, int64_t n_tok, floa
             for (int64_t t = tc; t < tc1;) {
                 const int nt = static_cast<int>(std::min<int64_t>(tc1 - t, kPromptTokens));
                 const uint8_t* ta[kPromptTokens];
-                float* out[kPromptTokens];
-                for (int j = 0; j < nt; ++j) {
-                    ta[j] = acts + static_cast<size_t>(t + j) * astride;
-                    out[j] = y + (t + j) * ldy + r;
+                for (int j = 0; j < nt; ++j) ta[j] = acts + static_cast<size_t>(t + j) * astride;
+                for (int i = 0; i < nr; i += kPromptRows) {
+                    const int ni = std::min(kPromptRows, nr - i);
+                    float* out[kPromptTokens];
+                    for (int j = 0; j < nt; ++j) out[j] = y + (t + j) * ldy + r + i;
+                    decoded_tile_fn<T::kMin>(ni, nt)(rows + i, ta, nb, out);
                 }
-                decoded_tile_fn<T::kMin>(nr, nt)(rows, ta, nb, out);
                 t += nt;
             }
             r += nr;

@@ -181,6 +181,7 @@ class CalibrationResult:
     heldout_skip_freq: Optional[np.ndarray]  # per layer, chosen profile on held-out
     sensitivity: np.ndarray
     static_order: list[int]
+    profile_source: str = ""  # the search family the chosen profile came from
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -197,6 +198,7 @@ class CalibrationResult:
             "curve": self.curve,
             "sensitivity": [float(x) if math.isfinite(x) else None for x in self.sensitivity],
             "static_removal_order": self.static_order,
+            "profile_source": self.profile_source,
             "heldout_skip_freq": None
             if self.heldout_skip_freq is None
             else [float(x) for x in self.heldout_skip_freq],
@@ -377,6 +379,7 @@ def calibrate(
 
         rows: list[Row] = []
         chosen: Optional[Trial] = None
+        source = ""
         skip_freq: Optional[np.ndarray] = None
         for ratio in [target, *[r for r in report_ratios if abs(r - target) > 1e-9]]:
             with timer.phase(f"select@{ratio:.3f}"):
@@ -434,6 +437,11 @@ def calibrate(
                         skip_freq = np.isnan(g[gated]).mean(axis=0)
             if chosen is None:
                 chosen = win
+                # Which search family the profile came from: a baseline can win the selection
+                # (the search never returns a profile worse than them on the calibration text).
+                source = win_path.name
+                if win is not None and win.config.compensation is not None:
+                    source += " + compensation"
         assert chosen is not None
         timings["total"] = time.perf_counter() - t_start
         profile = replace(chosen.config, record_gates=False)
@@ -449,6 +457,7 @@ def calibrate(
             heldout_skip_freq=skip_freq,
             sensitivity=sens,
             static_order=static_order,
+            profile_source=source,
             timings=timings,
             settings={
                 "calib_tokens": len(calib),

@@ -19,6 +19,14 @@ METHODS = {
 }
 
 
+def _source_note(source: str) -> str:
+    if source.startswith("calibrated"):
+        return ""
+    if source.endswith("+ compensation"):
+        return "  (a baseline's thresholds won; the search added the compensation)"
+    return "  (no per-layer profile beat this baseline on the calibration text)"
+
+
 def format_table(result: CalibrationResult) -> str:
     """Per target ratio and method: achieved ratio, perplexity, KL and top-1 agreement."""
     lines = [
@@ -26,6 +34,7 @@ def format_table(result: CalibrationResult) -> str:
         f"goal     {result.goal}",
         f"profile  span={result.profile.span} cold_start={result.profile.cold_start} "
         f"cold_end={result.profile.cold_end} warmup={result.profile.warmup}",
+        f"source   {result.profile_source}{_source_note(result.profile_source)}",
         "",
         f"{'split':<8} {'target':>6} {'method':<30} {'ratio':>6} {'ppl dense':>9} "
         f"{'ppl skip':>9} {'Δppl':>7} {'KL':>8} {'top-1':>6}",

@@ -335,45 +335,55 @@ void tile(const Tile& tl, int64_t nb) {
 constexpr size_t kDecodeAheadBytes = 2048;
 constexpr int kDecodeRows = 4;
 
+// One plain 32-block of 4 rows at one token, the step of the one-token tiles: block b of the
+// plain blocks starting `base` bytes into each of `rows`, against activation block ab. The block's
+// (d_w, m_w) halves are converted inline and multiplied with the activation's (d_x, s_x); acc gains
+// codes . x * d_w d_x, lane 1 of mins m_w s_x.
+template <class T>
+__attribute__((always_inline)) inline void plain_block_1tok(const uint8_t* const* rows, size_t base,
+                                                            int64_t b, const int16_t* aq,
+                                                            const float* ad, const float* as,
+                                                            int64_t ab, __m256* acc, __m128* mins) {
+    using Block = typename T::Block;
+    constexpr bool kMin = T::kMin;
+    const auto* a = reinterpret_cast<const __m256i*>(aq + ab * kActBlock);
+    const __m256i a0 = _mm256_loadu_si256(a), a1 = _mm256_loadu_si256(a + 1);
+    const __m128 xds =
+        kMin ? _mm_unpacklo_ps(_mm_load_ss(ad + ab), _mm_load_ss(as + ab)) : _mm_load_ss(ad + ab);
+#pragma GCC unroll 4
+    for (int r = 0; r < kDecodeRows; ++r) {
+        // (d_w, m_w) are the block's first two halves (d alone for the types without a min).
+        const uint8_t* row = rows[r] + base;
+        const Block& blk = reinterpret_cast<const Block*>(row)[b];
+        uint32_t dm16 = blk.d;
+        if constexpr (kMin) std::memcpy(&dm16, &blk, 4);
+        const __m128 ds = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16))), xds);
+        if constexpr (kMin) mins[r] = _mm_add_ps(mins[r], ds);
+        __m256i lo, hi;
+        T::codes(row, b, 0, lo, hi);
+        const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, a0), _mm256_madd_epi16(hi, a1));
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r]);
+    }
+}
+
 template <class T>
 void tile_1tok(const uint8_t* const* rows, const uint8_t* acts, int64_t nb, float* out,
                const char* prefetch, size_t pf_step) {
-    using Block = typename T::Block;
     constexpr bool kMin = T::kMin;
     const int16_t* aq = reinterpret_cast<const int16_t*>(acts);
     const float* ad = reinterpret_cast<const float*>(acts + nb * kActBlock * sizeof(int16_t));
     const float* as = ad + nb;
-    const Block* blk[kDecodeRows];
     __m256 acc[kDecodeRows];
     __m128 mins[kDecodeRows];
 #pragma GCC unroll 4
     for (int r = 0; r < kDecodeRows; ++r) {
-        blk[r] = reinterpret_cast<const Block*>(rows[r]);
         acc[r] = _mm256_setzero_ps();
         mins[r] = _mm_setzero_ps();
     }
     for (int64_t b = 0; b < nb; ++b) {
         const char* pf = prefetch + static_cast<size_t>(b) * pf_step;
         for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
-        const auto* a = reinterpret_cast<const __m256i*>(aq + b * kActBlock);
-        const __m256i a0 = _mm256_loadu_si256(a), a1 = _mm256_loadu_si256(a + 1);
-        // (d_x, s_x): the activation block's scale and scaled code sum.
-        const __m128 xds =
-            kMin ? _mm_unpacklo_ps(_mm_load_ss(ad + b), _mm_load_ss(as + b)) : _mm_load_ss(ad + b);
-#pragma GCC unroll 4
-        for (int r = 0; r < kDecodeRows; ++r) {
-            // (d_w, m_w) are the block's first two halves (d alone for the types without a min).
-            uint32_t dm16 = blk[r][b].d;
-            if constexpr (kMin) std::memcpy(&dm16, &blk[r][b], 4);
-            const __m128 ds =
-                _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16))), xds);
-            if constexpr (kMin) mins[r] = _mm_add_ps(mins[r], ds);  // lane 1: m_w * s_x
-            __m256i lo, hi;
-            T::codes(rows[r], b, 0, lo, hi);
-            const __m256i p =
-                _mm256_add_epi32(_mm256_madd_epi16(lo, a0), _mm256_madd_epi16(hi, a1));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r]);
-        }
+        plain_block_1tok<T>(rows, 0, b, aq, ad, as, b, acc, mins);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < kDecodeRows; ++r) {
@@ -673,7 +683,6 @@ template <class Q>
 void tile_1tok_grouped(const uint8_t* const* rows, const uint8_t* acts, int64_t nb, float* out,
                        const char* prefetch) {
     using G = Grouped<Q>;
-    using Block = typename G::Block;
     constexpr bool kMin = G::kMin;
     const int16_t* aq = reinterpret_cast<const int16_t*>(acts);
     const float* ad = reinterpret_cast<const float*>(acts + nb * kActBlock * sizeof(int16_t));
@@ -721,24 +730,8 @@ void tile_1tok_grouped(const uint8_t* const* rows, const uint8_t* acts, int64_t 
         for (size_t off = 0; off < kDecodeRows * G::kBlock; off += 64)
             _mm_prefetch(pf + off, _MM_HINT_T0);
         pf += kDecodeRows * G::kBlock;
-        const auto* a = reinterpret_cast<const __m256i*>(aq + b * kActBlock);
-        const __m256i a0 = _mm256_loadu_si256(a), a1 = _mm256_loadu_si256(a + 1);
-        const __m128 xds =
-            kMin ? _mm_unpacklo_ps(_mm_load_ss(ad + b), _mm_load_ss(as + b)) : _mm_load_ss(ad + b);
-#pragma GCC unroll 4
-        for (int r = 0; r < kDecodeRows; ++r) {
-            const uint8_t* tail = rows[r] + full * G::kBlock;
-            uint32_t dm16 = reinterpret_cast<const Block*>(tail)[b - full].d;
-            if constexpr (kMin) std::memcpy(&dm16, tail + (b - full) * G::kBlock, 4);
-            const __m128 ds =
-                _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16))), xds);
-            if constexpr (kMin) tmins[r] = _mm_add_ps(tmins[r], ds);
-            __m256i lo, hi;
-            G::Plain::codes(tail, b - full, 0, lo, hi);
-            const __m256i p =
-                _mm256_add_epi32(_mm256_madd_epi16(lo, a0), _mm256_madd_epi16(hi, a1));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r]);
-        }
+        plain_block_1tok<typename G::Plain>(rows, full * G::kBlock, b - full, aq, ad, as, b, acc,
+                                            tmins);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < kDecodeRows; ++r) {

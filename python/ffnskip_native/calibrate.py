@@ -440,7 +440,7 @@ def calibrate(
                 # Which search family the profile came from: a baseline can win the selection
                 # (the search never returns a profile worse than them on the calibration text).
                 source = win_path.name
-                if win is not None and win.config.compensation is not None:
+                if win.config.compensation is not None:
                     source += " + compensation"
         assert chosen is not None
         timings["total"] = time.perf_counter() - t_start

@@ -135,10 +135,11 @@ class TeacherForcedEval:
 
     def dense_result(self) -> QualityResult:
         """The result of a config that skips nothing: the dense model against itself."""
+        ppl = self.dense_ppl()
         return QualityResult(
             n_scored=self.n_scored,
-            ppl_dense=self.dense_ppl(),
-            ppl_skip=self.dense_ppl(),
+            ppl_dense=ppl,
+            ppl_skip=ppl,
             top1_agreement=1.0,
             kl_mean=0.0,
             skip_ratio=0.0,

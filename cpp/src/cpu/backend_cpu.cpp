@@ -139,24 +139,25 @@ class CpuBackend final : public Backend {
         output_ = model_->output;
         const char* env = std::getenv("FFNSKIP_REPACK");
         if (env != nullptr && std::strcmp(env, "0") == 0) return;
-        std::vector<WeightView*> views;
-        for (LayerWeights& L : layers_) {
-            for (WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
-                views.push_back(w);
-        }
-        views.push_back(&output_);
+        std::vector<WeightView*> views;  // the ones to group, and where their copies start
         std::vector<size_t> at;
         size_t total = 0;
-        for (WeightView* w : views) {
+        auto consider = [&](WeightView* w) {
+            if (!cpu::groups_pay(w->type)) return;
+            views.push_back(w);
             at.push_back(total);
-            if (cpu::groups_pay(w->type)) total += w->bytes();
+            total += w->bytes();
+        };
+        for (LayerWeights& L : layers_) {
+            for (WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+                consider(w);
         }
-        if (total == 0) return;
+        consider(&output_);
+        if (views.empty()) return;
         grouped_.resize(total);
         pool_.run(static_cast<int>(views.size()), [&](int i, int) {
-            WeightView* w = views[static_cast<size_t>(i)];
-            if (cpu::groups_pay(w->type))
-                *w = cpu::group_weight(*w, grouped_.data() + at[static_cast<size_t>(i)]);
+            const size_t k = static_cast<size_t>(i);
+            *views[k] = cpu::group_weight(*views[k], grouped_.data() + at[k]);
         });
     }
 

@@ -236,3 +236,81 @@ def test_budget_mode_stays_within_budget(model, texts):
     assert cal.result.skip_ratio > 0
     with pytest.raises(InvalidArgumentError, match="one goal"):
         calibrate(str(model), texts[0], texts[1], max_kl=0.1, target_skip=0.1)
+
+
+class _RecordingEngine:
+    """Engine wrapper that remembers which token windows were evaluated."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self.windows: list[list[int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def logits(self, tokens, *args, **kwargs):
+        self.windows.append(list(tokens))
+        return self._engine.logits(tokens, *args, **kwargs)
+
+
+def test_sensitivity_samples_the_whole_calibration_text(model):
+    """The calibration text is a mix of genres laid end to end (code, dialogue, prose), and a
+    layer's cost differs by up to 8x between them (Qwen2.5-1.5B, layer 1: KL 0.014 on code,
+    0.12 on dialogue). The sensitivity sample must therefore come from every part of the text,
+    not from its beginning."""
+    from ffnskip_native.calibrate import _sensitivity
+
+    eng = _core.Engine(str(model), backend="cpu", n_ctx=256, n_threads=1)
+    toks = [int(t) for t in np.random.default_rng(5).integers(3, 250, 1200)]
+    gs = GateSet(np.full((8, 8), 0.9, dtype=np.float32), np.ones(8, dtype=bool))
+    rec = _RecordingEngine(eng)
+    sens = _sensitivity(rec, toks, gs, 96, False)
+    eng.close()
+    assert sens.shape == (8,) and np.isinf(sens[0]) and np.all(np.isfinite(sens[1:]))
+    seen = {tuple(w) for w in rec.windows}
+    # Each window is a contiguous piece of the text; together they reach its start and its end
+    # and a piece near the middle, using about the requested number of tokens.
+    starts = sorted(
+        next(i for i in range(len(toks)) if toks[i : i + len(w)] == list(w)) for w in seen
+    )
+    assert len(seen) == 3 and sum(len(w) for w in seen) == 96
+    assert starts[0] == 0 and starts[-1] + 32 == len(toks)
+    assert abs(starts[1] - (len(toks) - 32) / 2) <= 1
+
+
+def test_select_verifies_distinct_candidates():
+    """Paths that differ only in cold_end often reach the same profile; the engine must then
+    verify the next distinct one instead of the same profile twice. Here the two best-predicted
+    paths are copies, so with two candidates the third (distinct) path is verified too, and it
+    wins because it really is cheaper."""
+    from ffnskip_native.calibrate import _select
+    from ffnskip_native.calibrate_search import ProfilePath
+    from ffnskip_native.quality import QualityResult
+
+    def path(name, th, cost):
+        cfg = SkipConfig(threshold=th, span=1, warmup=0, cold_start=0, cold_end=0)
+        return ProfilePath(name, [cfg], np.array([0.2]), np.array([cost]))
+
+    same = [math.nan, 0.9, math.nan, math.nan]
+    paths = [path("a", same, 0.1), path("a copy", list(same), 0.1), path("b", [0.8] * 4, 0.2)]
+    true_kl = {paths[0].configs[0].to_json(): 0.3, paths[2].configs[0].to_json(): 0.1}
+    paper = ProfilePath(
+        "global", [SkipConfig(threshold=0.95, span=1, warmup=0)], np.array([0.2]), np.zeros(1)
+    )
+    true_kl[paper.configs[0].to_json()] = 0.5
+    static = ProfilePath("static removal", [], np.zeros(0))
+    seen: list[str] = []
+
+    def evaluator(split, method):
+        def run(cfg):
+            seen.append(cfg.to_json())
+            return QualityResult(100, 10.0, 11.0, 0.9, true_kl[cfg.to_json()], 0.2)
+
+        return run
+
+    win_path, win, _, paper_trial = _select(
+        0.2, paths, [paper], static, evaluator, 2, 0.005, 1, None
+    )
+    assert win_path.name == "b" and win.result.kl_mean == 0.1
+    assert paper_trial.result.kl_mean == 0.5
+    assert set(seen) == set(true_kl)

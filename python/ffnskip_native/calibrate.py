@@ -42,10 +42,11 @@ from .calibrate_search import (
     Trial,
     compensated_path,
     cost_matrix,
+    decision_key,
     global_threshold_path,
     greedy_path,
-    kl_per_skip,
     match_ratio,
+    normalized_kl,
     predicted_cost_at,
     static_removal_path,
 )
@@ -394,6 +395,7 @@ def calibrate(
                     tol,
                     max_match_runs,
                     budget,
+                    n_layer,
                 )
             held_methods = [
                 ("calibrated", win_path),
@@ -412,7 +414,7 @@ def calibrate(
                 )
                 # Kept only where it wins (the issue's rule); the uncompensated profile is still
                 # reported on held-out text so the gain is visible.
-                if kl_per_skip(comp_trial.result) < kl_per_skip(win.result):
+                if normalized_kl(comp_trial.result) < normalized_kl(win.result):
                     rows.append(Row(ratio, "calibrated-nocomp", "calib", win.result, win.config))
                     held_methods = [("calibrated", comp_path), ("calibrated-nocomp", win_path)]
                     held_methods += [("paper", paper_path), ("static", static_path)]
@@ -539,19 +541,21 @@ def _select(
     tol: float,
     max_runs: int,
     budget: Optional[Callable[[QualityResult], bool]],
+    n_layer: int,
 ) -> tuple[ProfilePath, Trial, ProfilePath, Trial]:
     """Verify the best predicted calibrated candidates and the baselines at ``ratio`` on the
-    calibration text; the lowest KL per unit of skip wins (baselines are profiles too, so the
-    result is never worse than them on this text) and is matched to ``ratio``."""
+    calibration text. The best of the search's own candidates (static removal included) and
+    the best global threshold are each matched to ``ratio``; the lower KL there wins
+    (baselines are profiles too, so the result is never worse than them on this text)."""
     ranked = sorted(
         ((c, p) for p in paths if (c := predicted_cost_at(p, ratio)) is not None),
         key=lambda x: x[0],
     )
     # Paths that differ only in cold_end often pick the same profile: verify distinct ones.
     reachable: list[ProfilePath] = []
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     for _, p in ranked:
-        key = p.configs[p.index_for(ratio)].to_json()
+        key = decision_key(p.configs[p.index_for(ratio)], n_layer)
         if key not in seen and len(reachable) < max(1, candidates):
             seen.add(key)
             reachable.append(p)
@@ -562,27 +566,30 @@ def _select(
             f"at most {best_r:.3f} (a lower target, a smaller --warmup or fewer cold layers)"
         )
     ev = evaluator("calib", "search")
-    trials: list[tuple[ProfilePath, Trial]] = []
-    for p in reachable:
-        cfg = p.configs[p.index_for(ratio)]
-        trials.append((p, Trial(cfg, ev(cfg))))
-    paper_trials = []
-    for p in paper_paths:
-        if len(p.ratios) and p.ratios.max() >= ratio * 0.98:
-            cfg = p.configs[p.index_for(ratio)]
-            paper_trials.append((p, Trial(cfg, ev(cfg))))
-    if static_path.ratios.size and static_path.ratios.max() >= ratio * 0.98:
-        cfg = static_path.configs[static_path.index_for(ratio)]
-        trials.append((static_path, Trial(cfg, ev(cfg))))
-    trials += paper_trials
-    ok = [t for t in trials if budget is None or budget(t[1].result)] or trials
-    win_path, _ = min(ok, key=lambda t: kl_per_skip(t[1].result))
-    win, _ = match_ratio(win_path, win_path.ratios, ratio, ev, tol, max_runs)
-    if paper_trials:
-        paper_path, _ = min(paper_trials, key=lambda t: kl_per_skip(t[1].result))
-        paper, _ = match_ratio(paper_path, paper_path.ratios, ratio, ev, tol, max_runs)
-    else:
-        paper_path, paper = win_path, win
+
+    def first_trials(ps: list[ProfilePath]) -> list[tuple[ProfilePath, Trial]]:
+        out = []
+        for p in ps:
+            if len(p.ratios) and p.ratios.max() >= ratio * 0.98:
+                cfg = p.configs[p.index_for(ratio)]
+                out.append((p, Trial(cfg, ev(cfg))))
+        return out
+
+    own = first_trials(reachable) + first_trials([static_path])
+    paper_trials = first_trials(paper_paths)
+
+    def within(ts: list[tuple[ProfilePath, Trial]]) -> list[tuple[ProfilePath, Trial]]:
+        return [t for t in ts if budget is None or budget(t[1].result)] or ts
+
+    # The best of each family (first trials land at slightly different ratios, hence the
+    # normalisation) is matched to the ratio; the two are then compared at that ratio.
+    finals = []
+    for family in (own, paper_trials):
+        if family:
+            path, _ = min(within(family), key=lambda t: normalized_kl(t[1].result))
+            finals.append((path, match_ratio(path, path.ratios, ratio, ev, tol, max_runs)[0]))
+    win_path, win = min(within(finals), key=lambda t: normalized_kl(t[1].result))
+    paper_path, paper = finals[-1] if paper_trials else (win_path, win)
     return win_path, win, paper_path, paper
 
 

@@ -315,7 +315,7 @@ def test_select_verifies_distinct_candidates():
         return run
 
     win_path, win, _, paper_trial = _select(
-        0.2, paths, [paper], static, evaluator, 2, 0.005, 1, None, 4
+        0.2, paths, [], [paper], static, evaluator, 2, 0.005, 1, None, 4
     )
     assert win_path.name == "b" and win.result.kl_mean == 0.1
     assert paper_trial.result.kl_mean == 0.5
@@ -347,3 +347,33 @@ def test_equal_decision_keys_mean_equal_decisions():
         seen[key] = mask
     # Many configs that differ only in cold regions or unreachable thresholds were merged.
     assert collisions > 500
+
+
+def test_tilted_threshold_path_tilts_towards_cheap_layers():
+    """beta = 0 is the global threshold (baseline (a)); with beta > 0 the trigger in front of
+    the cheapest layer gets the lowest threshold and the one in front of the dearest the
+    highest, and the path still spans increasing skip ratios."""
+    from ffnskip_native.calibrate_search import (
+        cost_matrix,
+        global_threshold_path,
+        tilted_threshold_path,
+    )
+
+    rng = np.random.default_rng(8)
+    gs = GateSet(rng.uniform(0.8, 1.0, (300, 8)).astype(np.float32), np.ones(300, dtype=bool))
+    sens = np.array([np.inf, 0.1, 0.1, 0.01, 0.1, 0.5, 0.1, 0.1])
+    cost = cost_matrix(gs, sens)
+    flat = tilted_threshold_path(gs, sens, cost, 1, 1, 1, 0, 0.0)
+    paper = global_threshold_path(gs, 1, 1, 1, 0)
+    assert [c.threshold_list()[3] for c in flat.configs] == [
+        c.threshold_list()[0] for c in paper.configs
+    ]
+    np.testing.assert_allclose(flat.ratios, paper.ratios)
+    tilted = tilted_threshold_path(gs, sens, cost, 1, 1, 1, 0, 0.5)
+    for cfg in tilted.configs[5:-5]:
+        th = np.array(cfg.threshold_list())
+        hot = th[1:6]  # triggers 1..5 (layer 6 is the last hot layer: nothing left to skip)
+        assert np.argmin(hot) == 1 and np.argmax(hot) == 3  # before layers 3 and 5
+        assert math.isnan(th[0]) and math.isnan(th[7])
+    assert np.all(np.diff(tilted.ratios) >= 0) and tilted.ratios[-1] > 0.3
+    assert tilted.costs.shape == tilted.ratios.shape and tilted.costs[-1] > tilted.costs[0]

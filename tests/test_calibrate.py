@@ -160,7 +160,9 @@ def test_calibrated_reaches_target_and_beats_baselines_on_calibration(result):
     assert result.profile.threshold_list() == cal["calibrated"].config.threshold_list()
     # The report names the search family the profile came from (a baseline can win).
     src = result.profile_source
-    assert src.startswith(("calibrated span=", "global threshold span=", "static removal"))
+    assert src.startswith(
+        ("calibrated span=", "tilted threshold span=", "global threshold span=", "static removal")
+    )
     assert src.endswith("+ compensation") == (result.profile.compensation is not None)
     if src.startswith("global threshold"):
         assert len(set(t for t in result.profile.threshold_list() if t == t)) == 1

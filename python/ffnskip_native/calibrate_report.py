@@ -20,8 +20,8 @@ METHODS = {
 
 
 def _source_note(source: str) -> str:
-    if source.startswith("calibrated"):
-        return ""
+    if not source.startswith(("global threshold", "static removal")):
+        return ""  # one of the search's own families (greedy or tilted)
     if source.endswith("+ compensation"):
         return "  (a baseline's thresholds won; the search added the compensation)"
     return "  (no per-layer profile beat this baseline on the calibration text)"

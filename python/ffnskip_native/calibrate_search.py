@@ -1,5 +1,6 @@
 """The profile search behind ``ffnskip calibrate``: a policy simulator over recorded gates, the
-greedy per-layer threshold search, the two baselines, and ratio matching against the engine.
+greedy per-layer threshold search, the sensitivity-tilted global threshold, the two baselines,
+and ratio matching against the engine.
 
 Engine runs are the expensive part (a teacher-forced pass over the whole calibration text), so
 the search is done on a surrogate: the dense gate values g[t, l] recorded once replay the exact

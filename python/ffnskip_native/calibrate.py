@@ -529,6 +529,9 @@ def _sensitivity(
         TeacherForcedEval(engine, tokens[a:b], ctx=b - a, prompt_len=max(4, (b - a) // 8))
         for a, b in sensitivity_windows(len(tokens), n_tokens)
     ]
+    # Pieces weigh by their scored tokens.
+    weights = np.array([ev.n_scored for ev in evals], dtype=np.float64)
+    weights /= weights.sum()
     sens = np.full(n_layer, np.inf)
     from .quality import Progress
 
@@ -537,10 +540,9 @@ def _sensitivity(
         th = [math.nan] * n_layer
         th[layer - 1] = -1.0
         cfg = SkipConfig(threshold=th, span=1, warmup=0, cold_start=0, cold_end=0)
-        # Every scored token skipped exactly this one block; pieces weigh by their scored tokens.
-        results = [ev.score(cfg) for ev in evals]
-        kl = sum(r.kl_mean * ev.n_scored for r, ev in zip(results, evals))
-        sens[layer] = max(kl / sum(ev.n_scored for ev in evals), 1e-9)
+        # Every scored token skipped exactly this one block.
+        kl = float(weights @ [ev.score(cfg).kl_mean for ev in evals])
+        sens[layer] = max(kl, 1e-9)
         bar.step()
     return sens
 
@@ -592,11 +594,9 @@ def _select(
 
     # The tilted family's predicted costs are in the greedy's units but the greedy minimises
     # them by construction, so the best tilted path is verified in its own right.
-    tilted = sorted(
-        ((c, p) for p in tilted_paths if (c := predicted_cost_at(p, ratio)) is not None),
-        key=lambda x: x[0],
-    )
-    own = first_trials(reachable + [p for _, p in tilted[:1]]) + first_trials([static_path])
+    tilted = [(c, p) for p in tilted_paths if (c := predicted_cost_at(p, ratio)) is not None]
+    best_tilted = [min(tilted, key=lambda x: x[0])[1]] if tilted else []
+    own = first_trials(reachable + best_tilted) + first_trials([static_path])
     paper_trials = first_trials(paper_paths)
 
     def within(ts: list[tuple[ProfilePath, Trial]]) -> list[tuple[ProfilePath, Trial]]:

@@ -64,11 +64,24 @@ def ratio_of(gs: GateSet, skip: np.ndarray) -> float:
     return float(skip.sum()) / (len(gs.gates) * gs.n_layer)
 
 
-def config_ratio(gs: GateSet, cfg: SkipConfig) -> float:
+def predicted_loss(gs: GateSet, cost: np.ndarray, skip: np.ndarray) -> float:
+    """Predicted KL of a skip mask: the cost of its skipped blocks per generated token."""
+    return float((cost * skip).sum()) / len(gs.gates)
+
+
+def layer_thresholds(cfg: SkipConfig, n_layer: int) -> np.ndarray:
+    """``cfg``'s thresholds as one float per layer (a global threshold repeated)."""
     th = np.asarray(cfg.threshold_list(), dtype=np.float64)
-    if th.size == 1:
-        th = np.full(gs.n_layer, th[0])
-    return ratio_of(gs, simulate(gs, th, cfg.span, cfg.cold_start, cfg.cold_end))
+    return np.full(n_layer, th[0]) if th.size == 1 else th
+
+
+def config_mask(gs: GateSet, cfg: SkipConfig) -> np.ndarray:
+    """simulate() for a SkipConfig."""
+    return simulate(gs, layer_thresholds(cfg, gs.n_layer), cfg.span, cfg.cold_start, cfg.cold_end)
+
+
+def config_ratio(gs: GateSet, cfg: SkipConfig) -> float:
+    return ratio_of(gs, config_mask(gs, cfg))
 
 
 def cost_matrix(gs: GateSet, sensitivity: np.ndarray) -> np.ndarray:
@@ -128,7 +141,7 @@ def greedy_path(
 
     def evaluate(lv: np.ndarray) -> tuple[float, float]:
         skip = simulate(gs, thresholds(lv), span, 0, cold_end)
-        return ratio_of(gs, skip), float((cost * skip).sum()) / len(gs.gates)
+        return ratio_of(gs, skip), predicted_loss(gs, cost, skip)
 
     ratio, loss = 0.0, 0.0
     configs, ratios, costs = [], [], []
@@ -168,12 +181,17 @@ def _profile(th: np.ndarray, span: int, cold_end: int, warmup: int) -> SkipConfi
     )
 
 
+def _threshold_grid(gs: GateSet, cold_start: int, cold_end: int, points: int) -> np.ndarray:
+    """Global thresholds from firing never to always: quantiles of the hot layers' gates,
+    descending (so the paths built on them have increasing skip ratios)."""
+    g = gs.gates[gs.gated][:, cold_start : gs.n_layer - cold_end]
+    return np.unique(np.quantile(g, np.linspace(1.0, 0.0, points)))[::-1]
+
+
 def global_threshold_path(
     gs: GateSet, span: int, cold_start: int, cold_end: int, warmup: int, points: int = 200
 ) -> ProfilePath:
     """Baseline (a), the paper's policy: one threshold for every layer, cold regions fixed."""
-    g = gs.gates[gs.gated][:, cold_start : gs.n_layer - cold_end]
-    grid = np.unique(np.quantile(g, np.linspace(1.0, 0.0, points)))[::-1]
     configs = [
         SkipConfig(
             warmup=warmup,
@@ -182,7 +200,7 @@ def global_threshold_path(
             threshold=float(t),
             span=span,
         )
-        for t in grid
+        for t in _threshold_grid(gs, cold_start, cold_end, points)
     ]
     path = ProfilePath(f"global threshold span={span}", configs, np.zeros(0))
     path.ratios = path.ratios_on(gs)
@@ -220,10 +238,8 @@ def tilted_threshold_path(
         spread = log_cost.std()
         z[triggers] = (log_cost - log_cost.mean()) / (spread if spread > 0 else 1.0)
     tilt = np.exp(-beta * z)
-    g = gs.gates[gs.gated][:, cold_start:hot_end]
-    grid = np.unique(np.quantile(g, np.linspace(1.0, 0.0, points)))[::-1]
-    configs, costs = [], []
-    for t in grid:
+    configs, ratios, costs = [], [], []
+    for t in _threshold_grid(gs, cold_start, cold_end, points):
         th = np.full(n_layer, np.nan)
         th[cold_start:hot_end] = np.clip(1.0 - (1.0 - t) * tilt[cold_start:hot_end], -1.0, 1.0)
         configs.append(
@@ -236,12 +252,10 @@ def tilted_threshold_path(
             )
         )
         skip = simulate(gs, th, span, cold_start, cold_end)
-        costs.append(float((cost * skip).sum()) / len(gs.gates))
-    path = ProfilePath(
-        f"tilted threshold span={span} beta={beta:g}", configs, np.zeros(0), np.array(costs)
-    )
-    path.ratios = path.ratios_on(gs)
-    return path
+        ratios.append(ratio_of(gs, skip))
+        costs.append(predicted_loss(gs, cost, skip))
+    name = f"tilted threshold span={span} beta={beta:g}"
+    return ProfilePath(name, configs, np.array(ratios), np.array(costs))
 
 
 def static_removal_path(gs: GateSet, warmup: int, steps: int = 10) -> tuple[ProfilePath, list[int]]:
@@ -285,10 +299,7 @@ def fit_compensation(gs: GateSet, ffn: np.ndarray, cfg: SkipConfig) -> np.ndarra
     skips none): what a skipped block adds instead of nothing. ``ffn`` holds the dense FFN
     outputs of every recorded token, aligned with ``gs.gates`` (tokens, n_layer, n_embd)."""
     n_layer = gs.n_layer
-    th = np.asarray(cfg.threshold_list(), dtype=np.float64)
-    if th.size == 1:
-        th = np.full(n_layer, th[0])
-    mask = simulate(gs, th, cfg.span, cfg.cold_start, cfg.cold_end)
+    mask = config_mask(gs, cfg)
     rows = np.flatnonzero(gs.gated)
     comp = np.zeros((n_layer, ffn.shape[2]), dtype=np.float32)
     for layer in range(n_layer):
@@ -387,16 +398,11 @@ def with_gates(cfg: SkipConfig) -> SkipConfig:
     return replace(cfg, record_gates=True)
 
 
-def kl_per_skip(res: QualityResult) -> float:
-    """Loss per unit of skip ratio: compares candidates evaluated at slightly different ratios."""
-    return res.kl_mean / max(res.skip_ratio, 1e-9)
-
-
 def normalized_kl(res: QualityResult) -> float:
     """KL / skip_ratio**1.5, to compare trials that landed at slightly different ratios.
 
     KL grows faster than the ratio (Qwen2.5-1.5B, global threshold, ratio 0.154 -> 0.198:
-    KL 0.300 -> 0.442, an exponent of 1.54), so KL per unit of skip favours whichever trial
+    KL 0.300 -> 0.442, an exponent of 1.54), so plain KL per unit of skip favours whichever trial
     skipped less; the 1.5th power compares them on an equal footing."""
     return res.kl_mean / max(res.skip_ratio, 1e-9) ** 1.5
 
@@ -405,9 +411,7 @@ def decision_key(cfg: SkipConfig, n_layer: int) -> tuple:
     """Equal keys make equal skip decisions for every token: the hot layers that can trigger,
     their thresholds, the span, the last layer a skip can reach, warm-up and compensation
     (cold_start and cold_end matter only through these)."""
-    th = np.asarray(cfg.threshold_list(), dtype=np.float64)
-    if th.size == 1:
-        th = np.full(n_layer, th[0])
+    th = layer_thresholds(cfg, n_layer)
     hot_end = n_layer - cfg.cold_end
     # A trigger on the last hot layer has nothing left to skip.
     fires = [layer for layer in range(cfg.cold_start, hot_end - 1) if not math.isnan(th[layer])]

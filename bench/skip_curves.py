@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ffnskip_native import SkipConfig, _core
 from ffnskip_native.calibrate import dense_pass
-from ffnskip_native.calibrate_search import config_ratio
+from ffnskip_native.calibrate.search import config_ratio
 
 
 def shakespeare() -> str:
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         text = sources[name]()
         tokens = eng.tokenize(text, False, False)[: args.tokens]
         t0 = time.perf_counter()
-        ev, gates, _ = dense_pass(eng, tokens, args.ctx, args.prompt_len, args.warmup, False, name)
+        ref = dense_pass(eng, tokens, args.ctx, args.prompt_len, args.warmup, False)
+        ev, gates = ref.eval, ref.gates
         print(
             f"\n### {name}: {ev.n_scored} scored tokens, dense ppl {ev.dense_ppl():.3f} "
             f"({time.perf_counter() - t0:.0f}s for the dense pass)\n"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from ffnskip_native import InvalidArgumentError, SkipConfig, _core
 from ffnskip_native.calibrate import builtin_texts, calibrate, read_texts
-from ffnskip_native.calibrate_search import (
+from ffnskip_native.calibrate.search import (
     GateSet,
     config_ratio,
     decision_key,
@@ -178,7 +178,7 @@ def test_cli_writes_outputs_and_info_shows_profile(model, tmp_path):
         sys.executable, "-m", "ffnskip_native.cli", "calibrate", str(model),
         "--calib-text", str(calib), "--heldout-text", str(held), "--target-skip", "0.15",
         "--calib-tokens", "256", "--heldout-tokens", "256", "--ctx", "128", "--prompt-len", "16",
-        "--warmup", "4", "--sensitivity-tokens", "0", "--spans", "1", "--cold-ends", "0",
+        "--skip-warmup", "4", "--sensitivity-tokens", "0", "--spans", "1", "--cold-ends", "0",
         "--candidates", "1", "--threads", "1", "--profile", str(tmp_path / "p.json"),
         "--no-plot",
         "--report-json", str(tmp_path / "r.json"), "--write-gguf", str(out), "--quiet",
@@ -224,7 +224,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(model, tmp_path, case, ma
     cmd = [
         sys.executable, "-m", "ffnskip_native.cli", "calibrate", str(m), *args,
         "--calib-text", str(calib), "--heldout-text", str(calib), "--calib-tokens", "256",
-        "--heldout-tokens", "256", "--ctx", "128", "--prompt-len", "16", "--warmup", "4",
+        "--heldout-tokens", "256", "--ctx", "128", "--prompt-len", "16", "--skip-warmup", "4",
         "--sensitivity-tokens", "0", "--spans", "1", "--cold-ends", "0", "--candidates", "1",
         "--threads", "1", "--profile", str(out / "p.json"), "--plot", str(out / "p.png"),
         "--report-json", str(out / "r.json"), "--write-gguf", str(out / "m.gguf"), "--quiet",
@@ -264,13 +264,13 @@ def test_sensitivity_samples_the_whole_calibration_text(model):
     layer's cost differs by up to 8x between them (Qwen2.5-1.5B, layer 1: KL 0.014 on code,
     0.12 on dialogue). The sensitivity sample must therefore come from every part of the text,
     not from its beginning."""
-    from ffnskip_native.calibrate import _sensitivity
+    from ffnskip_native.calibrate.phases import sensitivity
 
     eng = _core.Engine(str(model), backend="cpu", n_ctx=256, n_threads=1)
     toks = [int(t) for t in np.random.default_rng(5).integers(3, 250, 1200)]
     gs = GateSet(np.full((8, 8), 0.9, dtype=np.float32), np.ones(8, dtype=bool))
     rec = _RecordingEngine(eng)
-    sens = _sensitivity(rec, toks, gs, 96, False)
+    sens = sensitivity(rec, toks, gs, 96, False)
     eng.close()
     assert sens.shape == (8,) and np.isinf(sens[0]) and np.all(np.isfinite(sens[1:]))
     seen = {tuple(w) for w in rec.windows}
@@ -289,8 +289,8 @@ def test_select_verifies_distinct_candidates():
     verify the next distinct one instead of the same profile twice. Here the two best-predicted
     paths are copies, so with two candidates the third (distinct) path is verified too, and it
     wins because it really is cheaper."""
-    from ffnskip_native.calibrate import _select
-    from ffnskip_native.calibrate_search import ProfilePath
+    from ffnskip_native.calibrate.phases import SearchPaths, select
+    from ffnskip_native.calibrate.search import ProfilePath
     from ffnskip_native.quality import QualityResult
 
     def path(name, th, cost):
@@ -316,11 +316,10 @@ def test_select_verifies_distinct_candidates():
 
         return run
 
-    win_path, win, _, paper_trial = _select(
-        0.2, paths, [], [paper], static, evaluator, 2, 0.005, 1, None, 4
-    )
-    assert win_path.name == "b" and win.result.kl_mean == 0.1
-    assert paper_trial.result.kl_mean == 0.5
+    families = SearchPaths(greedy=paths, tilted=[], paper=[paper], static=static)
+    sel = select(0.2, families, evaluator, 2, 0.005, 1, None, 4)
+    assert sel.path.name == "b" and sel.chosen.result.kl_mean == 0.1
+    assert sel.paper.result.kl_mean == 0.5
     assert set(seen) == set(true_kl)
 
 
@@ -355,7 +354,7 @@ def test_tilted_threshold_path_tilts_towards_cheap_layers():
     """beta = 0 is the global threshold (baseline (a)); with beta > 0 the trigger in front of
     the cheapest layer gets the lowest threshold and the one in front of the dearest the
     highest, and the path still spans increasing skip ratios."""
-    from ffnskip_native.calibrate_search import (
+    from ffnskip_native.calibrate.search import (
         cost_matrix,
         global_threshold_path,
         tilted_threshold_path,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import reference
 from ffnskip_native import Generator, InvalidArgumentError, SkipConfig, _core
-from ffnskip_native.calibrate_search import GateSet, fit_compensation, simulate
+from ffnskip_native.calibrate.search import GateSet, fit_compensation, simulate
 from ffnskip_native.profile_gguf import read_profile_gguf, same_profile, write_profile_gguf
 from test_skip import check_policy, median_gate, run_engine
 

@@ -28,7 +28,7 @@ DELEGATED = {
     "bench": ("ffnskip_native.bench", "measure prompt/decode speed, dense vs FFN skipping"),
     "eval": ("ffnskip_native.quality", "quality of FFN skipping vs dense (perplexity, agreement)"),
     "calibrate": (
-        "ffnskip_native.calibrate",
+        "ffnskip_native.calibrate.cli",
         "find a model's best skip profile under a quality budget",
     ),
 }

@@ -7,11 +7,10 @@ destination and renamed at the end, so a failure never leaves a partial model be
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ._util import atomic_write
 from .errors import InvalidArgumentError
 from .skip import SkipConfig
 
@@ -46,10 +45,8 @@ def write_profile_gguf(src: Union[str, Path], dst: Union[str, Path], cfg: SkipCo
     if arch_field is None:
         raise InvalidArgumentError(f"{src}: no {_ARCH_KEY} key")
     arch = str(arch_field.contents())
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
         writer = gguf.GGUFWriter(str(tmp), arch)
         align = reader.fields.get(_ALIGN_KEY)
         if align is not None:
@@ -77,10 +74,8 @@ def write_profile_gguf(src: Union[str, Path], dst: Union[str, Path], cfg: SkipCo
         for t in reader.tensors:
             writer.write_tensor_data(t.data)
         writer.close()
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(dst, write)
     return dst
 
 

@@ -17,13 +17,13 @@ import argparse
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from . import _core
+from ._util import progress_bar
 from .errors import InvalidArgumentError
 from .skip import SkipConfig
 
@@ -35,26 +35,6 @@ def row_stats(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.n
     lse, top1 = _core.logsumexp_rows(logits)
     nll = lse - logits[np.arange(len(targets)), targets].astype(np.float64)
     return lse, nll, top1
-
-
-class Progress:
-    """A one-line progress bar on stderr (only when enabled)."""
-
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
-        self.done, self.t0 = 0, time.perf_counter()
-
-    def step(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        frac = self.done / max(1, self.total)
-        bar = "#" * int(30 * frac)
-        rate = self.done / max(1e-9, time.perf_counter() - self.t0)
-        sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} ({rate:.1f}/s)")
-        if self.done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 @dataclass
@@ -115,16 +95,16 @@ class TeacherForcedEval:
             )
         self.engine, self.ctx, self.prompt_len, self.progress = engine, ctx, prompt_len, progress
         self.windows: list[Window] = []
-        bar = Progress(n_windows, "dense", progress)
-        for w in range(n_windows):
-            toks = tokens[w * ctx : (w + 1) * ctx]
-            # Same prompt/generated split as the skip runs, so equal decisions give equal logits.
-            logits = engine.logits(toks, all_positions=True, prompt_len=prompt_len)
-            rows = np.ascontiguousarray(logits[prompt_len:-1])
-            targets = np.asarray(toks[prompt_len + 1 :])
-            lse, nll, top1 = row_stats(rows, targets)
-            self.windows.append(Window(toks, targets, rows, lse, nll, top1))
-            bar.step()
+        with progress_bar(n_windows, "dense", self.progress) as bar:
+            for w in range(n_windows):
+                toks = tokens[w * ctx : (w + 1) * ctx]
+                # Same prompt/generated split as the skip runs: equal decisions, equal logits.
+                logits = engine.logits(toks, all_positions=True, prompt_len=prompt_len)
+                rows = np.ascontiguousarray(logits[prompt_len:-1])
+                targets = np.asarray(toks[prompt_len + 1 :])
+                lse, nll, top1 = row_stats(rows, targets)
+                self.windows.append(Window(toks, targets, rows, lse, nll, top1))
+                bar.update()
 
     @property
     def n_scored(self) -> int:
@@ -150,22 +130,22 @@ class TeacherForcedEval:
         nll, agree, kl = [], [], []
         skipped = evaluated = 0
         gates = []
-        bar = Progress(len(self.windows), label, self.progress)
-        for w in self.windows:
-            logits = self.engine.logits(
-                w.tokens, all_positions=True, skip=core, prompt_len=self.prompt_len
-            )
-            stats = self.engine.skip_stats()
-            skipped += sum(stats["skipped"])
-            evaluated += sum(stats["evaluated"])
-            if skip.record_gates and "gates" in stats:
-                gates.append(stats["gates"])
-            rows = np.ascontiguousarray(logits[self.prompt_len : -1])
-            lse, row_nll, top1 = row_stats(rows, w.targets)
-            nll.append(row_nll)
-            agree.append(top1 == w.dense_top1)
-            kl.append(_core.kl_rows(w.dense_logits, w.dense_lse, rows, lse))
-            bar.step()
+        with progress_bar(len(self.windows), label, self.progress) as bar:
+            for w in self.windows:
+                logits = self.engine.logits(
+                    w.tokens, all_positions=True, skip=core, prompt_len=self.prompt_len
+                )
+                stats = self.engine.skip_stats()
+                skipped += sum(stats["skipped"])
+                evaluated += sum(stats["evaluated"])
+                if skip.record_gates and "gates" in stats:
+                    gates.append(stats["gates"])
+                rows = np.ascontiguousarray(logits[self.prompt_len : -1])
+                lse, row_nll, top1 = row_stats(rows, w.targets)
+                nll.append(row_nll)
+                agree.append(top1 == w.dense_top1)
+                kl.append(_core.kl_rows(w.dense_logits, w.dense_lse, rows, lse))
+                bar.update()
         total = skipped + evaluated
         return QualityResult(
             n_scored=self.n_scored,
@@ -205,19 +185,19 @@ def generation_agreement(
     """Greedy continuations with skipping compared token by token with dense ones."""
     same = total = skipped_blocks = blocks = 0
     first_div = []
-    bar = Progress(len(prompts), "generate", progress)
-    for text in prompts:
-        ids = engine.tokenize(text, True, False)
-        dense, _ = greedy(engine, ids, max_new_tokens, None)
-        sk, stats = greedy(engine, ids, max_new_tokens, skip)
-        n = min(len(dense), len(sk))
-        div = next((i for i in range(n) if dense[i] != sk[i]), n)
-        first_div.append(div)
-        same += sum(a == b for a, b in zip(dense, sk))
-        total += max(len(dense), len(sk))
-        skipped_blocks += sum(stats["skipped"])
-        blocks += sum(stats["skipped"]) + sum(stats["evaluated"])
-        bar.step()
+    with progress_bar(len(prompts), "generate", progress) as bar:
+        for text in prompts:
+            ids = engine.tokenize(text, True, False)
+            dense, _ = greedy(engine, ids, max_new_tokens, None)
+            sk, stats = greedy(engine, ids, max_new_tokens, skip)
+            n = min(len(dense), len(sk))
+            div = next((i for i in range(n) if dense[i] != sk[i]), n)
+            first_div.append(div)
+            same += sum(a == b for a, b in zip(dense, sk))
+            total += max(len(dense), len(sk))
+            skipped_blocks += sum(stats["skipped"])
+            blocks += sum(stats["skipped"]) + sum(stats["evaluated"])
+            bar.update()
     return {
         "prompts": len(prompts),
         "token_match_rate": same / total if total else 1.0,

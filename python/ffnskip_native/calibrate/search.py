@@ -17,8 +17,8 @@ from typing import Callable, Optional, Sequence, overload
 
 import numpy as np
 
-from .quality import QualityResult
-from .skip import SkipConfig
+from ..quality import QualityResult
+from ..skip import SkipConfig
 
 
 @dataclass
@@ -345,8 +345,8 @@ def compensated_path(path: ProfilePath, gs: GateSet, ffn: np.ndarray) -> Profile
 
 
 @dataclass
-class Trial:
-    """One engine evaluation of one config."""
+class ScoredConfig:
+    """A config and its quality as the engine measured it."""
 
     config: SkipConfig
     result: QualityResult
@@ -359,20 +359,20 @@ def match_ratio(
     evaluate: Callable[[SkipConfig], QualityResult],
     tol: float,
     max_runs: int,
-) -> tuple[Trial, list[Trial]]:
+) -> tuple[ScoredConfig, list[ScoredConfig]]:
     """Find the config of ``path`` whose real skip ratio is closest to ``target``.
 
     Starts at the simulator's prediction, then corrects by the observed offset or, once two runs
-    bracket the target, by interpolating between them. Returns the closest trial and all trials.
+    bracket the target, by interpolating between them. Returns the closest run and all runs.
     """
-    tried: dict[int, Trial] = {}
+    tried: dict[int, ScoredConfig] = {}
     offset = 0.0
     for _ in range(max_runs):
         idx = _next_index(predicted, target, offset, tried)
         if idx in tried:
             break
         res = evaluate(path.configs[idx])
-        tried[idx] = Trial(path.configs[idx], res)
+        tried[idx] = ScoredConfig(path.configs[idx], res)
         if abs(res.skip_ratio - target) <= tol:
             break
         offset = res.skip_ratio - predicted[idx]
@@ -392,10 +392,6 @@ def _next_index(predicted: np.ndarray, target: float, offset: float, tried: dict
             return i0
         return int(inner[np.argmin(np.abs(predicted[inner] - p))])
     return int(np.argmin(np.abs(predicted + offset - target)))
-
-
-def with_gates(cfg: SkipConfig) -> SkipConfig:
-    return replace(cfg, record_gates=True)
 
 
 def normalized_kl(res: QualityResult) -> float:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .calibrate import CalibrationResult
+from .results import CalibrationResult
 
 METHODS = {
     "calibrated": "calibrated (per-layer)",

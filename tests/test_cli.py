@@ -12,8 +12,9 @@ from argparse import Namespace
 
 import pytest
 from ffnskip_native import _core, cli
-from ffnskip_native.cli import _skip_from_args, _Usage, build_parser, main
+from ffnskip_native.cli import build_parser, main
 from ffnskip_native.skip import SkipConfig
+from ffnskip_native.skip_flags import SkipFlagError, skip_from_flags
 
 needs_engine = pytest.mark.skipif(not hasattr(_core, "Engine"), reason="no _core.Engine yet")
 
@@ -38,19 +39,19 @@ def skip_args(*argv: str) -> Namespace:
 
 
 def test_skip_options_build_a_config():
-    assert _skip_from_args(skip_args(), None) is None  # the file's profile (or dense)
-    assert _skip_from_args(skip_args("--no-skip"), None) is False
-    cfg = _skip_from_args(skip_args("--skip-threshold", "0.9", "--skip-span", "2"), None)
+    assert skip_from_flags(skip_args(), None) is None  # the file's profile (or dense)
+    assert skip_from_flags(skip_args("--no-skip"), None) is False
+    cfg = skip_from_flags(skip_args("--skip-threshold", "0.9", "--skip-span", "2"), None)
     assert cfg == SkipConfig(threshold=0.9, span=2)
     profile = SkipConfig(warmup=5, threshold=0.95)
-    cfg = _skip_from_args(skip_args("--skip-cold-end", "4"), profile)
+    cfg = skip_from_flags(skip_args("--skip-cold-end", "4"), profile)
     assert cfg == SkipConfig(warmup=5, threshold=0.95, cold_end=4)  # overrides the profile
-    cfg = _skip_from_args(skip_args("--skip", '{"warmup": 3, "threshold": [0.9, null]}'), None)
+    cfg = skip_from_flags(skip_args("--skip", '{"warmup": 3, "threshold": [0.9, null]}'), None)
     assert cfg.warmup == 3 and cfg.threshold[0] == 0.9 and math.isnan(cfg.threshold[1])
-    cfg = _skip_from_args(skip_args("--skip-threshold", "0.9,nan,0.8"), None)
+    cfg = skip_from_flags(skip_args("--skip-threshold", "0.9,nan,0.8"), None)
     assert cfg.threshold_list()[::2] == [0.9, 0.8]
-    with pytest.raises(_Usage):
-        _skip_from_args(skip_args("--no-skip", "--skip-span", "1"), None)
+    with pytest.raises(SkipFlagError):
+        skip_from_flags(skip_args("--no-skip", "--skip-span", "1"), None)
 
 
 def test_sampling_options_parse():

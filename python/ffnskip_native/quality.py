@@ -13,10 +13,7 @@ fraction of identical tokens and the position of the first divergence.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -178,18 +175,21 @@ def greedy(engine: _core.Engine, prompt: Sequence[int], n_new: int, skip: Option
 def generation_agreement(
     engine: _core.Engine,
     prompts: Sequence[str],
-    skip: SkipConfig,
+    skip: Optional[SkipConfig],
     max_new_tokens: int = 64,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Greedy continuations with skipping compared token by token with dense ones."""
+    """Greedy continuations with skipping compared token by token with dense ones (``skip``
+    None: dense against itself, without running it twice)."""
     same = total = skipped_blocks = blocks = 0
     first_div = []
     with progress_bar(len(prompts), "generate", progress) as bar:
         for text in prompts:
             ids = engine.tokenize(text, True, False)
-            dense, _ = greedy(engine, ids, max_new_tokens, None)
-            sk, stats = greedy(engine, ids, max_new_tokens, skip)
+            dense, dense_stats = greedy(engine, ids, max_new_tokens, None)
+            sk, stats = (
+                (dense, dense_stats) if skip is None else greedy(engine, ids, max_new_tokens, skip)
+            )
             n = min(len(dense), len(sk))
             div = next((i for i in range(n) if dense[i] != sk[i]), n)
             first_div.append(div)
@@ -205,121 +205,3 @@ def generation_agreement(
         "identical_continuations": sum(d >= max_new_tokens for d in first_div),
         "skip_ratio": skipped_blocks / blocks if blocks else 0.0,
     }
-
-
-# ---- CLI ---------------------------------------------------------------------------------------
-
-
-def add_skip_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("skip policy (default: the model's stored profile, else 0.98/3)")
-    g.add_argument("--skip", help="SkipConfig as JSON (or @file.json)")
-    g.add_argument("--threshold", type=float, help="gate threshold")
-    g.add_argument("--span", type=int, help="hot layers skipped after a gate fires (0: all)")
-    g.add_argument("--warmup", type=int, help="dense generated tokens before skipping starts")
-    g.add_argument("--cold-start", type=int, help="leading layers that never skip")
-    g.add_argument("--cold-end", type=int, help="trailing layers that never skip")
-
-
-def skip_from_args(args: argparse.Namespace, engine: Optional[_core.Engine] = None) -> SkipConfig:
-    if args.skip:
-        text = args.skip
-        if text.startswith("@"):
-            with open(text[1:], encoding="utf-8") as f:
-                text = f.read()
-        cfg = SkipConfig.from_json(text)
-    elif engine is not None and engine.skip_profile is not None:
-        cfg = SkipConfig.from_core(engine.skip_profile, engine.n_layer)
-    else:
-        cfg = SkipConfig()
-    overrides = {
-        "threshold": args.threshold,
-        "span": args.span,
-        "warmup": args.warmup,
-        "cold_start": args.cold_start,
-        "cold_end": args.cold_end,
-    }
-    d = cfg.to_dict()
-    d.update({k: v for k, v in overrides.items() if v is not None})
-    return SkipConfig.from_dict(d)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="GGUF file")
-    p.add_argument("--text", help="UTF-8 text file for teacher-forced evaluation")
-    p.add_argument("--ctx", type=int, default=512, help="tokens per window (default 512)")
-    p.add_argument("--prompt-len", type=int, default=64, help="dense prompt tokens per window")
-    p.add_argument("--max-windows", type=int, default=None, help="evaluate at most N windows")
-    p.add_argument("--prompts", help="file with one prompt per line (greedy-generation agreement)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--progress", action="store_true", help="progress bar (default: on a tty)")
-    add_skip_arguments(p)
-
-
-def run(args: argparse.Namespace) -> int:
-    if not args.text and not args.prompts:
-        raise InvalidArgumentError("give --text FILE and/or --prompts FILE")
-    progress = args.progress or sys.stderr.isatty()
-    n_ctx = max(args.ctx, 256) + args.max_new_tokens + 64
-    engine = _core.Engine(
-        args.model, backend=args.backend, n_ctx=n_ctx, n_threads=args.threads or 0
-    )
-    try:
-        skip = skip_from_args(args, engine)
-        out: dict[str, Any] = {"model": args.model, "skip": skip.to_dict()}
-        if args.text:
-            with open(args.text, encoding="utf-8") as f:
-                text = f.read()
-            tokens = engine.tokenize(text, False, False)
-            ev = TeacherForcedEval(
-                engine, tokens, args.ctx, args.prompt_len, args.max_windows, progress
-            )
-            out["teacher_forced"] = ev.score(skip).to_dict()
-        if args.prompts:
-            with open(args.prompts, encoding="utf-8") as f:
-                prompts = [line.rstrip("\n") for line in f if line.strip()]
-            out["generation"] = generation_agreement(
-                engine, prompts, skip, args.max_new_tokens, progress
-            )
-    finally:
-        engine.close()
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        print(format_text(out))
-    return 0
-
-
-def format_text(out: dict[str, Any]) -> str:
-    lines = [f"model  {out['model']}", f"skip   {json.dumps(out['skip'])}"]
-    tf = out.get("teacher_forced")
-    if tf:
-        lines += [
-            f"teacher-forced over {tf['n_scored']} scored tokens:",
-            f"  perplexity   dense {tf['ppl_dense']:.4f}  skip {tf['ppl_skip']:.4f} "
-            f"({100 * tf['ppl_increase']:+.2f}%)",
-            f"  top-1 agreement with dense  {100 * tf['top1_agreement']:.2f}%",
-            f"  mean KL(dense || skip)      {tf['kl_mean']:.5f} nats",
-            f"  skip ratio                  {100 * tf['skip_ratio']:.2f}%",
-        ]
-    gen = out.get("generation")
-    if gen:
-        lines += [
-            f"greedy generation over {gen['prompts']} prompts:",
-            f"  token match rate {100 * gen['token_match_rate']:.1f}%, mean first divergence "
-            f"{gen['mean_first_divergence']:.1f}, identical {gen['identical_continuations']}",
-            f"  skip ratio {100 * gen['skip_ratio']:.2f}%",
-        ]
-    return "\n".join(lines)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="ffnskip eval", description=__doc__)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,14 +24,16 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Union
 
 from .errors import InvalidArgumentError
-from .skip import SkipConfig
+
+if TYPE_CHECKING:  # skip.py needs the compiled core, which `ffnskip --help` does not
+    from .skip import SkipConfig
 
 # What a command does about skipping: a config, None (the model file's profile, dense where it
 # has none) or False (dense).
-SkipChoice = Union[SkipConfig, None, Literal[False]]
+SkipChoice = Union["SkipConfig", None, Literal[False]]
 
 
 class SkipFlagError(InvalidArgumentError):
@@ -141,6 +143,8 @@ def add_skip_flags(
 
 def read_skip_json(source: str) -> SkipConfig:
     """The config of ``--skip SOURCE``: a JSON object, or the name of a file holding one."""
+    from .skip import SkipConfig
+
     text = source
     if not source.lstrip().startswith("{"):
         name = source
@@ -171,6 +175,8 @@ def skip_from_flags(args: argparse.Namespace, stored: Optional[SkipConfig]) -> S
     """What the flags ask for: False (--no-skip), None (no skip flag: the file's profile) or a
     SkipConfig (the --skip config, else ``stored``, else the defaults, with the single fields
     applied). Contradicting flags raise SkipFlagError."""
+    from .skip import SkipConfig
+
     overrides = skip_overrides(args)
     if args.no_skip:
         if overrides or args.skip:

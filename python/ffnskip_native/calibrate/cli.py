@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from ..cli.common import positive_int
 from ..errors import InvalidArgumentError
 from ..skip_flags import OldSpelling
 from .output import write_outputs
@@ -68,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="do not try replacing skipped FFN blocks by their calibrated mean update",
     )
     s.add_argument("--tol", type=float, default=0.005, help="skip-ratio matching tolerance")
-    s.add_argument("--max-match-runs", type=int, default=3)
+    s.add_argument("--max-match-runs", type=positive_int, default=3)
     s.add_argument("--report-ratios", type=_floats, default=[], help="e.g. 0.1,0.2")
     o = p.add_argument_group("output")
     o.add_argument("--profile", type=Path, help="profile JSON (default: MODEL_STEM.skip.json)")
@@ -76,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--plot", type=Path, help="report PNG (default: MODEL_STEM.calibration.png)")
     o.add_argument("--no-plot", action="store_true")
     o.add_argument("--write-gguf", type=Path, metavar="OUT", help="model copy with the profile")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--backend", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--progress", action="store_true", help="progress bars (default: on a tty)")
     p.add_argument("--quiet", action="store_true")
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     for out in outs:
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise InvalidArgumentError(f"output directory does not exist: {Path(out).parent}")
+        if out is not None and Path(out).is_dir():
+            raise InvalidArgumentError(f"output is a directory, not a file name: {out}")
     if args.write_gguf is not None and Path(args.write_gguf).resolve() == model.resolve():
         raise InvalidArgumentError("--write-gguf must not be the input model")
     if plot_path is not None:

@@ -17,7 +17,6 @@ Tolerances, and why they are what they are:
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -364,7 +363,7 @@ def test_greedy_2000_tokens_smollm2(smollm2_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(os.environ.get("FFNSKIP_BIG_MODELS") != "1", reason="set FFNSKIP_BIG_MODELS=1")
+@pytest.mark.big
 def test_qwen05_matches_cpu(qwen05_path: Path) -> None:
     cpu, gpu = engines(qwen05_path, n_ctx=1024)
     toks = cpu.tokenizer.encode("def fibonacci(n):")

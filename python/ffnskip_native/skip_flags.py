@@ -114,16 +114,17 @@ class OldSpelling(argparse.Action):
 
 
 def add_skip_flags(
-    parser: argparse.ArgumentParser, description: str = "", old_spellings: bool = False
+    parser: argparse.ArgumentParser,
+    default: str = "the skip profile stored in the model file, if any, else dense",
+    old_spellings: bool = False,
 ) -> None:
-    """Add the skip flags to ``parser`` in a group of their own. ``old_spellings`` also accepts
-    the deprecated spellings (only ``ffnskip eval`` had them)."""
+    """Add the skip flags to ``parser`` in a group of their own; ``default`` says what the
+    command does without them. ``old_spellings`` also accepts the deprecated spellings (only
+    ``ffnskip eval`` had them)."""
     g = parser.add_argument_group(
         "FFN skipping",
-        description
-        or "Default: the skip profile stored in the model file, if any, else dense. The "
-        "--skip-* options change single fields of the --skip config, else of that profile, "
-        "else of the defaults.",
+        f"Default: {default}. The --skip-* options change single fields of the --skip config, "
+        "else of the stored profile, else of SkipConfig's defaults; --no-skip is dense.",
     )
     g.add_argument("--skip", metavar="FILE|JSON", help="SkipConfig as a JSON object or a file")
     for f in FIELD_FLAGS:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ..cli.common import positive_int
+from ..cli.common import add_backend_args, positive_int
 from ..errors import InvalidArgumentError
 from ..skip_flags import OldSpelling
 from .output import write_outputs
@@ -77,8 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--plot", type=Path, help="report PNG (default: MODEL_STEM.calibration.png)")
     o.add_argument("--no-plot", action="store_true")
     o.add_argument("--write-gguf", type=Path, metavar="OUT", help="model copy with the profile")
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--backend", default="cpu", choices=["auto", "cpu", "cuda"])
+    add_backend_args(p, backend="cpu")
     p.add_argument("--progress", action="store_true", help="progress bars (default: on a tty)")
     p.add_argument("--quiet", action="store_true")
 

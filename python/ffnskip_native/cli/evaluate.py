@@ -17,7 +17,7 @@ from ..errors import InvalidArgumentError
 from ..quality import TeacherForcedEval, generation_agreement
 from ..skip import SkipConfig
 from ..skip_flags import add_skip_flags, skip_from_flags
-from .common import positive_int, read_text_file
+from .common import add_backend_args, positive_int, read_text_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,15 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-windows", type=positive_int, default=None, help="at most N windows")
     p.add_argument("--prompts", help="file with one prompt per line (greedy-generation agreement)")
     p.add_argument("--max-new-tokens", type=positive_int, default=64)
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
+    add_backend_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action="store_true", help="progress bar (default: on a tty)")
     add_skip_flags(
         p,
-        "Default: the skip profile stored in the model file, else SkipConfig's defaults "
-        "(threshold 0.98, span 3). The --skip-* options change single fields of the --skip "
-        "config, else of that profile, else of the defaults; --no-skip evaluates dense.",
+        "the skip profile stored in the model file, else SkipConfig's defaults (threshold "
+        "0.98, span 3)",
         old_spellings=True,
     )
 

@@ -69,22 +69,15 @@ def model_info(path: str) -> dict[str, Any]:
 
 
 def _skip_profile(path: str, raw: dict[str, Any]) -> dict[str, Any]:
-    # The engine is the one parser of ffnskip.* keys; a tiny CPU context keeps the load cheap.
-    from .. import _core
-    from ..skip import SkipConfig
+    from ..profile_gguf import read_profile_gguf  # the engine: the one parser of ffnskip.*
 
     try:
-        engine = _core.Engine(path, backend="cpu", n_ctx=16, n_threads=1)
+        profile = read_profile_gguf(path)
     except Error as exc:
         return {"error": str(exc), "raw": raw}
-    try:
-        profile = engine.skip_profile
-        n_layer = engine.n_layer
-    finally:
-        engine.close()
     if profile is None:
         return {"raw": raw}
-    d = SkipConfig.from_core(profile, n_layer).to_dict()
+    d = profile.to_dict()
     if "compensation" in d:  # n_layer x n_embd numbers: summarise, do not print them all
         import numpy as np
 

@@ -1,4 +1,6 @@
-// The interface both backends implement (shared/DESIGN.md, "Backends").
+// The interface both backends implement (shared/DESIGN.md, "Backends"). The base class owns what
+// does not depend on the hardware: input checks, the KV cache's fill level, chunking, cancel and
+// roll-back. A backend implements run_chunk (the model's math for a few tokens) and kv storage.
 #pragma once
 
 #include <atomic>
@@ -15,30 +17,53 @@ class Backend {
   public:
     virtual ~Backend() = default;
     virtual const char* name() const = 0;
-    virtual int n_ctx() const = 0;
+    int n_ctx() const { return n_ctx_; }
     // Tokens currently in the KV cache.
-    virtual int n_past() const = 0;
+    int n_past() const { return n_past_; }
 
     // Appends tokens[0..n) at positions n_past().. to the KV cache and writes logits: the last
     // token's (n_vocab floats) or, with all_logits, every token's (n x n_vocab, row-major).
     // `skip` applies the FFN skip policy to these generated tokens (null = dense); more than one
     // token per skip request only where batched_skip() is true.
-    // Throws ContextOverflow if n_past() + n > n_ctx(); Cancelled if *cancel becomes true between
-    // chunks of a long prompt (the cache is then rolled back to its state before the call).
-    virtual void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
-                         const SkipRequest* skip) = 0;
+    // Throws InvalidArgument (no tokens, an id out of range, a bad skip request), ContextOverflow
+    // if n_past() + n > n_ctx(), Cancelled if *cancel becomes true between chunks. On any error
+    // the cache is rolled back to its state before the call.
+    void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
+                 const SkipRequest* skip);
     // Whether forward() accepts a skip request for several tokens at once (each token with its
     // own budget walk). Rows of a batch only interact through the KV cache, which a skipped FFN
     // does not touch, so this equals feeding the tokens one at a time.
     virtual bool batched_skip() const { return false; }
-    // Keep the first n_keep cache entries (n_keep <= n_past()).
-    virtual void kv_truncate(int n_keep) = 0;
+    // Keep the first n_keep cache entries (0 <= n_keep <= n_past()); later entries are never
+    // read again and get overwritten.
+    void kv_truncate(int n_keep);
     void reset() { kv_truncate(0); }
 
     void set_cancel_flag(const std::atomic<bool>* cancel) { cancel_ = cancel; }
 
   protected:
+    // n_ctx < 1 is an InvalidArgument.
+    Backend(std::shared_ptr<const Model> model, int n_ctx, int max_chunk);
+
+    // Runs tokens[0..T) (T <= max_chunk, already checked) at positions n_past().. through the
+    // model, writing their K/V at those positions. logits: T rows with all_logits, else the last
+    // token's row (null: none wanted). With a skip request, token t of the chunk is token
+    // first + t of the call: generated token skip->gen_index + first + t, whose decisions go to
+    // row first + t of skip->trace (sized for the whole call by forward()). The base advances
+    // n_past() after the chunk returns.
+    virtual void run_chunk(const int32_t* tokens, int T, float* logits, bool all_logits,
+                           const SkipRequest* skip, int first) = 0;
+
+    std::shared_ptr<const Model> model_;
+    const Hparams& hp_;
+
+  private:
     bool cancelled() const { return cancel_ && cancel_->load(std::memory_order_relaxed); }
+    void check(const int32_t* tokens, int n, const SkipRequest* skip) const;
+
+    int n_ctx_;
+    int max_chunk_;
+    int n_past_ = 0;
     const std::atomic<bool>* cancel_ = nullptr;
 };
 

@@ -79,28 +79,24 @@ SkipPolicy::SkipPolicy(SkipConfig cfg, int n_layer, int n_embd)
     for (int l = cfg_.cold_start; l < hot_end; ++l) hot_[static_cast<size_t>(l)] = 1;
     for (int l = 0; l < n_layer; ++l) {
         thr_[static_cast<size_t>(l)] = cfg_.threshold_for(l);
-        // span == 0 means "skip every remaining hot layer of this token".
-        grant_[static_cast<size_t>(l)] = cfg_.span > 0 ? cfg_.span : std::max(0, hot_end - 1 - l);
+        grant_[static_cast<size_t>(l)] = rules::block_grant(cfg_.span, l, hot_end);
     }
 }
 
 SkipPolicy::TokenState SkipPolicy::begin_token(int64_t gen_index) const {
     TokenState s;
-    s.gated = cfg_.enabled && gen_index >= 0 && gen_index >= cfg_.warmup;
+    s.gated = rules::token_gated(cfg_.enabled, gen_index, cfg_.warmup);
     s.budget = 0;
     return s;
 }
 
 bool SkipPolicy::skip_ffn(TokenState& s, int layer) const {
-    if (!s.gated || !is_hot(layer) || s.budget <= 0) return false;
-    --s.budget;
-    return true;
+    return rules::block_skip(s.gated, is_hot(layer), s.budget);
 }
 
 void SkipPolicy::observe_gate(TokenState& s, int layer, float g) const {
-    if (!s.gated || !is_hot(layer)) return;
-    // NaN thresholds (and NaN gates) compare false: never trigger.
-    if (g >= thr_[static_cast<size_t>(layer)]) s.budget = grant_[static_cast<size_t>(layer)];
+    const size_t l = static_cast<size_t>(layer);
+    rules::block_observe(s.gated, is_hot(layer), g, thr_[l], grant_[l], s.budget);
 }
 
 void SkipTrace::resize(int layers, int tokens) {
@@ -126,9 +122,7 @@ float cosine_similarity(const float* a, const float* b, int64_t n) {
         aa += static_cast<double>(a[i]) * a[i];
         bb += static_cast<double>(b[i]) * b[i];
     }
-    if (aa == 0 && bb == 0) return 1.0f;
-    if (aa == 0 || bb == 0) return 0.0f;
-    return static_cast<float>(ab / std::sqrt(aa * bb));
+    return rules::cosine_from_sums(ab, aa, bb);
 }
 
 void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates, bool record_ffn) {

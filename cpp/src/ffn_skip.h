@@ -1,11 +1,13 @@
-// The FFN skip policy (shared/DESIGN.md, "FFN skipping — exact semantics"), written once and used
-// by both backends: the CPU backend calls it per layer; the CUDA gate kernel mirrors it from the
-// tables exported here. A different gate kind would replace skip_ffn/observe_gate only.
+// The FFN skip policy (shared/DESIGN.md, "FFN skipping — exact semantics"): a validated config
+// turned into per-layer tables. The rules themselves live in ffn_rules.h, which the CUDA gate
+// kernels compile too; the CPU backend reaches them through skip_ffn/observe_gate, the CUDA
+// backend uploads the tables exported here.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "ffn_rules.h"
 #include "ffnskip/ffnskip.h"
 
 namespace ffnskip {
@@ -35,7 +37,7 @@ class SkipPolicy {
     // State of one token's walk through the layers. Budget never carries across tokens.
     struct TokenState {
         bool gated = false;  // the policy applies to this token (enabled and past warm-up)
-        int budget = 0;
+        int32_t budget = 0;
     };
     // gen_index: 0 for the first generated token; negative for prompt tokens (always dense).
     TokenState begin_token(int64_t gen_index) const;

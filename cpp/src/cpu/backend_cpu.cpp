@@ -1,4 +1,4 @@
-// The CPU backend. forward() below is the whole model, top to bottom, for a chunk of tokens:
+// The CPU backend. run_chunk() below is the whole model, top to bottom, for a chunk of tokens:
 //   x = embed(tokens)
 //   per layer:  h  = x + Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))   n = rmsnorm
 //               h' = h + W_down · (silu(W_gate·n(h)) * (W_up·n(h)))               (the FFN block)
@@ -39,11 +39,10 @@ struct MatmulJob {
 class CpuBackend final : public Backend {
   public:
     CpuBackend(std::shared_ptr<const Model> model, int n_ctx, int n_threads)
-        : model_(std::move(model)), hp_(model_->hparams()), n_ctx_(n_ctx), pool_(n_threads) {
-        if (n_ctx_ < 1) throw InvalidArgument("n_ctx must be >= 1");
+        : Backend(std::move(model), n_ctx, kChunk), pool_(n_threads) {
         const int64_t kvd = static_cast<int64_t>(hp_.n_head_kv) * hp_.head_dim;
         const int64_t qd = static_cast<int64_t>(hp_.n_head) * hp_.head_dim;
-        const size_t cache = static_cast<size_t>(n_ctx_) * static_cast<size_t>(kvd);
+        const size_t cache = static_cast<size_t>(n_ctx) * static_cast<size_t>(kvd);
         k_cache_.resize(static_cast<size_t>(hp_.n_layer));
         v_cache_.resize(static_cast<size_t>(hp_.n_layer));
         for (int l = 0; l < hp_.n_layer; ++l) {
@@ -81,52 +80,6 @@ class CpuBackend final : public Backend {
     }
 
     const char* name() const override { return "cpu"; }
-    int n_ctx() const override { return n_ctx_; }
-    int n_past() const override { return n_past_; }
-
-    void kv_truncate(int n_keep) override {
-        if (n_keep < 0 || n_keep > n_past_) {
-            throw InvalidArgument("kv_truncate(" + std::to_string(n_keep) + "): only " +
-                                  std::to_string(n_past_) + " tokens are cached");
-        }
-        n_past_ = n_keep;
-    }
-
-    void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
-                 const SkipRequest* skip) override {
-        if (n <= 0) throw InvalidArgument("forward: no tokens");
-        if (static_cast<int64_t>(n_past_) + n > n_ctx_) {
-            throw ContextOverflow("context overflow: " + std::to_string(n_past_) + " cached + " +
-                                  std::to_string(n) + " new tokens > n_ctx " +
-                                  std::to_string(n_ctx_));
-        }
-        for (int i = 0; i < n; ++i) {
-            if (tokens[i] < 0 || tokens[i] >= hp_.n_vocab) {
-                throw InvalidArgument("token id " + std::to_string(tokens[i]) +
-                                      " is out of range [0, " + std::to_string(hp_.n_vocab) + ")");
-            }
-        }
-        const int start = n_past_;
-        if (skip) {
-            skip->trace->resize(hp_.n_layer, n);
-            if (skip->policy->config().record_ffn) skip->trace->record_ffn(hp_.n_embd);
-        }
-        for (int c = 0; c < n; c += kChunk) {
-            if (c > 0 && cancelled()) {
-                n_past_ = start;  // the half-filled cache entries are simply forgotten
-                throw Cancelled("cancelled during prompt processing");
-            }
-            const int T = std::min(kChunk, n - c);
-            const bool last = c + T == n;
-            float* out = nullptr;
-            if (all_logits)
-                out = logits + static_cast<int64_t>(c) * hp_.n_vocab;
-            else if (last)
-                out = logits;
-            forward_chunk(tokens + c, T, out, all_logits, skip, c);
-        }
-    }
-
     bool batched_skip() const override { return true; }
 
   private:
@@ -162,10 +115,10 @@ class CpuBackend final : public Backend {
     }
 
     // ---- the model ------------------------------------------------------------------------
-    void forward_chunk(const int32_t* tokens, int T, float* logits, bool all_logits,
-                       const SkipRequest* skip, int first_token) {
+    void run_chunk(const int32_t* tokens, int T, float* logits, bool all_logits,
+                   const SkipRequest* skip, int first_token) override {
         const int d = hp_.n_embd;
-        const int pos0 = n_past_;
+        const int pos0 = n_past();
         const int half = hp_.n_rot / 2;
         for_rows(T, d + 64 * half, [&](int t) {
             cpu::dequantize_row(model_->tok_embd.type,
@@ -221,7 +174,6 @@ class CpuBackend final : public Backend {
                 std::memcpy(x, hnext_.data(), sizeof(float) * d);
             }
         }
-        n_past_ = pos0 + T;
         if (!logits) return;
         const int first = all_logits ? 0 : T - 1;
         const int rows = T - first;
@@ -388,10 +340,6 @@ class CpuBackend final : public Backend {
         });
     }
 
-    std::shared_ptr<const Model> model_;
-    const Hparams& hp_;
-    int n_ctx_;
-    int n_past_ = 0;
     ThreadPool pool_;
     std::vector<std::vector<uint16_t>> k_cache_, v_cache_;  // [layer][pos * kv_dim + dim], f16
     std::vector<float> x_, xn_, tmp_, hnext_, q_, k_, v_, att_, gate_, up_, rope_cos_, rope_sin_,

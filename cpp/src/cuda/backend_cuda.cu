@@ -9,7 +9,7 @@
 // The token id, its position and the skip policy's tables sit in one small device block that a
 // captured H2D copy refreshes, so the whole step is a fixed kernel sequence: captured once as a
 // CUDA graph and replayed per token (FFNSKIP_CUDA_GRAPHS=0 launches the same sequence directly).
-// Prompts (n > 1) go through forward_batch: the same math with cuBLAS GEMMs, in chunks.
+// Prompts (n > 1) go through batch_chunk: the same math with cuBLAS GEMMs, in chunks.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -99,8 +99,7 @@ struct DevLayer {
 class CudaBackend final : public Backend {
   public:
     CudaBackend(std::shared_ptr<const Model> model, int n_ctx)
-        : model_(std::move(model)), hp_(model_->hparams()), n_ctx_(n_ctx) {
-        if (n_ctx_ < 1) throw InvalidArgument("n_ctx must be >= 1");
+        : Backend(std::move(model), n_ctx, kChunk) {
         check_shapes();
         FFNSKIP_CUDA_CHECK(cudaSetDevice(device_));
         const char* g = std::getenv("FFNSKIP_CUDA_GRAPHS");
@@ -108,10 +107,10 @@ class CudaBackend final : public Backend {
 
         const int64_t kvd = static_cast<int64_t>(hp_.n_head_kv) * hp_.head_dim;
         dec_split_len_ =
-            static_cast<int>(std::max<int64_t>(64, align_up(ceil_div(n_ctx_, 128), 64)));
-        dec_splits_ = static_cast<int>(ceil_div(n_ctx_, dec_split_len_));
-        pf_split_len_ = static_cast<int>(std::max<int64_t>(256, align_up(ceil_div(n_ctx_, 8), 64)));
-        pf_splits_ = static_cast<int>(ceil_div(n_ctx_, pf_split_len_));
+            static_cast<int>(std::max<int64_t>(64, align_up(ceil_div(n_ctx, 128), 64)));
+        dec_splits_ = static_cast<int>(ceil_div(n_ctx, dec_split_len_));
+        pf_split_len_ = static_cast<int>(std::max<int64_t>(256, align_up(ceil_div(n_ctx, 8), 64)));
+        pf_splits_ = static_cast<int>(ceil_div(n_ctx, pf_split_len_));
 
         plan_weights();
         plan_state(kvd);
@@ -131,47 +130,27 @@ class CudaBackend final : public Backend {
     }
 
     const char* name() const override { return "cuda"; }
-    int n_ctx() const override { return n_ctx_; }
-    int n_past() const override { return n_past_; }
-
-    void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
-                 const SkipRequest* skip) override {
-        if (n < 1) throw InvalidArgument("forward: need at least one token");
-        if (static_cast<int64_t>(n_past_) + n > n_ctx_) {
-            throw ContextOverflow("context overflow: " + std::to_string(n_past_) + " cached + " +
-                                  std::to_string(n) + " new tokens > n_ctx " +
-                                  std::to_string(n_ctx_));
-        }
-        if (skip && n != 1)
-            throw InvalidArgument("forward: a skip request needs exactly one token");
-        for (int i = 0; i < n; ++i) {
-            if (tokens[i] < 0 || tokens[i] >= hp_.n_vocab) {
-                throw InvalidArgument("token id " + std::to_string(tokens[i]) +
-                                      " out of range [0, " + std::to_string(hp_.n_vocab) + ")");
-            }
-        }
-        FFNSKIP_CUDA_CHECK(cudaSetDevice(device_));
-        if (n == 1) {
-            decode(tokens[0], logits, skip);
-        } else {
-            forward_batch(tokens, n, logits, all_logits);
-        }
-    }
-
-    void kv_truncate(int n_keep) override {
-        if (n_keep < 0 || n_keep > n_past_) {
-            throw InvalidArgument("kv_truncate: n_keep " + std::to_string(n_keep) +
-                                  " outside [0, " + std::to_string(n_past_) + "]");
-        }
-        n_past_ = n_keep;  // entries past n_past are never read and get overwritten
-    }
 
   private:
+    // One token takes the captured decode step (the only path with a skip request: the base
+    // refuses skip requests for more than one token, batched_skip() being false); more go
+    // through the batched prompt path.
+    void run_chunk(const int32_t* tokens, int T, float* logits, bool all_logits,
+                   const SkipRequest* skip, int) override {
+        FFNSKIP_CUDA_CHECK(cudaSetDevice(device_));
+        if (T == 1) {
+            decode(tokens[0], logits, skip);
+        } else {
+            batch_chunk(tokens, T, all_logits ? logits : nullptr, all_logits ? nullptr : logits);
+            FFNSKIP_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+        }
+    }
+
     // ---- one generated token ----------------------------------------------------------------
     void decode(int32_t token, float* logits, const SkipRequest* skip) {
         TokenCtl* ctl = static_cast<TokenCtl*>(h_ctl_);
         ctl->token = token;
-        ctl->pos = n_past_;
+        ctl->pos = n_past();
         ctl->n_layer = hp_.n_layer;
         ctl->mode = kGateDense;
         if (skip) {
@@ -182,10 +161,6 @@ class CudaBackend final : public Backend {
                     "CPU backend only");
             }
             upload_compensation(p);
-            if (p.n_layer() != hp_.n_layer) {
-                throw InvalidArgument("skip policy built for " + std::to_string(p.n_layer()) +
-                                      " layers, model has " + std::to_string(hp_.n_layer));
-            }
             ctl->mode = p.begin_token(skip->gen_index).gated ? kGateActive : kGateObserve;
             const size_t L = static_cast<size_t>(hp_.n_layer);
             int32_t* hot = reinterpret_cast<int32_t*>(ctl + 1);
@@ -204,13 +179,12 @@ class CudaBackend final : public Backend {
             decode_step();
         }
         FFNSKIP_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-        ++n_past_;
-        std::memcpy(logits, h_logits_, sizeof(float) * static_cast<size_t>(hp_.n_vocab));
-        if (skip && skip->trace) {
+        if (logits)
+            std::memcpy(logits, h_logits_, sizeof(float) * static_cast<size_t>(hp_.n_vocab));
+        if (skip) {  // the base sized the trace for this one token
             const size_t L = static_cast<size_t>(hp_.n_layer);
             const int32_t* skipped = h_trace_;
             const float* gate = reinterpret_cast<const float*>(h_trace_ + L);
-            skip->trace->resize(hp_.n_layer, 1);
             for (size_t l = 0; l < L; ++l) {
                 skip->trace->skipped[l] = skipped[l] ? 1 : 0;
                 skip->trace->gate[l] = gate[l];
@@ -377,33 +351,12 @@ class CudaBackend final : public Backend {
     }
 
     // ---- prompt chunks ----------------------------------------------------------------------
-    void forward_batch(const int32_t* tokens, int n, float* logits, bool all_logits) {
-        const int start = n_past_;
-        try {
-            for (int t0 = 0; t0 < n; t0 += kChunk) {
-                if (t0 > 0 && cancelled()) {
-                    n_past_ = start;
-                    throw Cancelled("prompt processing cancelled");
-                }
-                const int T = std::min(kChunk, n - t0);
-                batch_chunk(tokens + t0, T,
-                            all_logits ? logits + static_cast<size_t>(t0) * hp_.n_vocab : nullptr,
-                            !all_logits && t0 + T == n ? logits : nullptr);
-                FFNSKIP_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-                n_past_ += T;
-            }
-        } catch (...) {
-            n_past_ = start;
-            throw;
-        }
-    }
-
-    // Runs T tokens at positions n_past_.. through the model. all_out (T x n_vocab) receives every
+    // Runs T tokens at positions n_past().. through the model. all_out (T x n_vocab) receives every
     // token's logits, last_out the last token's; either may be null.
     void batch_chunk(const int32_t* tokens, int T, float* all_out, float* last_out) {
         const int d = hp_.n_embd, ff = hp_.n_ff;
         const int qd = hp_.n_head * hp_.head_dim, kvd = hp_.n_head_kv * hp_.head_dim;
-        const int pos0 = n_past_;
+        const int pos0 = n_past();
         cudaStream_t s = stream_.get();
         FFNSKIP_CUDA_CHECK(
             cudaMemcpyAsync(tokens_, tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, s));
@@ -547,7 +500,7 @@ class CudaBackend final : public Backend {
         const size_t C = kChunk, d = hp_.n_embd, ff = hp_.n_ff;
         const size_t qd = static_cast<size_t>(hp_.n_head) * hp_.head_dim;
         const size_t L = static_cast<size_t>(hp_.n_layer);
-        kv_layer_elems_ = static_cast<size_t>(n_ctx_) * static_cast<size_t>(kvd);
+        kv_layer_elems_ = static_cast<size_t>(n_ctx()) * static_cast<size_t>(kvd);
         StatePlan& p = plan_;
         p.kv = state_.reserve(2 * L * kv_layer_elems_ * sizeof(__half));
         p.x = state_.reserve(C * d * sizeof(float));
@@ -632,7 +585,7 @@ class CudaBackend final : public Backend {
             throw BackendUnavailable(
                 "CUDA backend: the model does not fit in device memory: weights " +
                 mib(weights_.size()) + " + KV cache and activations " + mib(state_.size()) +
-                " (n_ctx " + std::to_string(n_ctx_) + ") + GEMM slab " + mib(slab) +
+                " (n_ctx " + std::to_string(n_ctx()) + ") + GEMM slab " + mib(slab) +
                 " + headroom " + mib(headroom) + " = " + mib(need) + ", but only " + mib(free_b) +
                 " of " + mib(total_b) + " are free");
         }
@@ -647,10 +600,6 @@ class CudaBackend final : public Backend {
         std::function<void(uint8_t*)> bind;  // stores the device address where it belongs
     };
 
-    std::shared_ptr<const Model> model_;
-    const Hparams& hp_;
-    int n_ctx_;
-    int n_past_ = 0;
     int device_ = 0;
     bool use_graphs_ = true;
     bool tied_ = false;

@@ -45,15 +45,7 @@ __global__ void __launch_bounds__(kEndThreads)
     aa = block_sum(aa, scratch);
     bb = block_sum(bb, scratch);
     if (threadIdx.x != 0) return;
-    // Same conventions as cosine_similarity() in ffn_skip.cpp.
-    float value;
-    if (aa == 0 && bb == 0) {
-        value = 1.0f;
-    } else if (aa == 0 || bb == 0) {
-        value = 0.0f;
-    } else {
-        value = static_cast<float>(ab / sqrt(aa * bb));
-    }
+    const float value = rules::cosine_from_sums(ab, aa, bb);
     g.gate[layer] = value;
     gate_observe(g, layer, value);
 }

@@ -1,13 +1,11 @@
-// The FFN skip gate on the device: the CUDA mirror of SkipPolicy (ffn_skip.h) for one token.
+// The FFN skip gate on the device for one token: the block-skip rule of ffn_rules.h (the same
+// functions the CPU backend runs) applied to per-layer tables in device memory.
 //
-//   before layer l's FFN:  skip = gated && hot[l] && budget > 0;  if skip: budget -= 1
-//   after it ran:          g = cos(h, h');  if gated && hot[l] && g >= threshold[l]: budget =
-//   grant[l]
+//   before layer l's FFN:  skip = block_skip(gated, hot[l], budget)
+//   after it ran:          g = cos(h, h');  block_observe(gated, hot[l], g, threshold[l], ...)
 //
-// The decision lives in two __device__ functions below and nowhere else; the kernels around them
-// only move data. A different gate kind replaces these two functions. Budget, per-layer
-// skipped flags and gate values stay in device memory, so a token never waits on the host; the
-// FFN kernels read the layer's skipped flag and return before touching a weight.
+// Budget, per-layer skipped flags and gate values stay in device memory, so a token never waits
+// on the host; the FFN kernels read the layer's skipped flag and return before touching a weight.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,6 +13,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "ffn_rules.h"
 
 namespace ffnskip::cuda {
 
@@ -65,17 +64,13 @@ inline GateView gate_view(void* ctl_block, int n_layer, int32_t* budget, int32_t
     return v;
 }
 
-// Mirrors SkipPolicy::skip_ffn.
 __device__ __forceinline__ bool gate_skip_ffn(const GateView& g, int layer) {
-    if (g.ctl->mode != kGateActive || !g.hot[layer] || *g.budget <= 0) return false;
-    *g.budget -= 1;
-    return true;
+    return rules::block_skip(g.ctl->mode == kGateActive, g.hot[layer] != 0, *g.budget);
 }
 
-// Mirrors SkipPolicy::observe_gate. NaN thresholds and NaN gate values compare false.
 __device__ __forceinline__ void gate_observe(const GateView& g, int layer, float value) {
-    if (g.ctl->mode != kGateActive || !g.hot[layer]) return;
-    if (value >= g.thr[layer]) *g.budget = g.grant[layer];
+    rules::block_observe(g.ctl->mode == kGateActive, g.hot[layer] != 0, value, g.thr[layer],
+                         g.grant[layer], *g.budget);
 }
 
 // Decode, before layer `layer`'s FFN: decides skip (writes skipped[layer]) and, when the FFN

@@ -20,8 +20,8 @@ What changes on the way:
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -30,7 +30,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .convert_io import ConvertError, Progress, TensorRef, bf16_to_f32, open_checkpoint
+from .convert_fields import Fields
+from .convert_io import (
+    ConvertError,
+    Progress,
+    TensorRef,
+    bf16_to_f32,
+    check_bf16_scale,
+    open_checkpoint,
+)
 from .convert_vocab import load_vocab, write_vocab
 
 __all__ = ["ARCHITECTURES", "OUTTYPES", "ConvertError", "HParams", "convert", "main", "permute_qk"]
@@ -70,12 +78,16 @@ class HParams:
     rope_theta: float
     rms_eps: float
     tied: bool
-    rope_scaling: Optional[Dict[str, Any]]
+    rope_scaling_factor: Optional[float]  # linear rope scaling, None when absent
 
     @staticmethod
-    def from_config(cfg: Dict[str, Any]) -> HParams:
-        """Validate config.json and extract hyper-parameters (ConvertError naming what is wrong)."""
-        archs = cfg.get("architectures") or []
+    def from_config(cfg: Fields) -> HParams:
+        """Validate config.json and extract hyper-parameters (ConvertError naming what is wrong).
+
+        Each field is checked for type and range here; sizes are checked against the tensors
+        actually present by _plan, before anything is allocated from them.
+        """
+        archs = cfg.get_str_list("architectures")
         known = [a for a in archs if a in ARCHITECTURES]
         if not known:
             raise ConvertError(
@@ -84,42 +96,44 @@ class HParams:
             )
         arch = ARCHITECTURES[known[0]]
 
-        def need(key: str) -> int:
-            if not isinstance(cfg.get(key), int) or cfg[key] <= 0:
-                raise ConvertError(f"config.json: {key} is missing or not a positive integer")
-            return int(cfg[key])
-
-        n_embd, n_head = need("hidden_size"), need("num_attention_heads")
-        head_dim = cfg.get("head_dim") or n_embd // n_head
-        n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
+        n_embd, n_head = cfg.get_int("hidden_size"), cfg.get_int("num_attention_heads")
+        head_dim = cfg.get_int("head_dim", n_embd // n_head)
+        n_head_kv = cfg.get_int("num_key_value_heads", n_head)
         if n_head % n_head_kv:
             raise ConvertError(
                 f"config.json: num_attention_heads {n_head} is not a multiple of "
                 f"num_key_value_heads {n_head_kv}"
             )
-        if head_dim % 2:
-            raise ConvertError(f"config.json: head dimension {head_dim} is odd")
-        scaling = cfg.get("rope_scaling")
-        if scaling is not None:
-            kind = scaling.get("rope_type", scaling.get("type"))
+        if head_dim == 0 or head_dim % 2:
+            raise ConvertError(
+                f"config.json: head dimension {head_dim} is not a positive even number"
+            )
+        scaling = cfg.get_obj("rope_scaling")
+        factor: Optional[float] = None
+        if scaling.obj:
+            kind = scaling.get_str("rope_type", scaling.get_str("type", None))
             if kind not in ("linear", "default"):
                 raise ConvertError(f"config.json: rope_scaling type {kind!r} is not supported")
-        if cfg.get("mlp_bias") or (arch == "llama" and cfg.get("attention_bias")):
+            factor = scaling.get_float("factor", None, gt=0.0)
+        if cfg.get_bool("mlp_bias", False) or (
+            arch == "llama" and cfg.get_bool("attention_bias", False)
+        ):
             raise ConvertError("config.json: llama with attention_bias / mlp_bias is not supported")
         return HParams(
             arch=arch,
-            n_vocab=need("vocab_size"),
+            n_vocab=cfg.get_int("vocab_size"),
             n_embd=n_embd,
-            n_layer=need("num_hidden_layers"),
+            n_layer=cfg.get_int("num_hidden_layers"),
             n_head=n_head,
             n_head_kv=n_head_kv,
-            head_dim=int(head_dim),
-            n_ff=need("intermediate_size"),
-            n_ctx=int(cfg.get("max_position_embeddings") or 2048),
-            rope_theta=float(cfg.get("rope_theta") or 10000.0),
-            rms_eps=float(cfg.get("rms_norm_eps") or 1e-6),
-            tied=bool(cfg.get("tie_word_embeddings", False)),
-            rope_scaling=scaling if scaling and scaling.get("factor") else None,
+            head_dim=head_dim,
+            n_ff=cfg.get_int("intermediate_size"),
+            n_ctx=cfg.get_int("max_position_embeddings", 2048),
+            # The engine's own limits: rope base > 1, epsilon in (0, 1).
+            rope_theta=cfg.get_float("rope_theta", 10000.0, gt=1.0),
+            rms_eps=cfg.get_float("rms_norm_eps", 1e-6, gt=0.0, lt=1.0),
+            tied=cfg.get_bool("tie_word_embeddings", False),
+            rope_scaling_factor=factor,
         )
 
 
@@ -173,8 +187,27 @@ def _layer_map(hp: HParams, i: int) -> Dict[str, Tuple[str, Tuple[int, ...], int
     return m
 
 
+# Layer numbers are at most 10 digits (GGUF's block_count is a uint32); a longer digit run does
+# not match and the tensor is reported as unexpected.
+_LAYER_PREFIX = re.compile(r"model\.layers\.([0-9]{1,10})\.")
+
+
+def _check_layer_count(hp: HParams, tensors: Dict[str, TensorRef]) -> None:
+    """num_hidden_layers must match the layers present, numbered 0..n-1 without gaps: the plan
+    has one entry per layer, so a config claiming 10**9 layers would otherwise exhaust memory
+    before any tensor is looked at. Checked this way, n_layer <= the number of tensors."""
+    present = {int(m.group(1)) for n in tensors if (m := _LAYER_PREFIX.match(n))}
+    if len(present) != hp.n_layer or (present and max(present) != hp.n_layer - 1):
+        numbered = f" numbered {min(present)}..{max(present)}" if present else ""
+        raise ConvertError(
+            f"config.json: num_hidden_layers is {hp.n_layer} but the checkpoint has tensors "
+            f"for {len(present)} layer(s){numbered}"
+        )
+
+
 def _plan(hp: HParams, tensors: Dict[str, TensorRef], outtype: str) -> Tuple[List[_Item], int]:
     """Map, check and type every tensor; returns the items in file order and general.file_type."""
+    _check_layer_count(hp, tensors)
     head = {"model.embed_tokens.weight": ("token_embd.weight", (hp.n_vocab, hp.n_embd), 0)}
     tail = {"model.norm.weight": ("output_norm.weight", (hp.n_embd,), 0)}
     has_head = "lm_head.weight" in tensors
@@ -227,6 +260,7 @@ def _encode(item: _Item) -> np.ndarray:
     import gguf
 
     raw = item.ref.read_raw()
+    check_bf16_scale(item.ref, raw)
     if item.permute_heads:
         raw = permute_qk(raw, item.permute_heads)
     src = item.ref.dtype
@@ -255,27 +289,39 @@ def _write_metadata(w: Any, hp: HParams, name: str, file_type: int) -> None:
     if hp.head_dim * hp.n_head != hp.n_embd:
         w.add_key_length(hp.head_dim)
         w.add_value_length(hp.head_dim)
-    if hp.rope_scaling is not None:
+    if hp.rope_scaling_factor is not None:
         import gguf
 
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(float(hp.rope_scaling["factor"]))
+        w.add_rope_scaling_factor(hp.rope_scaling_factor)
     w.add_file_type(file_type)
     if file_type not in (0, 1, 32):
         w.add_quantization_version(2)
 
 
-def _load_config(hf_dir: Path) -> Dict[str, Any]:
+def _load_config(hf_dir: Path) -> Fields:
     path = hf_dir / "config.json"
     if not path.is_file():
         raise ConvertError(f"{hf_dir}: config.json not found (not a Hugging Face checkpoint dir?)")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConvertError(f"{path}: cannot read JSON ({e})") from e
-    if not isinstance(cfg, dict):
-        raise ConvertError(f"{path}: not a JSON object")
-    return cfg
+    return Fields.load(path)
+
+
+def _refuse_overwriting_inputs(out: Path, src: Path, tensors: Dict[str, TensorRef]) -> None:
+    """The output replaces whatever is at `out` (a rename): it must not be one of the inputs.
+
+    Inputs are the shards and every file of the checkpoint directory except earlier .gguf
+    outputs (the default output lives there too). samefile compares device and inode, so an
+    input reached through a symlink, a symlinked directory or a hard link is caught as well.
+    """
+    if out.is_dir():
+        raise ConvertError(f"output {out} is a directory")
+    if not out.exists():
+        return  # nothing there to destroy (a dangling symlink is replaced, not followed)
+    inputs = {p for p in src.iterdir() if p.suffix != ".gguf" and p.is_file()}
+    inputs |= {ref.path for ref in tensors.values()}
+    for path in sorted(inputs):
+        if os.path.samefile(out, path):
+            raise ConvertError(f"output {out} is the input file {path}: refusing to replace it")
 
 
 def convert(
@@ -306,7 +352,8 @@ def convert(
 
     hp = HParams.from_config(_load_config(src))
     tensors = open_checkpoint(src)
-    items, file_type = _plan(hp, tensors, outtype)
+    _refuse_overwriting_inputs(out, src, tensors)
+    items, file_type = _plan(hp, tensors, outtype)  # checks n_vocab against the embedding
     vocab = load_vocab(src, hp.n_vocab, vocab_pre)
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
@@ -315,7 +362,9 @@ def convert(
     writer = gguf.GGUFWriter(tmp, hp.arch)
     bar = Progress(sum(it.nbytes() for it in items), progress)
     try:
-        _write_metadata(writer, hp, name or src.resolve().name, file_type)
+        # A directory name of non-UTF-8 bytes arrives with surrogate escapes: store '?' for them.
+        title = (name or src.resolve().name).encode("utf-8", "replace").decode("utf-8")
+        _write_metadata(writer, hp, title, file_type)
         write_vocab(writer, vocab)
         for it in items:
             writer.add_tensor_info(

@@ -1,4 +1,4 @@
-"""Input side of the HF -> GGUF converter: the error type, a lazy safetensors reader, progress.
+"""Input side of the HF -> GGUF converter: a lazy safetensors reader, progress.
 
 The reader parses each file's JSON header itself and reads one tensor at a time with a
 positioned read (no mmap of the whole file), so the converter's resident memory stays near the
@@ -7,22 +7,16 @@ size of the largest single tensor rather than the size of the model.
 
 from __future__ import annotations
 
-import json
 import struct
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import Error
-
-
-class ConvertError(Error):
-    """A Hugging Face checkpoint cannot be converted (missing file, unsupported model, bad data)."""
-
+from .convert_fields import ConvertError, Fields, is_int, parse_json
 
 # safetensors dtype name -> (numpy dtype used to read the raw bytes, bytes per element).
 # BF16 has no numpy dtype: it is read as uint16 and widened with bf16_to_f32().
@@ -72,6 +66,30 @@ class TensorRef:
         return raw.astype(np.float32, copy=False)
 
 
+# Median |x| below which a BF16 matrix is taken for F16 data labelled BF16 (both are 2 bytes, so
+# the byte sizes cannot tell them apart). F16 bits read as BF16 turn a value near 2^k into one
+# near 2^(8k-7): SmolLM2-135M's matrices (trained weights, median |x| 0.026 to 0.18) read that
+# way have medians of 1e-15 to 6e-9. 2^-16 (1.5e-5) leaves over three decades on either side;
+# an F16 matrix escapes only if its own median |x| exceeds about 0.46.
+BF16_MIN_MEDIAN = 2.0**-16
+_SAMPLE = 65536  # elements the check looks at (strided over the whole tensor)
+
+
+def check_bf16_scale(ref: TensorRef, bits: np.ndarray) -> None:
+    """Refuse a BF16 matrix whose values are what mislabelled F16 data looks like."""
+    if ref.dtype != "BF16" or len(ref.shape) != 2:
+        return
+    flat = bits.reshape(-1)
+    mag = np.abs(bf16_to_f32(flat[:: max(1, flat.size // _SAMPLE)]))
+    mag = mag[mag != 0]
+    if mag.size and np.median(mag) < BF16_MIN_MEDIAN:
+        raise ConvertError(
+            f"{ref.path.name}: tensor {ref.name!r} is declared BF16 but its median |value| is "
+            f"{np.median(mag):.1e}, which is what F16 data read as BF16 looks like "
+            "(wrong dtype in the safetensors header?)"
+        )
+
+
 def read_safetensors_header(path: Path) -> List[TensorRef]:
     """Parse one .safetensors file's header into TensorRefs, validating every offset."""
     try:
@@ -86,10 +104,7 @@ def read_safetensors_header(path: Path) -> List[TensorRef]:
             raw = f.read(n)
     except OSError as e:
         raise ConvertError(f"cannot read {path}: {e.strerror or e}") from e
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConvertError(f"{path}: safetensors header is not valid JSON ({e})") from e
+    header = parse_json(raw, f"{path}: safetensors header")
     if not isinstance(header, dict):
         raise ConvertError(f"{path}: safetensors header is not a JSON object")
     base = 8 + n
@@ -97,42 +112,79 @@ def read_safetensors_header(path: Path) -> List[TensorRef]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype = str(info["dtype"])
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(v) for v in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConvertError(f"{path}: malformed header entry for tensor {name!r}") from e
-        if dtype not in _ST_DTYPES:
-            raise ConvertError(
-                f"{path.name}: tensor {name!r} has unsupported dtype {dtype} "
-                f"(supported: {', '.join(_ST_DTYPES)})"
-            )
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if any(d < 0 for d in shape) or end - begin != count * _ST_DTYPES[dtype][1]:
-            raise ConvertError(
-                f"{path.name}: tensor {name!r} byte range {begin}..{end} does not match "
-                f"shape {list(shape)} of {dtype}"
-            )
-        if begin < 0 or base + end > size:
-            raise ConvertError(f"{path.name}: tensor {name!r} lies outside the file (truncated?)")
-        refs.append(TensorRef(name, path, dtype, shape, base + begin, end - begin))
+        refs.append(_header_entry(path, name, info, base, size))
+    _check_no_overlap(path, refs)
     return refs
+
+
+def _header_entry(path: Path, name: str, info: object, base: int, size: int) -> TensorRef:
+    """One tensor's header entry, checked: dtype, shape, and a byte range inside the file that
+    matches shape x dtype."""
+    fields = info if isinstance(info, dict) else {}
+    dtype, shape, offsets = (fields.get(k) for k in ("dtype", "shape", "data_offsets"))
+    ok = isinstance(dtype, str) and isinstance(shape, list) and isinstance(offsets, list)
+    ok = ok and all(is_int(d) and d >= 0 for d in shape) and len(offsets) == 2
+    ok = ok and all(is_int(v) for v in offsets)
+    if not ok:
+        raise ConvertError(f"{path}: malformed header entry for tensor {name!r}")
+    if dtype not in _ST_DTYPES:
+        raise ConvertError(
+            f"{path.name}: tensor {name!r} has unsupported dtype {dtype} "
+            f"(supported: {', '.join(_ST_DTYPES)})"
+        )
+    begin, end = offsets
+    count = 1
+    for d in shape:  # Python ints: a lying shape cannot overflow into a matching size
+        count *= d
+    if end - begin != count * _ST_DTYPES[dtype][1]:
+        raise ConvertError(
+            f"{path.name}: tensor {name!r} byte range {begin}..{end} does not match "
+            f"shape {shape} of {dtype}"
+        )
+    if begin < 0 or base + end > size:
+        raise ConvertError(f"{path.name}: tensor {name!r} lies outside the file (truncated?)")
+    return TensorRef(name, path, dtype, tuple(shape), base + begin, end - begin)
+
+
+def _check_no_overlap(path: Path, refs: List[TensorRef]) -> None:
+    """Two tensors sharing bytes is a corrupt (or crafted) header: writing to one would change
+    the other in the source framework, and here both would silently read the same data."""
+    spans = sorted((r.start, r.start + r.nbytes, r.name) for r in refs if r.nbytes)
+    for (_, end_a, name_a), (start_b, _, name_b) in zip(spans, spans[1:]):
+        if start_b < end_a:
+            raise ConvertError(
+                f"{path.name}: tensors {name_a!r} and {name_b!r} overlap in the file "
+                f"(corrupt safetensors header)"
+            )
+
+
+def _shard_path(hf_dir: Path, index_name: str, entry: object) -> Path:
+    """A shard file named by the index, kept inside the checkpoint directory.
+
+    The check is on the name, not on the resolved path: Hugging Face's cache stores shards as
+    symlinks into a blobs/ directory beside the snapshot, which must keep working, while a name
+    like ../../etc/passwd or /etc/passwd is refused (and backslashes, Windows separators, which
+    no real shard name contains).
+    """
+    if not isinstance(entry, str) or not entry:
+        raise ConvertError(f"{index_name}: weight_map values must be file names, found {entry!r}")
+    rel = PurePosixPath(entry)
+    if rel.is_absolute() or ".." in rel.parts or "\\" in entry:
+        raise ConvertError(f"{index_name}: shard {entry!r} is outside the checkpoint directory")
+    return hf_dir / rel
 
 
 def open_checkpoint(hf_dir: Path) -> Dict[str, TensorRef]:
     """All tensors of a checkpoint dir: single or sharded (model.safetensors.index.json)."""
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ConvertError(f"{index}: not a valid safetensors index ({e})") from e
-        files = sorted(set(weight_map.values()))
-        missing = [f for f in files if not (hf_dir / f).is_file()]
+        weight_map = Fields.load(index).get_obj("weight_map", required=True)
+        files = sorted({str(_shard_path(hf_dir, index.name, f)) for _, f in weight_map.items()})
+        paths = [Path(f) for f in files]
+        missing = [p.name for p in paths if not p.exists()]
         if missing:
             raise ConvertError(f"{hf_dir}: shard(s) named in {index.name} are missing: {missing}")
-        paths = [hf_dir / f for f in files]
+        listed: Optional[List[str]] = [name for name, _ in weight_map.items()]
     else:
         paths = sorted(hf_dir.glob("*.safetensors"))
         if not paths:
@@ -143,15 +195,18 @@ def open_checkpoint(hf_dir: Path) -> Dict[str, TensorRef]:
                 f" (found {others}: only safetensors checkpoints are supported)" if others else ""
             )
             raise ConvertError(f"{hf_dir}: no *.safetensors weights found{hint}")
-        weight_map = None
+        listed = None
+    for p in paths:  # a FIFO or device would block the read below, or never end
+        if not p.is_file():
+            raise ConvertError(f"{p}: not a regular file")
     tensors: Dict[str, TensorRef] = {}
     for p in paths:
         for ref in read_safetensors_header(p):
             if ref.name in tensors:
                 raise ConvertError(f"tensor {ref.name!r} appears in more than one shard")
             tensors[ref.name] = ref
-    if weight_map is not None:
-        absent = sorted(set(weight_map) - set(tensors))
+    if listed is not None:
+        absent = sorted(set(listed) - set(tensors))
         if absent:
             raise ConvertError(f"{index.name} lists tensors its shards lack: {absent[:5]}")
     return tensors

@@ -13,12 +13,13 @@ add_eos flags and the chat template.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .convert_io import ConvertError
+from .convert_fields import ConvertError, Fields, is_int
 
 # GGUF / SentencePiece token types (the two enums agree).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -56,15 +57,8 @@ class Vocab:
     template_eos: Optional[str] = None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConvertError(f"{path}: cannot read JSON ({e})") from e
-
-
-def _read_json_opt(path: Path) -> Dict[str, Any]:
-    return _read_json(path) if path.is_file() else {}
+# Nesting of Sequence pre-tokenizers / post-processors followed (real files nest one level).
+_MAX_SEQUENCE_DEPTH = 16
 
 
 # ---- SentencePiece ModelProto ------------------------------------------------------------------
@@ -111,6 +105,19 @@ def _int32(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
+def _message(val: Any, what: str) -> bytes:
+    """A length-delimited protobuf value (a nested message or a string)."""
+    if not isinstance(val, bytes):
+        raise ConvertError(f"tokenizer.model: {what} has the wrong protobuf wire type")
+    return val
+
+
+def _varint_value(val: Any, what: str) -> int:
+    if not isinstance(val, int):
+        raise ConvertError(f"tokenizer.model: {what} has the wrong protobuf wire type")
+    return val
+
+
 def _load_sentencepiece(path: Path) -> Vocab:
     """Pieces, scores, types and special ids from a SentencePiece ModelProto."""
     try:
@@ -125,25 +132,38 @@ def _load_sentencepiece(path: Path) -> Vocab:
     for num, val in _proto_fields(buf):
         if num == 1:  # SentencePiece {piece = 1, score = 2, type = 3}
             piece, score, ptype = "", 0.0, NORMAL
-            for pn, pv in _proto_fields(val):
+            for pn, pv in _proto_fields(_message(val, "a piece")):
                 if pn == 1:
-                    piece = pv.decode("utf-8")
+                    try:
+                        piece = _message(pv, "a piece's text").decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise ConvertError(
+                            f"tokenizer.model: piece {len(tokens)} is not UTF-8"
+                        ) from e
                 elif pn == 2:
+                    if not isinstance(pv, bytes) or len(pv) != 4:
+                        raise ConvertError(
+                            f"tokenizer.model: piece {len(tokens)}'s score is not a float"
+                        )
                     (score,) = struct.unpack("<f", pv)
                 elif pn == 3:
-                    ptype = pv
+                    ptype = _varint_value(pv, "a piece's type")
+                    if not NORMAL <= ptype <= BYTE:
+                        raise ConvertError(
+                            f"tokenizer.model: piece {len(tokens)} has unknown type {ptype}"
+                        )
             tokens.append(piece)
             scores.append(score)
             types.append(ptype)
         elif num == 2:  # TrainerSpec: unk_id = 40, bos_id = 41, eos_id = 42, pad_id = 43
-            for tn, tv in _proto_fields(val):
+            for tn, tv in _proto_fields(_message(val, "the trainer spec")):
                 key = {40: "unk", 41: "bos", 42: "eos", 43: "pad"}.get(tn)
                 if key is not None:
-                    ids[key] = _int32(tv)
+                    ids[key] = _int32(_varint_value(tv, f"{key}_id"))
         elif num == 3:  # NormalizerSpec: add_dummy_prefix = 3
-            for nn, nv in _proto_fields(val):
+            for nn, nv in _proto_fields(_message(val, "the normalizer spec")):
                 if nn == 3:
-                    add_dummy_prefix = bool(nv)
+                    add_dummy_prefix = bool(_varint_value(nv, "add_dummy_prefix"))
     if not tokens:
         raise ConvertError(f"{path}: no pieces (not a SentencePiece model?)")
     special = {k: v for k, v in ids.items() if 0 <= v < len(tokens)}
@@ -161,13 +181,20 @@ def _load_sentencepiece(path: Path) -> Vocab:
 # ---- tokenizer.json (byte-level BPE) -----------------------------------------------------------
 
 
-def _flatten(node: Any) -> List[Dict[str, Any]]:
+def _flatten(node: Any, depth: int = 0) -> List[Dict[str, Any]]:
+    """The leaf nodes of a (possibly Sequence-nested) pre-tokenizer / post-processor / decoder;
+    anything that is not an object is not a node and is left out."""
     if not isinstance(node, dict):
         return []
     if node.get("type") == "Sequence":
+        if depth >= _MAX_SEQUENCE_DEPTH:
+            raise ConvertError(f"tokenizer.json: Sequence nested over {_MAX_SEQUENCE_DEPTH} deep")
+        subs = node.get("pretokenizers", node.get("processors", []))
+        if not isinstance(subs, list):
+            raise ConvertError("tokenizer.json: a Sequence's members must be an array")
         out: List[Dict[str, Any]] = []
-        for sub in node.get("pretokenizers", node.get("processors", [])):
-            out.extend(_flatten(sub))
+        for sub in subs:
+            out.extend(_flatten(sub, depth + 1))
         return out
     return [node]
 
@@ -178,8 +205,9 @@ def detect_pre(pre_tokenizer: Any) -> str:
     splits = []
     for p in parts:
         if p.get("type") == "Split":
-            pat = p.get("pattern", {})
-            splits.append(str(pat.get("Regex", pat.get("String", ""))))
+            pat = p.get("pattern")
+            regex = pat.get("Regex", pat.get("String", "")) if isinstance(pat, dict) else ""
+            splits.append(regex if isinstance(regex, str) else "")
     byte_level = [p for p in parts if p.get("type") == "ByteLevel"]
     digits = [p for p in parts if p.get("type") == "Digits"]
     if not splits and byte_level and byte_level[0].get("use_regex", True):
@@ -210,111 +238,172 @@ def detect_pre(pre_tokenizer: Any) -> str:
     )
 
 
-def _is_byte_level(tj: Dict[str, Any]) -> bool:
-    nodes = _flatten(tj.get("pre_tokenizer")) + _flatten(tj.get("decoder"))
+def _is_byte_level(tj: Fields) -> bool:
+    nodes = _flatten(tj.raw("pre_tokenizer")) + _flatten(tj.raw("decoder"))
     return any(n.get("type") == "ByteLevel" for n in nodes)
 
 
-def _load_bpe(path: Path, pre_override: Optional[str]) -> Vocab:
-    tj = _read_json(path)
-    model = tj.get("model") or {}
-    if model.get("type") != "BPE":
-        raise ConvertError(f"{path}: tokenizer model {model.get('type')!r} is not supported (BPE)")
+def _merge(m: Any, where: str) -> str:
+    """One merge rule as GGUF stores it: "a b" (tokenizer.json has that or the pair [a, b])."""
+    if isinstance(m, str):
+        return m
+    if isinstance(m, list) and len(m) == 2 and all(isinstance(t, str) for t in m):
+        return f"{m[0]} {m[1]}"
+    raise ConvertError(f"{where}: malformed merge entry {str(m)[:80]}")
+
+
+def _load_bpe(path: Path, n_vocab: int, pre_override: Optional[str]) -> Vocab:
+    tj = Fields.load(path)
+    model = tj.get_obj("model")
+    kind = model.get_str("type", None)
+    if kind != "BPE":
+        raise ConvertError(f"{path}: tokenizer model {kind!r} is not supported (BPE)")
     if not _is_byte_level(tj):
         raise ConvertError(
             f"{path}: a non-byte-level BPE tokenizer.json (SentencePiece style) needs the "
             "tokenizer.model file next to it"
         )
-    vocab: Dict[str, int] = model.get("vocab") or {}
-    merges_in = model.get("merges") or []
-    merges: List[str] = []
-    for m in merges_in:
-        if isinstance(m, str):
-            merges.append(m)
-        elif isinstance(m, (list, tuple)) and len(m) == 2:
-            merges.append(f"{m[0]} {m[1]}")
-        else:
-            raise ConvertError(f"{path}: malformed merge entry {m!r}")
-    id_to_tok: Dict[int, str] = {int(i): t for t, i in vocab.items()}
+    # Ids index the embedding's rows: one past them is an error, not a reason to allocate.
+    vocab = model.get_obj("vocab")
+    id_to_tok: Dict[int, str] = {
+        vocab.get_int(t, lo=0, hi=n_vocab - 1): t for t, _ in vocab.items()
+    }
+    merges = [_merge(m, f"{path.name}: model: merges") for m in model.get_list("merges")]
     id_to_type: Dict[int, int] = {}
-    for at in tj.get("added_tokens") or []:
-        i = int(at["id"])
-        id_to_tok[i] = at["content"]
-        id_to_type[i] = CONTROL if at.get("special") else USER_DEFINED
+    for entry in tj.get_list("added_tokens"):
+        at = Fields(entry, f"{path.name}: added_tokens entry")
+        i = at.get_int("id", lo=0, hi=n_vocab - 1)
+        id_to_tok[i] = at.get_str("content")
+        id_to_type[i] = CONTROL if at.get_bool("special", False) else USER_DEFINED
     n = max(id_to_tok) + 1 if id_to_tok else 0
     tokens = [id_to_tok.get(i, f"[PAD{i}]") for i in range(n)]
     types = [id_to_type.get(i, NORMAL if i in id_to_tok else UNUSED) for i in range(n)]
-    pre = pre_override if pre_override else detect_pre(tj.get("pre_tokenizer"))
+    pre = pre_override if pre_override else detect_pre(tj.raw("pre_tokenizer"))
     special: Dict[str, int] = {}
-    unk = model.get("unk_token")
-    if unk is not None and unk in vocab:
-        special["unk"] = vocab[unk]
+    unk = model.get_str("unk_token", None)
+    if unk is not None and unk in vocab.obj:
+        special["unk"] = vocab.obj[unk]
     v = Vocab(model="gpt2", pre=pre, tokens=tokens, types=types, merges=merges, special=special)
-    _template_flags(tj.get("post_processor"), v)
+    _template_flags(tj.raw("post_processor"), v, path.name)
     return v
 
 
-def _template_flags(post: Any, v: Vocab) -> None:
+def _template_flags(post: Any, v: Vocab, where: str) -> None:
     """add_bos / add_eos as a TemplateProcessing post-processor implies them (llama3 style)."""
     for node in _flatten(post):
         if node.get("type") != "TemplateProcessing":
             continue
-        single = node.get("single") or []
-        specials = [s["SpecialToken"]["id"] for s in single if "SpecialToken" in s]
-        seq_at = [i for i, s in enumerate(single) if "Sequence" in s]
-        if specials and seq_at:
-            v.template_bos = specials[0] if "SpecialToken" in single[0] else None
-            v.template_eos = specials[-1] if "SpecialToken" in single[-1] else None
+        # The "single" template: each piece is a special token (its text) or the sequence (None).
+        pieces: List[Optional[str]] = []
+        for raw in Fields(node, f"{where}: post_processor").get_list("single"):
+            piece = Fields(raw, f"{where}: post_processor: single entry")
+            if piece.has("SpecialToken"):
+                pieces.append(piece.get_obj("SpecialToken").get_str("id"))
+            elif piece.has("Sequence"):
+                pieces.append(None)
+            else:
+                raise ConvertError(f"{where}: post_processor: unknown template piece {raw!r:.80}")
+        if None in pieces and any(p is not None for p in pieces):
+            v.template_bos = pieces[0]
+            v.template_eos = pieces[-1]
 
 
 # ---- common ------------------------------------------------------------------------------------
 
 
-def _token_text(value: Any) -> Optional[str]:
-    if isinstance(value, str):
+def _token_text(f: Fields, key: str) -> Optional[str]:
+    """A special token named by tokenizer_config.json: a string or {"content": string}."""
+    value = f.raw(key)
+    if value is None or isinstance(value, str):
         return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
-    return None
+    if isinstance(value, dict):
+        return Fields(value, f"{f.where}: {key}").get_str("content")
+    raise f.error(key, "a token string or an object with its content")
 
 
-def _first_id(value: Any) -> Optional[int]:
+def _first_id(f: Fields, key: str) -> Optional[int]:
+    """A token id, or the first of a list of them (generation_config's eos_token_id)."""
+    value = f.raw(key)
     if isinstance(value, list):
-        return int(value[0]) if value else None
-    return int(value) if isinstance(value, int) else None
+        value = value[0] if value else None
+    if value is not None and not is_int(value):
+        raise f.error(key, "a token id or an array of token ids")
+    return value
+
+
+def _chat_template(tc: Fields, hf_dir: Path) -> Any:
+    """tokenizer_config.json's chat_template (a string, or a list of named templates), else the
+    text of chat_template.jinja, else None."""
+    template = tc.raw("chat_template")
+    if template is None:
+        jinja = hf_dir / "chat_template.jinja"
+        if not jinja.is_file():
+            return None
+        try:
+            return jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConvertError(f"{jinja}: cannot read the chat template ({e})") from e
+    if isinstance(template, str):
+        return template
+    if isinstance(template, list):
+        for entry in template:
+            named = Fields(entry, f"{tc.where}: chat_template entry")
+            named.get_str("name")
+            named.get_str("template")
+        return template
+    raise tc.error("chat_template", "a string or an array of {name, template} objects")
+
+
+# An id key: decimal digits, at most 10 (ids are below n_vocab < 2**32; a longer run would also
+# hit Python's limit on converting long digit strings).
+_DECIMAL = re.compile(r"[0-9]{1,10}")
+
+
+def _added_tokens_decoder(tc: Fields, n_vocab: int) -> List[Tuple[int, str, bool]]:
+    """(id, content, special) of tokenizer_config.json's added_tokens_decoder, by id."""
+    out = []
+    for key, value in tc.get_obj("added_tokens_decoder").items():
+        if not _DECIMAL.fullmatch(key) or int(key) >= n_vocab:
+            raise ConvertError(
+                f"{tc.where}: added_tokens_decoder key {key[:40]!r} is not a token id in "
+                f"[0, {n_vocab - 1}]"
+            )
+        at = Fields(value, f"{tc.where}: added_tokens_decoder: {key}")
+        out.append((int(key), at.get_str("content"), at.get_bool("special", False)))
+    return sorted(out)
 
 
 def load_vocab(hf_dir: Path, n_vocab: int, pre_override: Optional[str] = None) -> Vocab:
-    """Read the checkpoint's tokenizer and pad/validate it against the model's n_vocab rows."""
+    """Read the checkpoint's tokenizer and pad/validate it against the model's n_vocab rows.
+
+    n_vocab must be the embedding's row count as found in the checkpoint (not a config value
+    alone): token ids are checked against it before any list is sized from them.
+    """
     if pre_override is not None and pre_override not in KNOWN_PRE:
         raise ConvertError(f"--vocab-pre {pre_override!r} is not one of {', '.join(KNOWN_PRE)}")
     spm, tjson = hf_dir / "tokenizer.model", hf_dir / "tokenizer.json"
     if spm.is_file():
         v = _load_sentencepiece(spm)
     elif tjson.is_file():
-        v = _load_bpe(tjson, pre_override)
+        v = _load_bpe(tjson, n_vocab, pre_override)
     else:
         raise ConvertError(f"{hf_dir}: no tokenizer (neither tokenizer.model nor tokenizer.json)")
 
-    tc = _read_json_opt(hf_dir / "tokenizer_config.json")
-    gc = _read_json_opt(hf_dir / "generation_config.json")
-    cfg = _read_json_opt(hf_dir / "config.json")
+    tc = Fields.load(hf_dir / "tokenizer_config.json", optional=True)
+    gc = Fields.load(hf_dir / "generation_config.json", optional=True)
+    cfg = Fields.load(hf_dir / "config.json", optional=True)
 
     # Added tokens the SentencePiece model does not know (ids past its pieces).
     if v.model == "llama":
-        for key, at in sorted(
-            (tc.get("added_tokens_decoder") or {}).items(), key=lambda x: int(x[0])
-        ):
-            i = int(key)
+        assert v.scores is not None
+        for i, content, special in _added_tokens_decoder(tc, n_vocab):
             if i >= len(v.tokens):
                 while len(v.tokens) < i:
                     v.tokens.append(f"[PAD{len(v.tokens)}]")
                     v.types.append(UNUSED)
-                    assert v.scores is not None
                     v.scores.append(-1000.0)
-                v.tokens.append(at["content"])
-                v.types.append(CONTROL if at.get("special") else USER_DEFINED)
-                assert v.scores is not None
+                v.tokens.append(content)
+                v.types.append(CONTROL if special else USER_DEFINED)
                 v.scores.append(-1000.0)
 
     if len(v.tokens) > n_vocab:
@@ -330,7 +419,7 @@ def load_vocab(hf_dir: Path, n_vocab: int, pre_override: Optional[str] = None) -
 
     lookup = {t: i for i, t in enumerate(v.tokens)}
     for key in ("bos", "eos", "unk", "pad"):
-        text = _token_text(tc.get(f"{key}_token"))
+        text = _token_text(tc, f"{key}_token")
         if text is not None and text in lookup:
             v.special[key] = lookup[text]
     # generation_config / config.json name the ids HF generation stops on; use them where the
@@ -339,32 +428,53 @@ def load_vocab(hf_dir: Path, n_vocab: int, pre_override: Optional[str] = None) -
         if key in v.special:
             continue
         for src in (gc, cfg):
-            i = _first_id(src.get(f"{key}_token_id"))
+            i = _first_id(src, f"{key}_token_id")
             if i is not None and 0 <= i < len(v.tokens):
                 v.special[key] = i
                 break
 
-    if "add_bos_token" in tc:
-        v.add_bos = bool(tc["add_bos_token"])
+    # An explicit null counts as false, as it does for the Hugging Face tokenizer classes.
+    if "add_bos_token" in tc.obj:
+        v.add_bos = tc.get_bool("add_bos_token", False)
     elif v.model == "llama":
         v.add_bos = True
     else:
         tb = v.template_bos
         v.add_bos = tb is not None and lookup.get(tb) == v.special.get("bos", -1)
-    if "add_eos_token" in tc:
-        v.add_eos = bool(tc["add_eos_token"])
+    if "add_eos_token" in tc.obj:
+        v.add_eos = tc.get_bool("add_eos_token", False)
     elif v.model == "gpt2":
         te = v.template_eos
         v.add_eos = te is not None and lookup.get(te) == v.special.get("eos", -1)
     else:
         v.add_eos = False
 
-    template = tc.get("chat_template")
-    jinja = hf_dir / "chat_template.jinja"
-    if template is None and jinja.is_file():
-        template = jinja.read_text(encoding="utf-8")
-    v.chat_template = template
+    v.chat_template = _chat_template(tc, hf_dir)
+    _check_unicode(v)
     return v
+
+
+def _check_unicode(v: Vocab) -> None:
+    """Every string GGUF stores must encode as UTF-8; a JSON escape like \\ud800 parses to a
+    lone surrogate, which does not."""
+    templates = v.chat_template if isinstance(v.chat_template, list) else [v.chat_template or ""]
+    texts = [t if isinstance(t, str) else f"{t['name']}{t['template']}" for t in templates]
+    for what, strings in (("token", v.tokens), ("merge", v.merges or []), ("chat template", texts)):
+        try:
+            "".join(strings).encode("utf-8")
+        except UnicodeEncodeError:
+            bad = next(i for i, t in enumerate(strings) if not t.isascii() and _unencodable(t))
+            raise ConvertError(
+                f"{what} {bad} ({strings[bad][:40]!r}) is not valid Unicode (a lone surrogate)"
+            ) from None
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def write_vocab(writer: Any, v: Vocab) -> None:

@@ -25,6 +25,7 @@ import hf_fixtures as hf
 import numpy as np
 import pytest
 from ffnskip_native import convert as cv
+from ffnskip_native.convert import write as cv_write
 from ffnskip_native.errors import Error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -484,13 +485,13 @@ def _split(regex: str) -> Dict[str, Any]:
     ],
 )
 def test_detect_pre(pre_tokenizer: Dict[str, Any], name: str) -> None:
-    from ffnskip_native.convert_vocab import detect_pre
+    from ffnskip_native.convert.bpe_json import detect_pre
 
     assert detect_pre(pre_tokenizer) == name
 
 
 def test_detect_pre_unknown_is_an_error() -> None:
-    from ffnskip_native.convert_vocab import detect_pre
+    from ffnskip_native.convert.bpe_json import detect_pre
 
     with pytest.raises(cv.ConvertError, match="--vocab-pre"):
         detect_pre({"type": "Sequence", "pretokenizers": [_split("\\w+"), _BYTE_LEVEL]})
@@ -600,7 +601,7 @@ def test_cli_missing_dir(tmp_path: Path) -> None:
 def test_failure_while_writing_leaves_nothing(
     tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real, calls = cv._encode, []
+    real, calls = cv_write._encode, []
 
     def failing(item: Any) -> np.ndarray:
         calls.append(item.gguf_name)
@@ -608,7 +609,7 @@ def test_failure_while_writing_leaves_nothing(
             raise cv.ConvertError("injected failure")
         return real(item)
 
-    monkeypatch.setattr(cv, "_encode", failing)
+    monkeypatch.setattr(cv_write, "_encode", failing)
     with pytest.raises(cv.ConvertError, match="injected"):
         cv.convert(tiny_llama, tmp_path / "m.gguf", "f32")
     assert list(tmp_path.iterdir()) == []
@@ -1062,7 +1063,7 @@ def test_bf16_declared_for_f16_data_is_refused(tmp_path: Path, tiny_qwen2: Path)
 def test_bf16_scale_check_separates_real_weights_from_misread_f16(smol: Dict[str, Any]) -> None:
     """On trained weights (SmolLM2's matrices): their bf16 rounding passes, the same values
     stored as F16 and read as BF16 are refused."""
-    from ffnskip_native.convert_io import TensorRef, check_bf16_scale
+    from ffnskip_native.convert.tensors import TensorRef, check_bf16_scale
 
     n = 0
     for name, w in smol["tensors"].items():

@@ -13,12 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .errors import Error
-
-
-class ConvertError(Error):
-    """A Hugging Face checkpoint cannot be converted (missing file, unsupported model, bad data)."""
-
+from .errors import ConvertError
 
 # GGUF stores counts, dimensions and the context length as uint32.
 U32_MAX = 2**32 - 1

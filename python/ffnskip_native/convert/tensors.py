@@ -1,4 +1,4 @@
-"""Input side of the HF -> GGUF converter: a lazy safetensors reader, progress.
+"""The checkpoint's tensors: a lazy safetensors reader that validates every header.
 
 The reader parses each file's JSON header itself and reads one tensor at a time with a
 positioned read (no mmap of the whole file), so the converter's resident memory stays near the
@@ -8,15 +8,14 @@ size of the largest single tensor rather than the size of the model.
 from __future__ import annotations
 
 import struct
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .convert_fields import ConvertError, Fields, is_int, parse_json
+from .errors import ConvertError
+from .fields import Fields, is_int, parse_json
 
 # safetensors dtype name -> (numpy dtype used to read the raw bytes, bytes per element).
 # BF16 has no numpy dtype: it is read as uint16 and widened with bf16_to_f32().
@@ -210,34 +209,3 @@ def open_checkpoint(hf_dir: Path) -> Dict[str, TensorRef]:
         if absent:
             raise ConvertError(f"{index.name} lists tensors its shards lack: {absent[:5]}")
     return tensors
-
-
-class Progress:
-    """A one-line progress bar on a stream (stderr), drawn only when enabled."""
-
-    def __init__(self, total_bytes: int, enabled: bool, stream: Optional[IO[str]] = None) -> None:
-        self.total = max(total_bytes, 1)
-        self.done = 0
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.t0 = time.monotonic()
-
-    def update(self, nbytes: int, label: str) -> None:
-        """Advance by nbytes written (label: the tensor just written) and redraw."""
-        self.done += nbytes
-        if not self.enabled:
-            return
-        frac = min(self.done / self.total, 1.0)
-        bar = "#" * int(frac * 30)
-        mb = self.done / 2**20
-        rate = mb / max(time.monotonic() - self.t0, 1e-9)
-        self.stream.write(
-            f"\r[{bar:<30}] {frac * 100:5.1f}% {mb:9.1f} MiB {rate:7.1f} MiB/s {label[:40]:<40}"
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the bar's line."""
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()

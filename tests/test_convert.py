@@ -25,6 +25,7 @@ import hf_fixtures as hf
 import numpy as np
 import pytest
 from ffnskip_native import convert as cv
+from ffnskip_native.convert import write as cv_write
 from ffnskip_native.errors import Error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -484,13 +485,13 @@ def _split(regex: str) -> Dict[str, Any]:
     ],
 )
 def test_detect_pre(pre_tokenizer: Dict[str, Any], name: str) -> None:
-    from ffnskip_native.convert_vocab import detect_pre
+    from ffnskip_native.convert.bpe_json import detect_pre
 
     assert detect_pre(pre_tokenizer) == name
 
 
 def test_detect_pre_unknown_is_an_error() -> None:
-    from ffnskip_native.convert_vocab import detect_pre
+    from ffnskip_native.convert.bpe_json import detect_pre
 
     with pytest.raises(cv.ConvertError, match="--vocab-pre"):
         detect_pre({"type": "Sequence", "pretokenizers": [_split("\\w+"), _BYTE_LEVEL]})
@@ -600,7 +601,7 @@ def test_cli_missing_dir(tmp_path: Path) -> None:
 def test_failure_while_writing_leaves_nothing(
     tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real, calls = cv._encode, []
+    real, calls = cv_write._encode, []
 
     def failing(item: Any) -> np.ndarray:
         calls.append(item.gguf_name)
@@ -608,7 +609,7 @@ def test_failure_while_writing_leaves_nothing(
             raise cv.ConvertError("injected failure")
         return real(item)
 
-    monkeypatch.setattr(cv, "_encode", failing)
+    monkeypatch.setattr(cv_write, "_encode", failing)
     with pytest.raises(cv.ConvertError, match="injected"):
         cv.convert(tiny_llama, tmp_path / "m.gguf", "f32")
     assert list(tmp_path.iterdir()) == []
@@ -669,3 +670,408 @@ def test_peak_memory_stays_near_largest_tensor(tmp_path: Path, tiny_llama: Path)
     assert peak < size / 4
     r = gguf.GGUFReader(tmp_path / "big.gguf")
     assert len(r.tensors) == 2 + 6 * 9 + 1
+
+
+# ---- hostile input: the converter's own inputs, lying sizes, malformed JSON (issue 16) ---------
+
+
+def _shard_header(path: Path) -> Any:
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
+
+
+def _write_shard(path: Path, header: Any, body: bytes) -> None:
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + body)
+
+
+def _link_outside(src: Path, tmp: Path, kind: str) -> Path:
+    """An output path outside the checkpoint dir that reaches src's config.json."""
+    if kind == "symlink":
+        (tmp / "out.gguf").symlink_to(src / "config.json")
+        return tmp / "out.gguf"
+    if kind == "hardlink":
+        os.link(src / "config.json", tmp / "out.gguf")
+        return tmp / "out.gguf"
+    (tmp / "dirlink").symlink_to(src, target_is_directory=True)  # a symlinked directory
+    return tmp / "dirlink" / "config.json"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "config.json",
+        "model-00002-of-00002.safetensors",
+        "tokenizer.json",
+        "model.safetensors.index.json",
+        "symlink",
+        "hardlink",
+        "dirlink",
+    ],
+)
+def test_outfile_naming_an_input_is_refused(tmp_path: Path, tiny_qwen2: Path, target: str) -> None:
+    src = _copy(tiny_qwen2, tmp_path / "hf")
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    if target.endswith("link"):
+        out = _link_outside(src, tmp_path, target)
+    else:
+        out = src / target
+    with pytest.raises(cv.ConvertError, match="refusing to replace it"):
+        cv.convert(src, out, "f16")
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+
+def test_cli_outfile_naming_an_input_exits_1(tmp_path: Path, tiny_qwen2: Path) -> None:
+    src = _copy(tiny_qwen2, tmp_path / "hf")
+    shard = src / "model-00001-of-00002.safetensors"
+    before = shard.read_bytes()
+    res = run_cli(str(src), "--outfile", str(shard))
+    assert res.returncode == 1 and "refusing to replace it" in res.stderr, res.stderr
+    assert shard.read_bytes() == before
+
+
+def test_default_outfile_is_replaced_on_a_rerun(tmp_path: Path, tiny_qwen2: Path) -> None:
+    """Earlier .gguf outputs in the checkpoint dir are not inputs: a rerun replaces them."""
+    src = _copy(tiny_qwen2, tmp_path / "hf")
+    first = cv.convert(src, None, "f16")
+    second = cv.convert(src, None, "f32")
+    assert first.parent == second.parent == src
+    third = cv.convert(src, first, "f32")
+    assert third == first and tensor_types(first)["blk.0.attn_q.weight"] == "F32"
+
+
+def _added_token_id_1e10(d: Path) -> None:
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["added_tokens"][0]["id"] = 10**10
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+
+
+def _decoder_token_id_1e10(d: Path) -> None:
+    tc = json.loads((d / "tokenizer_config.json").read_text())
+    tc["added_tokens_decoder"] = {str(10**10): {"content": "<x>", "special": True}}
+    (d / "tokenizer_config.json").write_text(json.dumps(tc))
+
+
+def _layers_1e9(d: Path) -> None:
+    _edit_json(d / "config.json", num_hidden_layers=10**9)
+
+
+def _layers_1e9_last_one_named(d: Path) -> None:
+    """num_hidden_layers agrees with the highest layer number present, but layers are missing."""
+    _edit_json(d / "config.json", num_hidden_layers=10**9)
+    p = d / "model.safetensors"
+    header, body = _shard_header(p)
+    old = next(k for k in header if k.startswith("model.layers.1."))
+    header[old.replace("layers.1.", f"layers.{10**9 - 1}.")] = header.pop(old)
+    _write_shard(p, header, body)
+
+
+@pytest.mark.parametrize(
+    ("which", "breaker", "message"),
+    [
+        ("tiny_qwen2", _layers_1e9, "num_hidden_layers is 1000000000 but the checkpoint has"),
+        ("tiny_llama", _layers_1e9_last_one_named, "for 3 layer(s) numbered 0..999999999"),
+        ("tiny_qwen2", _added_token_id_1e10, "id must be an integer in [0, 447]"),
+        ("tiny_llama", _decoder_token_id_1e10, "is not a token id in [0, 319]"),
+    ],
+)
+def test_lying_sizes_fail_before_allocating(
+    tmp_path: Path, which: str, breaker: Any, message: str, request: pytest.FixtureRequest
+) -> None:
+    """Sizes taken from metadata are checked against the tensors before anything is sized from
+    them. Run in a child under a 512 MiB address-space limit (a conversion of these tiny models
+    peaks well below it; the unchecked code exhausts it) and a time bound, so a regression can
+    neither take the test machine's memory nor hang the suite."""
+    src = _copy(request.getfixturevalue(which), tmp_path / "hf")
+    breaker(src)
+    res = _run_cli_bounded(str(src), "--outfile", str(tmp_path / "m.gguf"))
+    assert res.returncode == 1 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr
+
+
+def _run_cli_bounded(*args: str) -> subprocess.CompletedProcess:
+    """tools/convert.py in a child under a 512 MiB address-space limit and a 90 s time limit
+    (a failure, not a hang, when exceeded)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, str(TOOL), *args]
+    try:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=90, preexec_fn=limit
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the conversion did not end within 90 s")
+
+
+def test_fifo_shard_is_refused_without_blocking(tmp_path: Path, tiny_llama: Path) -> None:
+    src = _copy(tiny_llama, tmp_path / "hf")
+    (src / "model.safetensors").unlink()
+    os.mkfifo(src / "model.safetensors")
+    res = _run_cli_bounded(str(src), "--outfile", str(tmp_path / "m.gguf"))
+    assert res.returncode == 1 and "not a regular file" in res.stderr, res.stderr
+
+
+def test_non_utf8_directory_name_converts(tmp_path: Path, tiny_qwen2: Path) -> None:
+    src = _copy(tiny_qwen2, tmp_path / os.fsdecode(b"model-\xff"))
+    out = cv.convert(src, tmp_path / "m.gguf", "f16")
+    assert field(gguf.GGUFReader(out), "general.name") == "model-?"
+
+
+def _set_shard_tensor(d: Path, **changes: Any) -> None:
+    """Edit the first tensor entry of the first shard's header."""
+    p = d / "model-00001-of-00002.safetensors"
+    header, body = _shard_header(p)
+    name = next(k for k in header if k != "__metadata__")
+    header[name].update(changes)
+    _write_shard(p, header, body)
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+# (file, value written at key, message). Each of these raised a raw exception (or, for a
+# string num_key_value_heads and a NaN epsilon, converted silently) before issue 16.
+_MALFORMED: List[Any] = [
+    ("config.json", {"head_dim": "16"}, "head_dim must be an integer"),
+    ("config.json", {"num_key_value_heads": "2"}, "num_key_value_heads must be an integer"),
+    ("config.json", {"rope_theta": "1e6"}, "rope_theta must be a finite number"),
+    ("config.json", {"rope_scaling": "linear"}, "rope_scaling must be an object"),
+    ("config.json", {"rope_scaling": {"type": "linear", "factor": "2"}}, "factor must be"),
+    ("config.json", {"max_position_embeddings": 2**40}, "max_position_embeddings must be"),
+    ("config.json", {"rms_norm_eps": float("nan")}, "rms_norm_eps must be a finite number"),
+    ("config.json", {"rms_norm_eps": 0.0}, "rms_norm_eps must be a finite number"),
+    ("config.json", {"rope_theta": float("inf")}, "rope_theta must be a finite number"),
+    ("config.json", {"hidden_size": 64.0}, "hidden_size must be an integer"),
+    ("config.json", {"num_attention_heads": True}, "num_attention_heads must be an integer"),
+    ("config.json", {"architectures": "Qwen2ForCausalLM"}, "architectures must be an array"),
+    ("config.json", {"architectures": [{"a": 1}]}, "architectures must be an array of strings"),
+    ("config.json", {"tie_word_embeddings": "yes"}, "tie_word_embeddings must be true or false"),
+    ("config.json", {"bos_token_id": ["2"]}, "bos_token_id must be a token id"),
+    ("tokenizer_config.json", {"chat_template": 5}, "chat_template must be a string or"),
+    ("tokenizer_config.json", {"chat_template": [{"name": "x"}]}, "template is missing"),
+    ("tokenizer_config.json", {"add_bos_token": "no"}, "add_bos_token must be true or false"),
+    ("tokenizer_config.json", {"eos_token": 5}, "eos_token must be a token string"),
+    ("model.safetensors.index.json", {"weight_map": 5}, "weight_map must be an object"),
+    ("model.safetensors.index.json", {"weight_map": {"x": 5}}, "must be file names"),
+    ("generation_config.json", {"bos_token_id": {"a": 1}}, "bos_token_id must be a token id"),
+]
+
+
+def _malformed_id(case: Any) -> str:
+    return f"{case[0]}:{next(iter(case[1]))}={json.dumps(next(iter(case[1].values())))[:20]}"
+
+
+@pytest.mark.parametrize("case", _MALFORMED, ids=_malformed_id)
+def test_malformed_config_values_exit_1(
+    tmp_path: Path, tiny_qwen2: Path, case: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fname, changes, message = case
+    src = _copy(tiny_qwen2, tmp_path / "hf")
+    _edit_json(src / fname, **changes)
+    out = tmp_path / "m.gguf"
+    assert cv.main([str(src), "--outfile", str(out), "--outtype", "f16"]) == 1
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not out.exists()
+
+
+def _whole_file(fname: str, text: str) -> Any:
+    def breaker(d: Path) -> None:
+        (d / fname).write_text(text)
+
+    return breaker
+
+
+def _vocab_id_string(d: Path) -> None:
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tok = next(iter(tj["model"]["vocab"]))
+    tj["model"]["vocab"][tok] = "x"
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+
+
+def _merge_of_ints(d: Path) -> None:
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["model"]["merges"][0] = [1, 2]
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+
+
+def _split_pattern_string(d: Path) -> None:
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["pre_tokenizer"]["pretokenizers"][0]["pattern"] = "x"
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+
+
+def _template_piece_not_object(d: Path) -> None:
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["post_processor"] = {"type": "TemplateProcessing", "single": ["$A"]}
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+
+
+def _shape_of_strings(d: Path) -> None:
+    _set_shard_tensor(d, shape=["64"])
+
+
+def _lone_surrogate_token(d: Path) -> None:
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["added_tokens"][-1]["content"] = "<\ud800>"
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+
+
+def _lone_surrogate_template(d: Path) -> None:
+    _edit_json(d / "tokenizer_config.json", chat_template="{{ '\udcff' }}")
+
+
+def _overlapping_offsets(d: Path) -> None:
+    """Point one tensor at another's bytes (same size, so every other check passes)."""
+    p = d / "model-00001-of-00002.safetensors"
+    header, body = _shard_header(p)
+    a = header["model.layers.0.mlp.gate_proj.weight"]
+    b = header["model.layers.0.mlp.up_proj.weight"]
+    assert a["shape"] == b["shape"] and a["data_offsets"] != b["data_offsets"]
+    b["data_offsets"] = a["data_offsets"]
+    _write_shard(p, header, body)
+
+
+@pytest.mark.parametrize(
+    ("breaker", "message"),
+    [
+        (_whole_file("config.json", _nested(100_000)), "JSON nested too deeply"),
+        (_whole_file("tokenizer.json", _nested(100_000)), "JSON nested too deeply"),
+        (_whole_file("tokenizer.json", "[]"), "tokenizer.json: expected a JSON object"),
+        (_whole_file("tokenizer_config.json", "[1]"), "tokenizer_config.json: expected a JSON"),
+        (_whole_file("generation_config.json", '"x"'), "generation_config.json: expected a JSON"),
+        (_vocab_id_string, "must be an integer in [0, 447], found the string 'x'"),
+        (_merge_of_ints, "malformed merge entry"),
+        (_split_pattern_string, "unrecognised pre-tokenizer"),
+        (_template_piece_not_object, "single entry: expected a JSON object"),
+        (_shape_of_strings, "malformed header entry"),
+        (_overlapping_offsets, "overlap"),
+        (_lone_surrogate_token, "token 374 ('<\\ud800>') is not valid Unicode"),
+        (_lone_surrogate_template, "chat template 0"),
+    ],
+)
+def test_malformed_files_exit_1(
+    tmp_path: Path,
+    tiny_qwen2: Path,
+    breaker: Any,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = _copy(tiny_qwen2, tmp_path / "hf")
+    breaker(src)
+    out = tmp_path / "m.gguf"
+    assert cv.main([str(src), "--outfile", str(out), "--outtype", "f16"]) == 1
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not out.exists()
+
+
+def _corrupt_piece(d: Path, new_piece: bytes) -> None:
+    """Replace the first SentencePiece entry (field 1 of the ModelProto) by new_piece."""
+    buf = (d / "tokenizer.model").read_bytes()
+    assert buf[0] == 0x0A  # field 1, length-delimited
+    n, pos = 0, 1
+    shift = 0
+    while True:
+        b = buf[pos]
+        n |= (b & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not b & 0x80:
+            break
+    rest = buf[pos + n :]
+    (d / "tokenizer.model").write_bytes(bytes([0x0A, len(new_piece)]) + new_piece + rest)
+
+
+@pytest.mark.parametrize(
+    ("piece", "message"),
+    [
+        (b"\x0a\x02\xff\xfe", "not UTF-8"),  # piece text: invalid UTF-8
+        (b"\x0a\x01a\x10\x05", "score is not a float"),  # score as a varint
+        (b"\x0a\x01a\x18\x09", "unknown type 9"),
+        (b"\x0a\x01a\x1a\x01x", "wrong protobuf wire type"),  # type as bytes
+    ],
+)
+def test_malformed_sentencepiece_model_exit_1(
+    tmp_path: Path,
+    tiny_llama: Path,
+    piece: bytes,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = _copy(tiny_llama, tmp_path / "hf")
+    _corrupt_piece(src, piece)
+    assert cv.main([str(src), "--outfile", str(tmp_path / "m.gguf"), "--outtype", "f16"]) == 1
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry", ["../outside.safetensors", "ABS", "../../../../etc/passwd"])
+def test_index_cannot_name_files_outside_the_checkpoint(
+    tmp_path: Path, tiny_qwen2: Path, entry: str
+) -> None:
+    """A shard moved out of the directory and named by ../ or an absolute path is not read
+    (before, the first two converted and the third opened /etc/passwd)."""
+    src = _copy(tiny_qwen2, tmp_path / "hf")
+    shard = "model-00002-of-00002.safetensors"
+    outside = tmp_path / "outside.safetensors"
+    (src / shard).rename(outside)
+    name = str(outside) if entry == "ABS" else entry
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: name if v == shard else v for k, v in index["weight_map"].items()}
+    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(cv.ConvertError, match="outside the checkpoint directory"):
+        cv.convert(src, tmp_path / "m.gguf", "f16")
+
+
+def test_index_shard_symlinked_elsewhere_still_converts(tmp_path: Path, tiny_qwen2: Path) -> None:
+    """Hugging Face's cache keeps shards as symlinks into ../../blobs: the name is checked, not
+    the link's target."""
+    src = _copy(tiny_qwen2, tmp_path / "hf")
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for p in src.glob("*.safetensors"):
+        p.rename(blobs / p.name)
+        p.symlink_to(Path("..") / "blobs" / p.name)
+    out = cv.convert(src, tmp_path / "m.gguf", "f16")
+    want = tensors_f32(cv.convert(tiny_qwen2, tmp_path / "ref.gguf", "f16"))
+    got = tensors_f32(out)
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_bf16_declared_for_f16_data_is_refused(tmp_path: Path, tiny_qwen2: Path) -> None:
+    src = _copy(tiny_qwen2, tmp_path / "hf")
+    for p in src.glob("*.safetensors"):
+        header, body = _shard_header(p)
+        for name, info in header.items():
+            if name != "__metadata__":
+                assert info["dtype"] == "F16"
+                info["dtype"] = "BF16"
+        _write_shard(p, header, body)
+    with pytest.raises(cv.ConvertError, match="declared BF16 but its median"):
+        cv.convert(src, tmp_path / "m.gguf", "f16")
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_bf16_scale_check_separates_real_weights_from_misread_f16(smol: Dict[str, Any]) -> None:
+    """On trained weights (SmolLM2's matrices): their bf16 rounding passes, the same values
+    stored as F16 and read as BF16 are refused."""
+    from ffnskip_native.convert.tensors import TensorRef, check_bf16_scale
+
+    n = 0
+    for name, w in smol["tensors"].items():
+        if w.ndim != 2:
+            continue
+        ref = TensorRef(name, Path("m.safetensors"), "BF16", w.shape, 0, w.size * 2)
+        check_bf16_scale(ref, hf.f32_to_bf16_bits(w))
+        with pytest.raises(cv.ConvertError, match="declared BF16"):
+            check_bf16_scale(ref, w.astype(np.float16).view(np.uint16))
+        n += 1
+    assert n == 30 * 7 + 1

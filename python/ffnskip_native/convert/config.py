@@ -1,0 +1,100 @@
+"""config.json: the supported architectures and the hyper-parameters, checked for type and range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import ConvertError
+from .fields import Fields
+
+# HF `architectures` entry -> GGUF general.architecture.
+ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+}
+
+
+@dataclass(frozen=True)
+class HParams:
+    """The config.json values the GGUF metadata and the shape checks need."""
+
+    arch: str  # "llama" | "qwen2"
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_ctx: int
+    rope_theta: float
+    rms_eps: float
+    tied: bool
+    rope_scaling_factor: Optional[float]  # linear rope scaling, None when absent
+
+    @staticmethod
+    def from_config(cfg: Fields) -> HParams:
+        """Validate config.json and extract hyper-parameters (ConvertError naming what is wrong).
+
+        Each field is checked for type and range here; sizes are checked against the tensors
+        actually present by plan.plan(), before anything is allocated from them.
+        """
+        archs = cfg.get_str_list("architectures")
+        known = [a for a in archs if a in ARCHITECTURES]
+        if not known:
+            raise ConvertError(
+                f"unsupported architecture {', '.join(archs) or '(none given)'}: "
+                f"supported are {', '.join(ARCHITECTURES)}"
+            )
+        arch = ARCHITECTURES[known[0]]
+
+        n_embd, n_head = cfg.get_int("hidden_size"), cfg.get_int("num_attention_heads")
+        head_dim = cfg.get_int("head_dim", n_embd // n_head)
+        n_head_kv = cfg.get_int("num_key_value_heads", n_head)
+        if n_head % n_head_kv:
+            raise ConvertError(
+                f"config.json: num_attention_heads {n_head} is not a multiple of "
+                f"num_key_value_heads {n_head_kv}"
+            )
+        if head_dim == 0 or head_dim % 2:
+            raise ConvertError(
+                f"config.json: head dimension {head_dim} is not a positive even number"
+            )
+        scaling = cfg.get_obj("rope_scaling")
+        factor: Optional[float] = None
+        if scaling.obj:
+            kind = scaling.get_str("rope_type", scaling.get_str("type", None))
+            if kind not in ("linear", "default"):
+                raise ConvertError(f"config.json: rope_scaling type {kind!r} is not supported")
+            factor = scaling.get_float("factor", None, gt=0.0)
+        if cfg.get_bool("mlp_bias", False) or (
+            arch == "llama" and cfg.get_bool("attention_bias", False)
+        ):
+            raise ConvertError("config.json: llama with attention_bias / mlp_bias is not supported")
+        return HParams(
+            arch=arch,
+            n_vocab=cfg.get_int("vocab_size"),
+            n_embd=n_embd,
+            n_layer=cfg.get_int("num_hidden_layers"),
+            n_head=n_head,
+            n_head_kv=n_head_kv,
+            head_dim=head_dim,
+            n_ff=cfg.get_int("intermediate_size"),
+            n_ctx=cfg.get_int("max_position_embeddings", 2048),
+            # The engine's own limits: rope base > 1, epsilon in (0, 1).
+            rope_theta=cfg.get_float("rope_theta", 10000.0, gt=1.0),
+            rms_eps=cfg.get_float("rms_norm_eps", 1e-6, gt=0.0, lt=1.0),
+            tied=cfg.get_bool("tie_word_embeddings", False),
+            rope_scaling_factor=factor,
+        )
+
+
+def load_config(hf_dir: Path) -> Fields:
+    """config.json of a checkpoint dir, as a JSON object (ConvertError if absent or not one)."""
+    path = hf_dir / "config.json"
+    if not path.is_file():
+        raise ConvertError(f"{hf_dir}: config.json not found (not a Hugging Face checkpoint dir?)")
+    return Fields.load(path)

@@ -51,6 +51,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp made the file private (0600): give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -58,8 +62,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def progress_bar(total: int, label: str, enabled: bool) -> tqdm:
+def progress_bar(total: int, label: str, enabled: bool, unit: str = "it") -> tqdm:
     """A progress bar on stderr, or, when not ``enabled``, an object with the same methods that
     prints nothing. Callers decide ``enabled`` (the commands: --progress, or stderr is a TTY);
-    library code passes down what it was given and never turns one on by itself."""
-    return tqdm(total=total, desc=label, disable=not enabled, file=sys.stderr, leave=True)
+    library code passes down what it was given and never turns one on by itself. ``unit="B"``
+    counts bytes."""
+    return tqdm(
+        total=total,
+        desc=label,
+        disable=not enabled,
+        file=sys.stderr,
+        leave=True,
+        unit=unit,
+        unit_scale=unit == "B",  # bytes read best as KB/MB/GB
+    )

@@ -19,7 +19,7 @@ The modules, in the order a conversion uses them:
 - tensors: the safetensors headers and shards -> TensorRefs (read lazily);
 - plan: checkpoint tensors -> output tensors (names, shapes, types, q/k permutation);
 - spm_model, bpe_json, vocab_reader: tokenizer files -> a Vocab; vocab: writing it;
-- write: the GGUF file itself (convert()); progress: its progress bar; cli: the command line.
+- write: the GGUF file itself (convert()); cli: the command line.
 """
 
 from __future__ import annotations

@@ -10,16 +10,15 @@ failure leaves no partial output.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
 
+from .._util import atomic_write, progress_bar
 from .config import HParams, load_config
 from .errors import ConvertError
 from .plan import OUTTYPES, PlannedTensor, permute_qk, plan
-from .progress import Progress
 from .tensors import TensorRef, bf16_to_f32, check_bf16_scale, open_checkpoint
 from .vocab import write_vocab
 from .vocab_reader import load_vocab
@@ -119,41 +118,33 @@ def convert(
     items, file_type = plan(hp, tensors, outtype)  # checks n_vocab against the embedding
     vocab = load_vocab(src, hp.n_vocab, vocab_pre)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    writer = gguf.GGUFWriter(tmp, hp.arch)
-    bar = Progress(sum(it.nbytes() for it in items), progress)
-    try:
-        # A directory name of non-UTF-8 bytes arrives with surrogate escapes: store '?' for them.
-        title = (name or src.resolve().name).encode("utf-8", "replace").decode("utf-8")
-        _write_metadata(writer, hp, title, file_type)
-        write_vocab(writer, vocab)
-        for it in items:
-            writer.add_tensor_info(
-                it.gguf_name,
-                it.ref.shape,
-                np.dtype(np.float32),
-                it.nbytes(),
-                raw_dtype=gguf.GGMLQuantizationType[it.qtype],
-            )
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for it in items:
-            data = _encode(it)
-            writer.write_tensor_data(data)
-            bar.update(data.nbytes, it.gguf_name)
-            del data
-        writer.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it a normal file's mode
-        os.replace(tmp, out)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-    return out
+    def write(tmp: Path) -> None:
+        writer = gguf.GGUFWriter(tmp, hp.arch)
+        try:
+            # A directory name of non-UTF-8 bytes arrives with surrogate escapes: store '?'.
+            title = (name or src.resolve().name).encode("utf-8", "replace").decode("utf-8")
+            _write_metadata(writer, hp, title, file_type)
+            write_vocab(writer, vocab)
+            for it in items:
+                writer.add_tensor_info(
+                    it.gguf_name,
+                    it.ref.shape,
+                    np.dtype(np.float32),
+                    it.nbytes(),
+                    raw_dtype=gguf.GGMLQuantizationType[it.qtype],
+                )
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            total = sum(it.nbytes() for it in items)
+            with progress_bar(total, "convert", progress, unit="B") as bar:
+                for it in items:
+                    data = _encode(it)
+                    writer.write_tensor_data(data)
+                    bar.set_postfix_str(it.gguf_name[:40], refresh=False)
+                    bar.update(data.nbytes)
+                    del data
+        finally:
+            writer.close()
+
+    return atomic_write(out, write)

@@ -24,6 +24,8 @@ Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, i
     } else {
         backend_ = make_cpu_backend(model_, n_ctx, n_threads_);
     }
+    // From here on a file truncated under the process cannot crash it (Model::detach_weights).
+    model_->detach_weights(backend_->unread_weights());
     backend_->set_cancel_flag(&cancel_);
     stats_.reset(model_->hparams().n_layer);
     set_skip(model_->skip_profile());

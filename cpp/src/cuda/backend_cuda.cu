@@ -134,6 +134,16 @@ class CudaBackend final : public Backend {
     int n_ctx() const override { return n_ctx_; }
     int n_past() const override { return n_past_; }
 
+    // upload_weights() copied every weight to the device: the host copies are never read again.
+    std::vector<const uint8_t*> unread_weights() const override {
+        std::vector<const uint8_t*> out = {model_->tok_embd.data, model_->output.data};
+        for (const LayerWeights& L : model_->layers) {
+            for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+                out.push_back(w->data);
+        }
+        return out;
+    }
+
     void forward(const int32_t* tokens, int n, float* logits, bool all_logits,
                  const SkipRequest* skip) override {
         if (n < 1) throw InvalidArgument("forward: need at least one token");

@@ -97,6 +97,7 @@ class FakeEngine:
         self.n_past = 0
         self.n_vocab = N_VOCAB
         self.n_layer = 4
+        self.hparams = {"n_ctx_train": 4096, "n_embd": 8}
         self.backend = "cpu"
         self.tokenizer = FakeTokenizer()
         self.skip_profile = type(self).profile

@@ -258,7 +258,12 @@ def _add_metadata(w: gguf.GGUFWriter, key: str, value: Any) -> None:
     if isinstance(value, bool):
         w.add_bool(key, value)
     elif isinstance(value, int):
-        w.add_uint32(key, value) if value >= 0 else w.add_int32(key, value)
+        if 0 <= value < 2**32:
+            w.add_uint32(key, value)
+        elif -(2**31) <= value < 0:
+            w.add_int32(key, value)
+        else:
+            w.add_uint64(key, value) if value > 0 else w.add_int64(key, value)
     elif isinstance(value, float):
         w.add_float32(key, value)
     elif isinstance(value, str):

@@ -11,6 +11,7 @@
 #include "cpu/kernels.h"
 #include "cpu/threadpool.h"
 #include "engine.h"
+#include "py_args.h"
 
 namespace py = pybind11;
 
@@ -37,17 +38,6 @@ class PyEngine {
   private:
     std::unique_ptr<Engine> engine_;
 };
-
-std::vector<int32_t> to_ids(const std::vector<int64_t>& ids) {
-    std::vector<int32_t> out(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-        if (ids[i] < INT32_MIN || ids[i] > INT32_MAX) {
-            throw InvalidArgument("token id " + std::to_string(ids[i]) + " is out of range");
-        }
-        out[i] = static_cast<int32_t>(ids[i]);
-    }
-    return out;
-}
 
 py::object metadata_value(const gguf::Value& v) {
     using T = gguf::ValueType;
@@ -144,8 +134,15 @@ void bind_engine(py::module_& m) {
         .def("validate", &SkipConfig::validate, py::arg("n_layer"), py::arg("n_embd") = 0);
 
     py::class_<PyEngine>(m, "Engine")
-        .def(py::init<const std::string&, const std::string&, int, int>(), py::arg("path"),
-             py::arg("backend") = "auto", py::arg("n_ctx") = 4096, py::arg("n_threads") = 0)
+        .def(py::init([](const py::object& path, const py::object& backend, const py::object& n_ctx,
+                         const py::object& n_threads) {
+                 return std::make_unique<PyEngine>(
+                     path_arg(path, "path"), text_arg(backend, "backend"),
+                     static_cast<int>(int_arg(n_ctx, "n_ctx", 1, INT32_MAX)),
+                     static_cast<int>(int_arg(n_threads, "n_threads", 0, INT32_MAX)));
+             }),
+             py::arg("path"), py::arg("backend") = "auto", py::arg("n_ctx") = 4096,
+             py::arg("n_threads") = 0)
         .def("close", &PyEngine::close)
         .def_property_readonly("backend", [](PyEngine& p) { return p.e().backend().name(); })
         .def_property_readonly("n_ctx", [](PyEngine& p) { return p.e().backend().n_ctx(); })
@@ -200,28 +197,33 @@ void bind_engine(py::module_& m) {
         // Tokenizer of the loaded model.
         .def(
             "tokenize",
-            [](PyEngine& p, const std::string& text, bool add_special, bool parse_special) {
+            [](PyEngine& p, const py::object& text, const py::object& add_special,
+               const py::object& parse_special) {
                 Engine& e = p.e();
+                const std::string s = text_arg(text, "text");
+                const bool add = flag_arg(add_special, "add_special");
+                const bool parse = flag_arg(parse_special, "parse_special");
                 py::gil_scoped_release nogil;
-                return e.model().tokenizer().encode(text, add_special, parse_special);
+                return e.model().tokenizer().encode(s, add, parse);
             },
             py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false)
         .def(
             "detokenize",
-            [](PyEngine& p, const std::vector<int64_t>& ids, bool special) {
+            [](PyEngine& p, const py::object& ids, const py::object& special) {
                 Engine& e = p.e();
-                const std::vector<int32_t> v = to_ids(ids);
+                const std::vector<int32_t> v = token_ids_arg(ids);
+                const bool sp = flag_arg(special, "special");
                 std::string s;
                 {
                     py::gil_scoped_release nogil;
-                    s = e.model().tokenizer().decode(v, special);
+                    s = e.model().tokenizer().decode(v, sp);
                 }
                 return py::str(s);
             },
             py::arg("ids"), py::arg("special") = false)
         .def("token_to_bytes",
-             [](PyEngine& p, int64_t id) {
-                 return py::bytes(p.e().model().tokenizer().token_to_bytes(to_ids({id})[0]));
+             [](PyEngine& p, const py::object& id) {
+                 return py::bytes(p.e().model().tokenizer().token_to_bytes(token_id_arg(id)));
              })
         .def_property_readonly("eog_ids",
                                [](PyEngine& p) { return p.e().model().tokenizer().eog_ids(); })
@@ -232,19 +234,22 @@ void bind_engine(py::module_& m) {
         .def_property_readonly("add_bos",
                                [](PyEngine& p) { return p.e().model().tokenizer().add_bos(); })
         .def("token_text",
-             [](PyEngine& p, int64_t id) {
-                 return py::bytes(p.e().model().tokenizer().token_text(to_ids({id})[0]));
+             [](PyEngine& p, const py::object& id) {
+                 return py::bytes(p.e().model().tokenizer().token_text(token_id_arg(id)));
              })
-        .def("is_eog", [](PyEngine& p,
-                          int64_t id) { return p.e().model().tokenizer().is_eog(to_ids({id})[0]); })
+        .def("is_eog",
+             [](PyEngine& p, const py::object& id) {
+                 return p.e().model().tokenizer().is_eog(token_id_arg(id));
+             })
         .def_property_readonly("tokenizer_warnings",
                                [](PyEngine& p) { return p.e().model().tokenizer().warnings(); })
         // Compute.
         .def(
             "eval",
-            [](PyEngine& p, const std::vector<int64_t>& tokens, bool all_logits) {
+            [](PyEngine& p, const py::object& tokens, const py::object& all_logits_obj) {
                 Engine& e = p.e();
-                const std::vector<int32_t> ids = to_ids(tokens);
+                const std::vector<int32_t> ids = token_ids_arg(tokens);
+                const bool all_logits = flag_arg(all_logits_obj, "all_logits");
                 if (ids.empty()) throw InvalidArgument("eval: no tokens");
                 const int nv = e.model().hparams().n_vocab;
                 py::array_t<float> out =
@@ -261,9 +266,9 @@ void bind_engine(py::module_& m) {
             py::arg("tokens"), py::arg("all_logits") = false)
         .def(
             "eval_generated",
-            [](PyEngine& p, int64_t token, int64_t gen_index) {
+            [](PyEngine& p, const py::object& token, int64_t gen_index) {
                 Engine& e = p.e();
-                const int32_t id = to_ids({token})[0];
+                const int32_t id = token_id_arg(token);
                 py::array_t<float> out(e.model().hparams().n_vocab);
                 float* dst = out.mutable_data();
                 {
@@ -277,13 +282,16 @@ void bind_engine(py::module_& m) {
         .def("reset", [](PyEngine& p) { p.e().kv_truncate(0); })
         .def(
             "logits",
-            [](PyEngine& p, const std::vector<int64_t>& tokens, bool all_positions,
-               std::optional<SkipConfig> skip, std::optional<int> prompt_len) {
+            [](PyEngine& p, const py::object& tokens, const py::object& all_positions_obj,
+               std::optional<SkipConfig> skip, const py::object& prompt_len_obj) {
                 Engine& e = p.e();
-                const std::vector<int32_t> ids = to_ids(tokens);
+                const std::vector<int32_t> ids = token_ids_arg(tokens);
+                const bool all_positions = flag_arg(all_positions_obj, "all_positions");
                 if (ids.empty()) throw InvalidArgument("logits: no tokens");
-                if (prompt_len && *prompt_len < 0) {
-                    throw InvalidArgument("prompt_len must be >= 0");
+                std::optional<int> prompt_len;
+                if (!prompt_len_obj.is_none()) {
+                    prompt_len =
+                        static_cast<int>(int_arg(prompt_len_obj, "prompt_len", 0, INT32_MAX));
                 }
                 const int nv = e.model().hparams().n_vocab;
                 py::array_t<float> out =

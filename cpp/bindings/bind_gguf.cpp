@@ -7,6 +7,7 @@
 #include "bindings.h"
 #include "ggml_types.h"
 #include "gguf.h"
+#include "py_args.h"
 
 namespace py = pybind11;
 
@@ -103,7 +104,8 @@ py::dict file_to_dict(const gguf::File& f) {
 void bind_gguf(py::module_& m) {
     m.def(
         "gguf_read",
-        [](const std::string& path) {
+        [](const py::object& path_obj) {
+            const std::string path = path_arg(path_obj, "path");
             std::unique_ptr<gguf::File> f;
             {
                 py::gil_scoped_release nogil;

@@ -9,6 +9,7 @@
 
 #include "bindings.h"
 #include "gguf.h"
+#include "py_args.h"
 #include "tokenizer.h"
 
 namespace py = pybind11;
@@ -27,28 +28,38 @@ std::unique_ptr<Tokenizer> open_tokenizer(const std::string& path) {
 
 void bind_tokenizer(py::module_& m) {
     py::class_<Tokenizer>(m, "Tokenizer")
-        .def(py::init(&open_tokenizer), py::arg("path"))
+        .def(
+            py::init([](const py::object& path) { return open_tokenizer(path_arg(path, "path")); }),
+            py::arg("path"))
         .def(
             "encode",
-            [](const Tokenizer& t, const std::string& text, bool add_special, bool parse_special) {
+            [](const Tokenizer& t, const py::object& text, const py::object& add_special,
+               const py::object& parse_special) {
+                const std::string s = text_arg(text, "text");
+                const bool add = flag_arg(add_special, "add_special");
+                const bool parse = flag_arg(parse_special, "parse_special");
                 py::gil_scoped_release release;
-                return t.encode(text, add_special, parse_special);
+                return t.encode(s, add, parse);
             },
             py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false)
         .def(
             "decode",
-            [](const Tokenizer& t, const std::vector<int32_t>& ids, bool special) {
+            [](const Tokenizer& t, const py::object& ids, const py::object& special) {
+                const std::vector<int32_t> v = token_ids_arg(ids);
+                const bool sp = flag_arg(special, "special");
                 std::string s;
                 {
                     py::gil_scoped_release release;
-                    s = t.decode(ids, special);
+                    s = t.decode(v, sp);
                 }
                 return py::str(s);
             },
             py::arg("ids"), py::arg("special") = false)
         .def(
             "token_to_bytes",
-            [](const Tokenizer& t, int32_t id) { return py::bytes(t.token_to_bytes(id)); },
+            [](const Tokenizer& t, const py::object& id) {
+                return py::bytes(t.token_to_bytes(token_id_arg(id)));
+            },
             py::arg("id"))
         .def_property_readonly("n_vocab", &Tokenizer::n_vocab)
         .def_property_readonly("bos_id", &Tokenizer::bos_id)

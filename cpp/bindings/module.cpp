@@ -31,6 +31,8 @@ PYBIND11_MODULE(_core, m) {
             raise_as("ContextOverflowError", e);
         } catch (const ffnskip::BackendUnavailable& e) {
             raise_as("BackendUnavailableError", e);
+        } catch (const ffnskip::ResourceError& e) {
+            raise_as("ResourceError", e);
         } catch (const ffnskip::Cancelled& e) {
             raise_as("CancelledError", e);
         } catch (const ffnskip::Error& e) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "ffn_skip.h"
 #include "model.h"
@@ -40,6 +41,13 @@ class Backend {
     void reset() { kv_truncate(0); }
 
     void set_cancel_flag(const std::atomic<bool>* cancel) { cancel_ = cancel; }
+
+    // The data pointers of the model's weight views (Model::tok_embd, output, the layer
+    // matrices) that this backend never reads after construction because it keeps its own
+    // copy (device memory, a re-laid-out host copy). The engine copies every other weight out
+    // of the file mapping (Model::detach_weights); a weight missing here costs memory, one
+    // listed wrongly could crash the process (SIGBUS) if the file is truncated.
+    virtual std::vector<const uint8_t*> unread_weights() const { return {}; }
 
   protected:
     // n_ctx < 1 is an InvalidArgument.

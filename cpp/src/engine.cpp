@@ -11,6 +11,11 @@ Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, i
         throw InvalidArgument("backend must be 'auto', 'cpu' or 'cuda', got '" + backend + "'");
     }
     if (n_ctx < 1) throw InvalidArgument("n_ctx must be >= 1, got " + std::to_string(n_ctx));
+    if (n_threads > cpu::max_threads()) {
+        throw InvalidArgument("n_threads = " + std::to_string(n_threads) + " is more than " +
+                              std::to_string(cpu::kThreadsPerCpu) + " per logical CPU (at most " +
+                              std::to_string(cpu::max_threads()) + " on this machine)");
+    }
     model_ = Model::load(path);
     n_threads_ = n_threads > 0 ? n_threads : cpu::physical_cores();
     std::string why;
@@ -19,6 +24,8 @@ Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, i
     } else {
         backend_ = make_cpu_backend(model_, n_ctx, n_threads_);
     }
+    // From here on a file truncated under the process cannot crash it (Model::detach_weights).
+    model_->detach_weights(backend_->unread_weights());
     backend_->set_cancel_flag(&cancel_);
     stats_.reset(model_->hparams().n_layer);
     set_skip(model_->skip_profile());

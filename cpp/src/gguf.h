@@ -103,6 +103,13 @@ class File {
     const std::vector<TensorInfo>& tensors() const { return tensors_; }
     const TensorInfo* tensor(std::string_view name) const;  // nullptr when absent
 
+    // Copies bytes [offset, offset + n) of a mapped file into anonymous memory in place (see
+    // MappedFile::detach), so that reading them cannot fault if the file is truncated later.
+    // Nothing to do for borrowed bytes.
+    void detach(size_t offset, size_t n) {
+        if (map_) map_->detach(offset, n);
+    }
+
   private:
     File() = default;
     void parse_all();

@@ -9,7 +9,9 @@ namespace ffnskip {
 
 class MappedFile {
   public:
-    // Throws IoError naming the path and cause (missing, a directory, unreadable, empty maps fine).
+    // Throws IoError naming the path and cause (missing, a directory, not a regular file,
+    // unreadable; an empty file maps fine). Anything but a regular file is refused before it is
+    // opened: open() of a FIFO would wait for a writer forever.
     explicit MappedFile(const std::string& path);
     ~MappedFile();
     MappedFile(const MappedFile&) = delete;
@@ -19,8 +21,17 @@ class MappedFile {
     size_t size() const { return size_; }
     const std::string& path() const { return path_; }
 
+    // Replaces the pages holding bytes [offset, offset + n) by anonymous memory with the same
+    // content, read from the file. Reads of those bytes then no longer depend on the file: once
+    // it is truncated or rewritten under the process (`cp new.gguf model.gguf`), a read of a
+    // mapped page past its new end raises SIGBUS, which kills the process. Whole pages are
+    // replaced; the bytes seen at data() do not change. Call it before other threads read the
+    // range. IoError if the file has shrunk since it was mapped, ResourceError without memory.
+    void detach(size_t offset, size_t n);
+
   private:
     std::string path_;
+    int fd_ = -1;  // kept open for detach()
     const uint8_t* data_ = nullptr;
     size_t size_ = 0;
 };

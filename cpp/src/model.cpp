@@ -1,8 +1,12 @@
 #include "model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <utility>
 
+#include "host_memory.h"
 #include "quants.h"
 
 namespace ffnskip {
@@ -144,15 +148,25 @@ Hparams read_hparams(const gguf::File& f) {
     return hp;
 }
 
+// A count of the skip profile (ffnskip.*), which must fit the config's int.
+int profile_count(const gguf::File& f, const std::string& key, int def) {
+    const int64_t v = f.get_int(key, def);
+    if (v < 0 || v > INT32_MAX) {
+        fail("stored skip profile (ffnskip.*) is invalid: " + key + " = " + std::to_string(v) +
+             " is out of range [0, " + std::to_string(INT32_MAX) + "]");
+    }
+    return static_cast<int>(v);
+}
+
 // Skip profile keys written by the calibration tool (ffnskip.*).
 std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer, int n_embd) {
     if (!f.find("ffnskip.threshold")) return std::nullopt;
     SkipConfig cfg;
     cfg.enabled = f.get_bool("ffnskip.enabled", true);
-    cfg.warmup = static_cast<int>(f.get_int("ffnskip.warmup", cfg.warmup));
-    cfg.cold_start = static_cast<int>(f.get_int("ffnskip.cold_start", cfg.cold_start));
-    cfg.cold_end = static_cast<int>(f.get_int("ffnskip.cold_end", cfg.cold_end));
-    cfg.span = static_cast<int>(f.get_int("ffnskip.span", cfg.span));
+    cfg.warmup = profile_count(f, "ffnskip.warmup", cfg.warmup);
+    cfg.cold_start = profile_count(f, "ffnskip.cold_start", cfg.cold_start);
+    cfg.cold_end = profile_count(f, "ffnskip.cold_end", cfg.cold_end);
+    cfg.span = profile_count(f, "ffnskip.span", cfg.span);
     if (const auto* arr = f.get_float_array("ffnskip.threshold")) {
         cfg.threshold.assign(arr->begin(), arr->end());
     } else {
@@ -232,6 +246,43 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
     }
     m->skip_profile_ = read_skip_profile(f, hp.n_layer, hp.n_embd);
     return m;
+}
+
+void Model::detach_weights(const std::vector<const uint8_t*>& unread) {
+    std::vector<const uint8_t*> skip = unread;
+    std::sort(skip.begin(), skip.end());
+    std::vector<std::pair<size_t, size_t>> ranges;  // [begin, end) offsets into the file
+    auto add = [&](const WeightView& w) {
+        if (w.empty() || std::binary_search(skip.begin(), skip.end(), w.data)) return;
+        const size_t at = static_cast<size_t>(w.data - file_->bytes());
+        ranges.emplace_back(at, at + w.bytes());
+    };
+    add(tok_embd);
+    add(output);
+    for (const LayerWeights& L : layers) {
+        for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+            add(*w);
+    }
+    std::sort(ranges.begin(), ranges.end());
+    // Each detach splits the mapping (the kernel allows about 65000 pieces per process), so
+    // neighbouring ranges are merged, across gaps of up to 1 MiB too: copying a gap costs less
+    // than another piece.
+    constexpr size_t kBridge = size_t{1} << 20;
+    std::vector<std::pair<size_t, size_t>> merged;
+    for (const auto& r : ranges) {
+        if (!merged.empty() && r.first <= merged.back().second + kBridge) {
+            merged.back().second = std::max(merged.back().second, r.second);
+        } else {
+            merged.push_back(r);
+        }
+    }
+    uint64_t total = 0;
+    for (const auto& [begin, end] : merged) total += end - begin;
+    // Copies that do not fit in free memory and swap would end in the OOM killer: such a
+    // model stays mapped and is read from the page cache as before (exposed to truncation).
+    // The copies replace mapped pages, so they take no extra address space.
+    if (total > memory_headroom(/*address_space=*/false).bytes) return;
+    for (const auto& [begin, end] : merged) file_->detach(begin, end - begin);
 }
 
 size_t Model::ffn_bytes() const {

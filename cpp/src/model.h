@@ -66,6 +66,15 @@ class Model {
     bool tied_output = false;
     std::vector<LayerWeights> layers;
 
+    // Moves the weight bytes that are still read through the file mapping into anonymous
+    // memory (gguf::File::detach): every matrix view except those in `unread`, the data
+    // pointers of weights the backend never reads again because it holds its own copy. Norms
+    // and biases were copied into vectors at load already. Afterwards truncating the file under
+    // the process cannot make a weight read fault (SIGBUS). Weights larger than the free memory
+    // stay mapped (a copy would end in the OOM killer). Not thread-safe: call it before the
+    // weights are shared.
+    void detach_weights(const std::vector<const uint8_t*>& unread);
+
     // A skip profile stored as ffnskip.* metadata, if the file carries one.
     const std::optional<SkipConfig>& skip_profile() const { return skip_profile_; }
     // Weight bytes one decoded token reads: every layer matrix + output + one embedding row.

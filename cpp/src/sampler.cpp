@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
 
@@ -24,20 +25,26 @@ uint64_t rotl(uint64_t x, int k) {
     return (x << k) | (x >> (64 - k));
 }
 
+// A float for a message: %g, so that 1e-20 does not print as std::to_string's "0.000000".
+std::string num(float v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+    return buf;
+}
+
 }  // namespace
 
 void SamplingParams::validate() const {
     if (!(temperature >= 0.0f) || std::isinf(temperature))
-        throw InvalidArgument("temperature must be a finite value >= 0, got " +
-                              std::to_string(temperature));
+        throw InvalidArgument("temperature must be a finite value >= 0, got " + num(temperature));
     if (top_k < 0) throw InvalidArgument("top_k must be >= 0, got " + std::to_string(top_k));
     if (!(top_p > 0.0f && top_p <= 1.0f))
-        throw InvalidArgument("top_p must be in (0, 1], got " + std::to_string(top_p));
+        throw InvalidArgument("top_p must be in (0, 1], got " + num(top_p));
     if (!(min_p >= 0.0f && min_p <= 1.0f))
-        throw InvalidArgument("min_p must be in [0, 1], got " + std::to_string(min_p));
+        throw InvalidArgument("min_p must be in [0, 1], got " + num(min_p));
     if (!(repetition_penalty > 0.0f) || std::isinf(repetition_penalty))
         throw InvalidArgument("repetition_penalty must be a finite value > 0, got " +
-                              std::to_string(repetition_penalty));
+                              num(repetition_penalty));
 }
 
 void Sampler::reseed(uint64_t seed) {
@@ -143,9 +150,17 @@ int32_t Sampler::sample(const float* logits, size_t n_vocab, const SamplingParam
         std::vector<int32_t> ids(recent, recent + n_recent);
         std::sort(ids.begin(), ids.end());
         ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+        // Clamped: a tiny penalty would take a logit to +inf (inf - max_logit is NaN below)
+        // and a huge one to -inf (the token would vanish rather than become unlikely). A -inf
+        // logit (a masked token) stays -inf.
+        const float big = std::numeric_limits<float>::max();
         for (int32_t id : ids) {
             float& v = work_[static_cast<size_t>(id)];
-            v = v > 0.0f ? v / params.repetition_penalty : v * params.repetition_penalty;
+            if (v > 0.0f) {
+                v = std::min(v / params.repetition_penalty, big);
+            } else if (v > -big) {
+                v = std::max(v * params.repetition_penalty, -big);
+            }
         }
         x = work_.data();
     }

@@ -12,11 +12,13 @@ if _os.environ.get("FFNSKIP_CORE_DIR"):
 from .errors import (  # noqa: E402
     BackendUnavailableError,
     CancelledError,
+    ContextLengthWarning,
     ContextOverflowError,
     Error,
     InvalidArgumentError,
     ModelFileError,
     ModelFormatError,
+    ResourceError,
     TemplateError,
 )
 
@@ -43,12 +45,14 @@ else:
 __all__ = [
     "BackendUnavailableError",
     "CancelledError",
+    "ContextLengthWarning",
     "ContextOverflowError",
     "Error",
     "Generator",
     "InvalidArgumentError",
     "ModelFileError",
     "ModelFormatError",
+    "ResourceError",
     "SkipConfig",
     "TemplateError",
     "Tokenizer",

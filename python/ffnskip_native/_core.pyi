@@ -1,12 +1,17 @@
 """Type stubs for the C++ extension module ffnskip_native._core."""
 
+from os import PathLike
 from types import ModuleType
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
+
+# Paths may be str, bytes or os.PathLike; anything else raises InvalidArgumentError, as do
+# token ids that do not fit 32 bits and text holding a lone surrogate.
+_Path = Union[str, bytes, PathLike[str]]
 
 def cuda_available() -> bool: ...
 def cuda_unavailable_reason() -> str: ...
@@ -15,7 +20,7 @@ def physical_cores() -> int: ...
 def measure_read_bandwidth(n_threads: int, bytes: int = ..., repeats: int = 5) -> float: ...
 
 # ---- GGUF inspection (bind_gguf.cpp) ---------------------------------------------------------
-def gguf_read(path: str) -> dict[str, Any]:
+def gguf_read(path: _Path) -> dict[str, Any]:
     """Parse a GGUF file: {'version', 'alignment', 'data_offset', 'metadata': {key: value},
     'tensors': [{'name', 'type', 'type_name', 'shape', 'offset', 'nbytes'}]}. Raises
     ModelFormatError / ModelFileError."""
@@ -24,7 +29,7 @@ def gguf_parse_bytes(data: bytes) -> dict[str, Any]: ...
 
 # ---- Tokenizer (bind_tokenizer.cpp) ------------------------------------------------------------
 class Tokenizer:
-    def __init__(self, path: str) -> None: ...
+    def __init__(self, path: _Path) -> None: ...
     def encode(
         self, text: str, add_special: bool = True, parse_special: bool = False
     ) -> list[int]: ...
@@ -65,7 +70,7 @@ class Engine:
     """One loaded model + backend + KV cache. Not thread-safe; long calls release the GIL."""
 
     def __init__(
-        self, path: str, backend: str = "auto", n_ctx: int = 4096, n_threads: int = 0
+        self, path: _Path, backend: str = "auto", n_ctx: int = 4096, n_threads: int = 0
     ) -> None: ...
     def close(self) -> None: ...
     @property

@@ -1,4 +1,4 @@
-"""Exception types raised by ffnskip_native (the C++ engine maps its errors onto these)."""
+"""Exception and warning types of ffnskip_native (the C++ engine maps its errors onto these)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,18 @@ class BackendUnavailableError(Error):
     """The requested backend is not compiled in, or no device is present."""
 
 
+class ResourceError(Error, MemoryError):
+    """The machine cannot give what a request needs: memory for the KV cache (the message names
+    the bytes), address space, or the threads of the thread pool."""
+
+
 class CancelledError(Error):
     """Work was stopped by cancel() or by a callback."""
 
 
 class TemplateError(Error, ValueError):
     """A chat template is invalid or tried to do something the sandbox forbids."""
+
+
+class ContextLengthWarning(UserWarning):
+    """n_ctx is beyond the context length the model was trained on."""

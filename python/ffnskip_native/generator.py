@@ -7,6 +7,7 @@ import os
 import secrets
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -17,11 +18,41 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from ._checks import (
+    FLT_MAX,
+    FLT_MIN,
+    float32_arg,
+    int_arg,
+    optional_int_arg,
+    path_arg,
+    seed_arg,
+    str_arg,
+)
 from .chat import CHATML_TEMPLATE, ChatTemplate
-from .errors import CancelledError, ContextOverflowError, Error, InvalidArgumentError
+from .errors import (
+    CancelledError,
+    ContextLengthWarning,
+    ContextOverflowError,
+    Error,
+    InvalidArgumentError,
+)
 from .hub import hf_download
 from .skip import SkipConfig
 from .streaming import StopMatcher, Utf8Assembler, normalize_stop
+
+# The keyword arguments chat() passes on to the sampling loop (those of generate()).
+_SAMPLING_ARGS = frozenset(
+    {
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_p",
+        "repetition_penalty",
+        "seed",
+        "stop",
+    }
+)
 
 # The repetition penalty looks at this many most recent tokens (prompt tokens included), as
 # llama.cpp's default penalty_last_n.
@@ -34,8 +65,11 @@ class Generator:
     """One GGUF model loaded on a backend, with a KV cache of ``n_ctx`` positions.
 
     ``model`` is the path of a GGUF file. ``backend`` is ``"auto"``, ``"cpu"`` or ``"cuda"``;
-    ``n_threads=None`` uses the physical cores. ``seed`` seeds the sampler (None: random); each
-    ``generate(seed=...)`` can reseed it. ``skip`` selects FFN skipping: a :class:`SkipConfig`,
+    ``n_threads=None`` uses the physical cores (at most 4x the logical CPUs may be asked for).
+    ``seed`` seeds the sampler (an int in [0, 2**64), None: random); each
+    ``generate(seed=...)`` can reseed it. An ``n_ctx`` beyond the context the model was trained
+    on gives a ContextLengthWarning; one whose KV cache cannot be allocated, a ResourceError
+    naming the bytes it needs. ``skip`` selects FFN skipping: a :class:`SkipConfig`,
     ``None`` (the skip profile stored in the file if there is one, else dense) or ``False``
     (dense even if the file has a profile).
 
@@ -56,17 +90,26 @@ class Generator:
         self._engine: Optional[_core.Engine] = None  # first, so __del__ works if loading fails
         self._executor: Optional[ThreadPoolExecutor] = None
         self._active: Optional[Iterator[str]] = None
-        if n_threads is not None and (isinstance(n_threads, bool) or n_threads < 1):
-            raise InvalidArgumentError(f"n_threads must be None or >= 1, got {n_threads!r}")
-        self._engine = _core.Engine(
-            os.fspath(model), backend=backend, n_ctx=n_ctx, n_threads=n_threads or 0
-        )
-        self.model_path = Path(os.fspath(model))
+        path = path_arg("model", model)
+        backend = str_arg("backend", backend)
+        n_ctx = int_arg("n_ctx", n_ctx, 1)
+        n_threads = optional_int_arg("n_threads", n_threads, 1)
+        seed = secrets.randbits(64) if seed is None else seed_arg(seed)
+        self._engine = _core.Engine(path, backend=backend, n_ctx=n_ctx, n_threads=n_threads or 0)
+        self.model_path = Path(path)
+        n_train = self._engine.hparams["n_ctx_train"]
+        if n_ctx > n_train:
+            warnings.warn(
+                f"n_ctx={n_ctx} is beyond the {n_train} positions the model was trained on: "
+                "its output usually degrades past them",
+                ContextLengthWarning,
+                stacklevel=2,
+            )
         # The engine's own tokenizer, or (older engines without one) a tokenizer-only load.
         tok = getattr(self._engine, "tokenizer", None)
-        self._tokenizer = tok if tok is not None else _core.Tokenizer(os.fspath(model))
+        self._tokenizer = tok if tok is not None else _core.Tokenizer(path)
         self._eog = frozenset(self._tokenizer.eog_ids)
-        self._sampler = _core.Sampler(secrets.randbits(64) if seed is None else seed)
+        self._sampler = _core.Sampler(seed)
         self._cancel_event = threading.Event()
         self._template: Optional[ChatTemplate] = None
         self._skip: Optional[SkipConfig] = None
@@ -178,6 +221,7 @@ class Generator:
             cfg = None
         elif isinstance(skip, SkipConfig):
             cfg = skip
+            _check_compensation_shape(cfg, engine)
         else:
             raise InvalidArgumentError(
                 f"skip must be a SkipConfig, None or False, got {type(skip).__name__}"
@@ -202,14 +246,15 @@ class Generator:
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
         """Token ids of ``text``. ``add_bos``: add the special tokens the model file asks for
-        (BOS). ``special``: recognise control-token strings such as ``<|im_start|>``."""
+        (BOS). ``special``: recognise control-token strings such as ``<|im_start|>``. Text that
+        is not valid Unicode (a lone surrogate) raises InvalidArgumentError."""
         self._eng()
         return self._tokenizer.encode(text, add_special=add_bos, parse_special=special)
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
         """Text of ``ids`` (control tokens rendered only with ``special``)."""
         self._eng()
-        return self._tokenizer.decode(list(ids), special=special)
+        return self._tokenizer.decode(ids, special=special)
 
     # ---- evaluation -----------------------------------------------------------------------
 
@@ -227,10 +272,13 @@ class Generator:
         engine = self._eng()
         if skip is not None and skip is not False and not isinstance(skip, SkipConfig):
             raise InvalidArgumentError("skip must be a SkipConfig, None or False")
+        if isinstance(skip, SkipConfig):
+            _check_compensation_shape(skip, engine)
+        prompt_len = optional_int_arg("prompt_len", prompt_len, 0)
         core_skip = skip.to_core() if isinstance(skip, SkipConfig) else None
         engine.clear_cancel()
         return engine.logits(
-            list(tokens), all_positions=all_positions, skip=core_skip, prompt_len=prompt_len
+            tokens, all_positions=all_positions, skip=core_skip, prompt_len=prompt_len
         )
 
     # ---- generation -----------------------------------------------------------------------
@@ -254,8 +302,8 @@ class Generator:
         the repetition penalty covers the last 64 tokens, prompt included) and stops on an
         end-of-generation token, after ``max_new_tokens`` tokens, or when a ``stop`` string
         appears (it is not emitted; text that may begin one is held back until decided).
-        Pieces never split a UTF-8 character. ``seed`` reseeds the sampler: the same seed
-        gives the same text.
+        Pieces never split a UTF-8 character. ``seed`` (an int in [0, 2**64)) reseeds the
+        sampler: the same seed gives the same text. Every argument is checked at this call.
 
         Raises ContextOverflowError (at this call) if the prompt alone does not fit in
         ``n_ctx``; if prompt + generated tokens fill the context, generation ends with
@@ -303,6 +351,12 @@ class Generator:
         the keyword arguments of :meth:`generate`. ``stream=True`` returns an iterator of text
         pieces, ``stream=False`` the whole answer.
         """
+        unknown = set(sampling) - _SAMPLING_ARGS
+        if unknown:
+            raise InvalidArgumentError(
+                f"chat(): unknown keyword argument(s) {sorted(unknown)}; it takes generate()'s "
+                f"{sorted(_SAMPLING_ARGS)}"
+            )
         text = self.apply_chat_template(messages, add_generation_prompt=True)
         tok = self._tokenizer
         bos = self._template.bos_token if self._template is not None else ""
@@ -337,6 +391,7 @@ class Generator:
         if max_new_tokens < 0:
             raise InvalidArgumentError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         params = _sampling_params(temperature, top_k, top_p, min_p, repetition_penalty)
+        seed = None if seed is None else seed_arg(seed)
         stops = normalize_stop(stop)
         if not ids:
             raise InvalidArgumentError("the prompt is empty (and the model adds no BOS token)")
@@ -491,25 +546,27 @@ def _sampling_params(
     temperature: float, top_k: int, top_p: float, min_p: float, repetition_penalty: float
 ) -> dict[str, Any]:
     """Check the sampling arguments up front (the C++ sampler checks them again), so that a
-    bad value fails at the generate() call rather than at the first token."""
+    bad value fails at the generate() call rather than at the first token. The sampler works
+    in float32: values it would round to 0 or inf are refused here."""
+    return {
+        "temperature": float32_arg("temperature", temperature, FLT_MIN, FLT_MAX, zero="greedy"),
+        "top_k": int_arg("top_k", top_k, 0),
+        "top_p": float32_arg("top_p", top_p, FLT_MIN, 1),
+        "min_p": float32_arg("min_p", min_p, 0, 1),
+        "repetition_penalty": float32_arg(
+            "repetition_penalty", repetition_penalty, FLT_MIN, FLT_MAX
+        ),
+    }
 
-    def num(name: str, v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-            raise InvalidArgumentError(f"{name} must be a number, got {v!r}")
-        return float(v)
 
-    t = num("temperature", temperature)
-    if not 0.0 <= t < math.inf:
-        raise InvalidArgumentError(f"temperature must be a finite value >= 0, got {t}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise InvalidArgumentError(f"top_k must be an int >= 0, got {top_k!r}")
-    p = num("top_p", top_p)
-    if not 0.0 < p <= 1.0:
-        raise InvalidArgumentError(f"top_p must be in (0, 1], got {p}")
-    m = num("min_p", min_p)
-    if not 0.0 <= m <= 1.0:
-        raise InvalidArgumentError(f"min_p must be in [0, 1], got {m}")
-    r = num("repetition_penalty", repetition_penalty)
-    if not 0.0 < r < math.inf:
-        raise InvalidArgumentError(f"repetition_penalty must be a finite value > 0, got {r}")
-    return {"temperature": t, "top_k": top_k, "top_p": p, "min_p": m, "repetition_penalty": r}
+def _check_compensation_shape(cfg: SkipConfig, engine: _core.Engine) -> None:
+    """The compensation is one row per layer: a right-sized array of another shape is refused
+    rather than silently flattened."""
+    if cfg.compensation is None:
+        return
+    want = (engine.n_layer, engine.hparams["n_embd"])
+    if cfg.compensation.shape != want:
+        raise InvalidArgumentError(
+            f"SkipConfig.compensation has shape {cfg.compensation.shape}; this model needs "
+            f"{want} (n_layer, n_embd)"
+        )

@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
+from ._checks import int_arg
 from .errors import InvalidArgumentError
 
 
@@ -42,11 +43,7 @@ class SkipConfig:
 
     def __post_init__(self) -> None:
         for name in ("warmup", "cold_start", "cold_end", "span"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidArgumentError(f"SkipConfig.{name} must be an int, got {value!r}")
-            if value < 0:
-                raise InvalidArgumentError(f"SkipConfig.{name} must be >= 0, got {value}")
+            setattr(self, name, int_arg(f"SkipConfig.{name}", getattr(self, name), 0))
         values = self.threshold_list()
         if not values:
             raise InvalidArgumentError("SkipConfig.threshold: empty list")
@@ -70,11 +67,10 @@ class SkipConfig:
             self.compensation = comp
 
     def threshold_list(self) -> list[float]:
-        if isinstance(self.threshold, (int, float)):
-            return [float(self.threshold)]
+        th = self.threshold
         try:
-            return [float(t) for t in self.threshold]
-        except (TypeError, ValueError) as exc:
+            return [float(th)] if isinstance(th, (int, float)) else [float(t) for t in th]
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int > 1e308
             raise InvalidArgumentError(f"SkipConfig.threshold: {exc}") from None
 
     def to_core(self) -> _core.SkipConfig:
@@ -120,6 +116,8 @@ class SkipConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SkipConfig:
+        if not isinstance(d, dict):
+            raise InvalidArgumentError(f"SkipConfig: expected a dict, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -127,7 +125,7 @@ class SkipConfig:
         d = dict(d)
         th = d.get("threshold", 0.98)
         if isinstance(th, list):
-            d["threshold"] = [math.nan if t is None else float(t) for t in th]
+            d["threshold"] = [math.nan if t is None else t for t in th]  # checked by __init__
         return cls(**d)
 
     def to_json(self) -> str:

@@ -42,7 +42,15 @@ def normalize_stop(stop: str | Iterable[str] | None) -> list[str]:
     """Accept None, one string or an iterable of strings; reject empty or non-str entries."""
     if stop is None:
         return []
-    items = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(stop, str):
+        items = [stop]
+    else:
+        try:
+            items = list(stop)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"stop must be a str or an iterable of str, got {type(stop).__name__}"
+            ) from None
     for s in items:
         if not isinstance(s, str):
             raise InvalidArgumentError(f"stop strings must be str, got {type(s).__name__}")

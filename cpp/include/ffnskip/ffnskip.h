@@ -34,6 +34,11 @@ struct ContextOverflow : Error {
 struct BackendUnavailable : Error {
     using Error::Error;
 };
+// The machine cannot give what a request needs: memory (the message names the bytes), address
+// space or threads. ResourceError in Python (a MemoryError).
+struct ResourceError : Error {
+    using Error::Error;
+};
 // Work stopped because cancel() was called or a callback asked to stop.
 struct Cancelled : Error {
     using Error::Error;

@@ -18,6 +18,7 @@
 #include "cpu/ops.h"
 #include "cpu/repack.h"
 #include "cpu/threadpool.h"
+#include "host_memory.h"
 
 namespace ffnskip {
 
@@ -42,14 +43,81 @@ class CpuBackend final : public Backend {
         : Backend(std::move(model), n_ctx, kChunk), pool_(n_threads) {
         const int64_t kvd = static_cast<int64_t>(hp_.n_head_kv) * hp_.head_dim;
         const int64_t qd = static_cast<int64_t>(hp_.n_head) * hp_.head_dim;
-        const size_t cache = static_cast<size_t>(n_ctx) * static_cast<size_t>(kvd);
+        const size_t C = kChunk;
+        size_t act = 0;
+        auto grow = [&](const WeightView& w) {
+            act = std::max(act, cpu::act_row_bytes(w.type, w.cols));
+        };
+        grow(model_->output);
+        for (const LayerWeights& L : model_->layers) {
+            for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+                grow(*w);
+        }
+        act_stride_ = act;
+        const size_t acts_bytes = 3 * C * act + 64;
+        // The KV cache is zero-filled, so all of it is committed at once: refuse up front what
+        // cannot fit, naming the bytes, instead of failing inside (or being OOM-killed after).
+        const size_t floats_per_row =
+            3 * hp_.n_embd + 2 * qd + 2 * kvd + 2 * hp_.n_ff + 2 * std::max(1, hp_.n_rot / 2);
+        const Memory need =
+            state_bytes(kvd, sizeof(float) * (C * floats_per_row + hp_.n_embd) + acts_bytes);
+        const MemoryHeadroom room = memory_headroom();
+        if (need.total() > room.bytes) {
+            throw ResourceError(need.describe(n_ctx) + ", but " + room.limit + " is only " +
+                                describe_bytes(room.bytes) + ": use a smaller n_ctx");
+        }
+        try {
+            allocate_state(kvd, qd, acts_bytes);
+            group_weights();
+        } catch (const std::bad_alloc&) {
+            throw ResourceError(need.describe(n_ctx) +
+                                " (and the model's re-laid-out weights), "
+                                "which could not be allocated: use a smaller n_ctx");
+        } catch (const std::length_error&) {
+            throw ResourceError(need.describe(n_ctx) +
+                                ", more than a buffer can hold: use a "
+                                "smaller n_ctx");
+        }
+    }
+
+    const char* name() const override { return "cpu"; }
+    bool batched_skip() const override { return true; }
+
+    std::vector<const uint8_t*> unread_weights() const override { return unread_; }
+
+  private:
+    // ---- state ------------------------------------------------------------------------------
+    // What the KV cache and the scratch buffers take.
+    struct Memory {
+        uint64_t kv_per_position, kv, scratch;
+        uint64_t total() const { return kv + scratch < kv ? UINT64_MAX : kv + scratch; }
+        std::string describe(int n_ctx) const {
+            return "n_ctx=" + std::to_string(n_ctx) + " needs " + describe_bytes(kv) +
+                   " for the KV cache (" + std::to_string(kv_per_position) +
+                   " bytes per position) and " + describe_bytes(scratch) + " of scratch";
+        }
+    };
+    Memory state_bytes(int64_t kvd, uint64_t scratch) const {
+        Memory m{};
+        // K and V, f16, every layer; saturating (hostile shapes could overflow 64 bits).
+        m.kv_per_position =
+            2 * sizeof(uint16_t) * static_cast<uint64_t>(hp_.n_layer) * static_cast<uint64_t>(kvd);
+        if (__builtin_mul_overflow(m.kv_per_position, static_cast<uint64_t>(n_ctx()), &m.kv)) {
+            m.kv = UINT64_MAX;
+        }
+        m.scratch = scratch;
+        return m;
+    }
+
+    void allocate_state(int64_t kvd, int64_t qd, size_t acts_bytes) {
+        const size_t C = kChunk;
+        const size_t cache = static_cast<size_t>(n_ctx()) * static_cast<size_t>(kvd);
         k_cache_.resize(static_cast<size_t>(hp_.n_layer));
         v_cache_.resize(static_cast<size_t>(hp_.n_layer));
         for (int l = 0; l < hp_.n_layer; ++l) {
             k_cache_[static_cast<size_t>(l)].assign(cache, 0);
             v_cache_[static_cast<size_t>(l)].assign(cache, 0);
         }
-        const size_t C = kChunk;
         x_.resize(C * hp_.n_embd);
         xn_.resize(C * hp_.n_embd);
         tmp_.resize(C * hp_.n_embd);
@@ -64,25 +132,10 @@ class CpuBackend final : public Backend {
         rope_sin_.resize(C * std::max(1, hp_.n_rot / 2));
         states_.resize(C);
         run_rows_.resize(C);
-        size_t act = 0;
-        auto grow = [&](const WeightView& w) {
-            act = std::max(act, cpu::act_row_bytes(w.type, w.cols));
-        };
-        grow(model_->output);
-        for (const LayerWeights& L : model_->layers) {
-            for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
-                grow(*w);
-        }
-        act_stride_ = act;
         // One prepared-activation buffer per distinct weight type of a fused matmul group.
-        acts_.resize(3 * C * act + 64);
-        group_weights();
+        acts_.resize(acts_bytes);
     }
 
-    const char* name() const override { return "cpu"; }
-    bool batched_skip() const override { return true; }
-
-  private:
     // ---- weights ----------------------------------------------------------------------------
     // The matmuls read layers_/output_: the model's views, except that Q4_0/Q4_1 weights are
     // copied into the grouped layout of cpu/repack.h where the kernels gain from it (the file's
@@ -108,6 +161,10 @@ class CpuBackend final : public Backend {
         consider(&output_);
         if (views.empty()) return;
         grouped_.resize(total);
+        for (const WeightView* w : views) {
+            // The embedding lookup reads token rows from the model's view (tied output).
+            if (w->data != model_->tok_embd.data) unread_.push_back(w->data);
+        }
         pool_.run(static_cast<int>(views.size()), [&](int i, int) {
             const size_t k = static_cast<size_t>(i);
             *views[k] = cpu::group_weight(*views[k], grouped_.data() + at[k]);
@@ -350,7 +407,8 @@ class CpuBackend final : public Backend {
     std::vector<int> run_rows_;                   // rows whose FFN runs at the current layer
     std::vector<LayerWeights> layers_;            // the views the matmuls read (group_weights)
     WeightView output_;
-    std::vector<uint8_t> grouped_;  // the grouped copies' bytes
+    std::vector<uint8_t> grouped_;        // the grouped copies' bytes
+    std::vector<const uint8_t*> unread_;  // model weights read only to group them
 };
 
 }  // namespace

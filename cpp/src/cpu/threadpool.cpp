@@ -5,6 +5,8 @@
 #include <string>
 #include <utility>
 
+#include "ffnskip/ffnskip.h"
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define FFNSKIP_PAUSE() _mm_pause()
@@ -21,10 +23,27 @@ constexpr int kSpinIterations = 20000;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
-    for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
+    const int workers = n_threads_ - 1;
+    threads_.reserve(static_cast<size_t>(workers));
+    try {
+        for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
+    } catch (const std::exception& e) {
+        // The destructor does not run for a constructor that throws: without this the members
+        // would be destroyed under the running workers (the condition variable's destructor
+        // waits for its sleepers forever).
+        const size_t started = threads_.size();
+        stop_workers();
+        throw ResourceError("cannot start worker thread " + std::to_string(started + 1) + " of " +
+                            std::to_string(workers) + " (" + e.what() +
+                            "): ask for fewer threads or raise the process's limits");
+    }
 }
 
 ThreadPool::~ThreadPool() {
+    stop_workers();
+}
+
+void ThreadPool::stop_workers() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stop_.store(true);
@@ -32,6 +51,7 @@ ThreadPool::~ThreadPool() {
     }
     wake_.notify_all();
     for (std::thread& t : threads_) t.join();
+    threads_.clear();
 }
 
 void ThreadPool::work(uint32_t gen, int thread) {
@@ -107,6 +127,15 @@ void ThreadPool::worker(int index) {
         seen = generation();
         work(seen, index);
     }
+}
+
+int logical_cpus() {
+    const int n = static_cast<int>(std::thread::hardware_concurrency());
+    return n > 0 ? n : 1;
+}
+
+int max_threads() {
+    return kThreadsPerCpu * logical_cpus();
 }
 
 int physical_cores() {

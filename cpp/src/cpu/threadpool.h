@@ -19,7 +19,9 @@ namespace ffnskip::cpu {
 
 class ThreadPool {
   public:
-    // n_threads includes the calling thread (n_threads - 1 workers are started).
+    // n_threads includes the calling thread (n_threads - 1 workers are started). Throws
+    // ResourceError, with every worker already started stopped again, if a thread cannot be
+    // created (thread or address-space limits).
     explicit ThreadPool(int n_threads);
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
@@ -32,6 +34,8 @@ class ThreadPool {
 
   private:
     void worker(int index);
+    // Wakes every worker with stop_ set and joins it.
+    void stop_workers();
     // Claims and runs tasks of generation `gen` until none is left.
     void work(uint32_t gen, int thread);
 
@@ -49,5 +53,11 @@ class ThreadPool {
 
 // Physical cores of this machine (logical CPUs divided by SMT siblings), at least 1.
 int physical_cores();
+// Logical CPUs (hardware threads) of this machine, at least 1.
+int logical_cpus();
+// The most threads an engine may be asked for: more than a few per CPU only adds contention,
+// and each costs a stack (1000 of them exhausted a 4 GB address space, issue 16).
+constexpr int kThreadsPerCpu = 4;
+int max_threads();
 
 }  // namespace ffnskip::cpu

@@ -130,6 +130,15 @@ class CudaBackend final : public Backend {
     }
 
     const char* name() const override { return "cuda"; }
+    // upload_weights() copied every weight to the device: the host copies are never read again.
+    std::vector<const uint8_t*> unread_weights() const override {
+        std::vector<const uint8_t*> out = {model_->tok_embd.data, model_->output.data};
+        for (const LayerWeights& L : model_->layers) {
+            for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+                out.push_back(w->data);
+        }
+        return out;
+    }
 
   private:
     // One token takes the captured decode step (the only path with a skip request: the base

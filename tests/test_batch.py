@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ffnskip_native import _core
 from ffnskip_native.batch import BatchGenerator, Event, Request
 from ffnskip_native.errors import BackendUnavailableError, InvalidArgumentError
@@ -80,7 +79,9 @@ def test_slot_reused_after_a_sequence_leaves(engine: _core.BatchEngine, smollm2_
     assert np.array_equal(ref[0], again[0])
 
 
-def test_prefix_reuse_evaluates_only_the_rest(engine: _core.BatchEngine, smollm2_path: Path) -> None:
+def test_prefix_reuse_evaluates_only_the_rest(
+    engine: _core.BatchEngine, smollm2_path: Path
+) -> None:
     first = _ids(smollm2_path, "A shared system prompt about cats. Question one?")
     second = first + _ids(smollm2_path, " Answer. Question two?")[1:]
     engine.truncate(3, 0)

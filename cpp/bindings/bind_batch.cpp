@@ -32,11 +32,13 @@ class BatchEngine {
         if (backend != "cpu" && backend != "cuda" && backend != "auto") {
             throw InvalidArgument("backend must be 'auto', 'cpu' or 'cuda', got '" + backend + "'");
         }
-        if (n_slots < 1) throw InvalidArgument("n_slots must be >= 1, got " + std::to_string(n_slots));
+        if (n_slots < 1)
+            throw InvalidArgument("n_slots must be >= 1, got " + std::to_string(n_slots));
         if (backend == "cuda") {
             // The CUDA backend has one KV sequence and no batched step yet.
-            throw BackendUnavailable("the cuda backend cannot serve several sequences yet; use "
-                                     "backend='cpu'");
+            throw BackendUnavailable(
+                "the cuda backend cannot serve several sequences yet; use "
+                "backend='cpu'");
         }
         model_ = Model::load(path);
         backend_ = make_cpu_backend(model_, n_ctx,

@@ -160,7 +160,12 @@ class BatchEngine:
     """Several sequences in one engine: KV slots and a batch-invariant batched step."""
 
     def __init__(
-        self, path: str, backend: str = "cpu", n_ctx: int = 2048, n_slots: int = 4, n_threads: int = 0
+        self,
+        path: str,
+        backend: str = "cpu",
+        n_ctx: int = 2048,
+        n_slots: int = 4,
+        n_threads: int = 0,
     ) -> None: ...
     @property
     def n_slots(self) -> int: ...

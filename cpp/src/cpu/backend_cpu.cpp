@@ -161,7 +161,8 @@ class CpuBackend final : public Backend {
         rowwise_ = true;
         logit_rows_.clear();
         for (int i = 0; i < n_seqs; ++i) {
-            if (seqs[i].logits) logit_rows_.push_back(segs_[static_cast<size_t>(i)].row0 + seqs[i].n - 1);
+            if (seqs[i].logits)
+                logit_rows_.push_back(segs_[static_cast<size_t>(i)].row0 + seqs[i].n - 1);
         }
         batch_logits_.resize(logit_rows_.size() * static_cast<size_t>(hp_.n_vocab));
         run_rows(step_tokens_.data(), T, policy, trace, 0, batch_logits_.data());
@@ -222,8 +223,7 @@ class CpuBackend final : public Backend {
                 const float* f = &tmp_[static_cast<size_t>(i) * d];
                 const size_t at = static_cast<size_t>(trace_row0 + t) * hp_.n_layer + l;
                 if (!trace->ffn_out.empty()) {
-                    std::memcpy(&trace->ffn_out[at * static_cast<size_t>(d)], f,
-                                sizeof(float) * d);
+                    std::memcpy(&trace->ffn_out[at * static_cast<size_t>(d)], f, sizeof(float) * d);
                 }
                 // h' = h + f, kept apart from h for the gate; same float ops as the dense add.
                 for (int k = 0; k < d; ++k) hnext_[k] = x[k] + f[k];
@@ -237,8 +237,8 @@ class CpuBackend final : public Backend {
         if (!logits || rows == 0) return;
         for_rows(rows, d, [&](int i) {
             cpu::rmsnorm(&x_[static_cast<size_t>(logit_rows_[static_cast<size_t>(i)]) * d],
-                         model_->output_norm.data(),
-                         &xn_[static_cast<size_t>(i) * d], d, hp_.rms_eps);
+                         model_->output_norm.data(), &xn_[static_cast<size_t>(i) * d], d,
+                         hp_.rms_eps);
         });
         matmuls({{&output_, xn_.data(), logits, hp_.n_vocab, nullptr}}, rows);
     }
@@ -466,12 +466,12 @@ class CpuBackend final : public Backend {
     // Weight bytes per rowwise sub-block: the T rows of a step re-read it from L1/L2.
     static constexpr size_t kRowwiseBytes = 16 * 1024;
     std::vector<Segment> segs_;
-    std::vector<int> row_pos_;         // position of each row in its slot
-    std::vector<int64_t> row_gen_;     // generated-token index of each row (< 0: prompt, dense)
+    std::vector<int> row_pos_;      // position of each row in its slot
+    std::vector<int64_t> row_gen_;  // generated-token index of each row (< 0: prompt, dense)
     std::vector<int32_t> step_tokens_;
     std::vector<int> logit_rows_;  // rows whose logits the step returns
     std::vector<float> batch_logits_;
-    bool rowwise_ = false;  // the current step is a serving step (matmuls_rowwise)
+    bool rowwise_ = false;    // the current step is a serving step (matmuls_rowwise)
     size_t slot_stride_ = 0;  // cache entries per slot per layer (n_ctx * kv_dim)
 
     ThreadPool pool_;

@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
 
         from ..server import ServerConfig, create_app
     except ImportError as exc:
-        raise UsageError(f"serve needs the serve extra (pip install 'ffnskip-native[serve]'): {exc}")
+        raise UsageError(
+            f"serve needs the serve extra (pip install 'ffnskip-native[serve]'): {exc}"
+        ) from None
     for name in ("parallel", "n_ctx", "max_queue"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")

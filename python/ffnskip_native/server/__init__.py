@@ -1,4 +1,4 @@
-"""``ffnskip serve``: an OpenAI-compatible HTTP server over :class:`~ffnskip_native.batch.BatchGenerator`.
+"""``ffnskip serve``: an OpenAI-compatible HTTP server over the BatchGenerator.
 
 ``create_app`` builds the Starlette app; ``scheduler`` runs the continuous-batching thread.
 Needs the ``serve`` extra (starlette, uvicorn, sse-starlette, prometheus-client).

@@ -70,7 +70,9 @@ def _num(body: dict[str, Any], name: str, default: float, lo: float, hi: float) 
     return float(v)
 
 
-def _int(body: dict[str, Any], name: str, default: Optional[int], lo: int, hi: int) -> Optional[int]:
+def _int(
+    body: dict[str, Any], name: str, default: Optional[int], lo: int, hi: int
+) -> Optional[int]:
     v = body.get(name, default)
     if v is None:
         return default
@@ -91,13 +93,17 @@ class _State:
         self.load_error: Optional[str] = None
         self.created = int(time.time())
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("ffnskip_requests", "HTTP requests", ["endpoint", "status"], registry=r)
+        self.requests = Counter(
+            "ffnskip_requests", "HTTP requests", ["endpoint", "status"], registry=r
+        )
         self.prompt_tokens = Counter("ffnskip_prompt_tokens", "prompt tokens received", registry=r)
         self.gen_tokens = Counter("ffnskip_generation_tokens", "tokens generated", registry=r)
         self.g_queue = Gauge("ffnskip_queue_depth", "requests waiting for a slot", registry=r)
         self.g_active = Gauge("ffnskip_active_slots", "slots running a request", registry=r)
         self.g_kv = Gauge("ffnskip_kv_cache_usage_ratio", "KV cache fraction in use", registry=r)
-        self.g_tps = Gauge("ffnskip_tokens_per_second", "generated tokens/s (last second)", registry=r)
+        self.g_tps = Gauge(
+            "ffnskip_tokens_per_second", "generated tokens/s (last second)", registry=r
+        )
 
     def load(self) -> None:
         try:
@@ -159,14 +165,22 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
         if model is not None and not isinstance(model, str):
             raise _bad("'model' must be a string", "model")
         if model is not None and model != st.model_id:
-            raise ApiError(404, f"the model '{model}' does not exist", "invalid_request_error", "model")
+            raise ApiError(
+                404, f"the model '{model}' does not exist", "invalid_request_error", "model"
+            )
         return body
 
     def build_request(body: dict[str, Any], prompt: list[int], chat: bool) -> tuple[Request, bool]:
         gen, _ = ready()
         if _int(body, "n", 1, 1, 1) != 1:
             raise _bad("only n=1 is supported", "n")
-        max_tokens = _int(body, "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens", 16 if not chat else gen.n_ctx, 0, 1 << 30)
+        max_tokens = _int(
+            body,
+            "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens",
+            16 if not chat else gen.n_ctx,
+            0,
+            1 << 30,
+        )
         stop = body.get("stop")
         if stop is None:
             stops: list[str] = []
@@ -249,8 +263,13 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
                             if req.logprobs is not None:
                                 choice["logprobs"] = _completion_logprobs(ev)
                         choice["finish_reason"] = finish_of(ev) if ev.finish else None
-                        chunk = {"id": rid, "object": kind + ".chunk" if chat else kind,
-                                 "created": created, "model": st.model_id, "choices": [choice]}
+                        chunk = {
+                            "id": rid,
+                            "object": kind + ".chunk" if chat else kind,
+                            "created": created,
+                            "model": st.model_id,
+                            "choices": [choice],
+                        }
                         if ev.finish:
                             chunk["usage"] = usage()
                             yield json.dumps(chunk)
@@ -278,14 +297,25 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
         text = "".join(texts)
         merged = Event(text, finish=ev.finish, logprobs=[x for e in lps for x in e.logprobs])
         if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                      "finish_reason": finish_of(ev)}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_of(ev),
+            }
             choice["logprobs"] = _chat_logprobs(merged) if req.logprobs is not None else None
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish_of(ev)}
             choice["logprobs"] = _completion_logprobs(merged) if req.logprobs is not None else None
-        return JSONResponse({"id": rid, "object": kind, "created": created, "model": st.model_id,
-                             "choices": [choice], "usage": usage()})
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": kind,
+                "created": created,
+                "model": st.model_id,
+                "choices": [choice],
+                "usage": usage(),
+            }
+        )
 
     def endpoint(name: str, fn: Any) -> Any:
         async def handler(http: HttpRequest) -> Response:
@@ -309,9 +339,13 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
             prompt = prompt[0]
         if isinstance(prompt, str):
             ids = gen.tokenizer.encode(prompt, add_special=True, parse_special=False)
-        elif isinstance(prompt, list) and prompt and all(
-            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < gen.engine.n_vocab
-            for t in prompt
+        elif (
+            isinstance(prompt, list)
+            and prompt
+            and all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < gen.engine.n_vocab
+                for t in prompt
+            )
         ):
             ids = list(prompt)
         else:
@@ -336,8 +370,19 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
         return await generate(http, body, ids, chat=True)
 
     async def models(http: HttpRequest) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": st.model_id, "object": "model", "created": st.created, "owned_by": "ffnskip"}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": st.model_id,
+                        "object": "model",
+                        "created": st.created,
+                        "owned_by": "ffnskip",
+                    }
+                ],
+            }
+        )
 
     async def health(http: HttpRequest) -> Response:
         if st.gen is None:
@@ -375,7 +420,16 @@ def _completion_logprobs(ev: Event) -> dict[str, Any]:
 
 
 def _chat_logprobs(ev: Event) -> dict[str, Any]:
-    return {"content": [
-        {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()),
-         "top_logprobs": [{"token": s, "logprob": v, "bytes": list(s.encode())} for s, v in t.top]}
-        for t in ev.logprobs]}
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": list(t.token.encode()),
+                "top_logprobs": [
+                    {"token": s, "logprob": v, "bytes": list(s.encode())} for s, v in t.top
+                ],
+            }
+            for t in ev.logprobs
+        ]
+    }

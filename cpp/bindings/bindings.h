@@ -10,4 +10,5 @@ void bind_engine(pybind11::module_& m);     // bind_engine.cpp: Engine, SkipConf
 void bind_testing(pybind11::module_& m);    // bind_testing.cpp: `_testing` kernels for the tests
 void bind_sampler(pybind11::module_& m);    // bind_sampler.cpp: Sampler
 void bind_quality(pybind11::module_& m);    // bind_quality.cpp: log-softmax row statistics
+void bind_batch(pybind11::module_& m);      // bind_batch.cpp: BatchEngine (serving)
 }  // namespace ffnskip::bindings

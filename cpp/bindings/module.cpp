@@ -45,4 +45,5 @@ PYBIND11_MODULE(_core, m) {
     ffnskip::bindings::bind_testing(m);
     ffnskip::bindings::bind_sampler(m);
     ffnskip::bindings::bind_quality(m);
+    ffnskip::bindings::bind_batch(m);
 }

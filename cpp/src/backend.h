@@ -14,13 +14,25 @@
 
 namespace ffnskip {
 
+// One sequence's part of a batched step (Backend::forward_batch): tokens[0..n) are appended to
+// KV slot `slot` at positions slot_past(slot)... gen_index >= 0: they are generated tokens
+// gen_index.. under the step's skip policy; < 0: prompt tokens (dense). logits: the last
+// token's n_vocab floats, or null.
+struct BatchSeq {
+    int slot = 0;
+    const int32_t* tokens = nullptr;
+    int n = 0;
+    int64_t gen_index = -1;
+    float* logits = nullptr;
+};
+
 class Backend {
   public:
     virtual ~Backend() = default;
     virtual const char* name() const = 0;
     int n_ctx() const { return n_ctx_; }
     // Tokens currently in the KV cache.
-    int n_past() const { return n_past_; }
+    int n_past() const { return slot_past_[0]; }
 
     // Appends tokens[0..n) at positions n_past().. to the KV cache and writes logits: the last
     // token's (n_vocab floats) or, with all_logits, every token's (n x n_vocab, row-major).
@@ -49,9 +61,29 @@ class Backend {
     // listed wrongly could crash the process (SIGBUS) if the file is truncated.
     virtual std::vector<const uint8_t*> unread_weights() const { return {}; }
 
+    // ---- several sequences (serving) ---------------------------------------------------------
+    // The KV cache has n_slots() slots of n_ctx() positions each; slot 0 is the one forward()
+    // uses. forward_batch() runs one step over several sequences, each in its own slot at its own
+    // position: one pass over the weights for all their rows. A sequence's logits are bitwise the
+    // same whatever other sequences share the step and however its tokens were split into steps.
+    int n_slots() const { return static_cast<int>(slot_past_.size()); }
+    int slot_past(int slot) const;
+    // Throws InvalidArgument (a bad or repeated slot, no tokens, a bad id, more than
+    // max_batch_rows() rows in all, a policy for another model), ContextOverflow (a slot would
+    // overflow), BackendUnavailable (this backend has no batched step). On error no slot changes.
+    // `trace` (needed with a policy) gets one row per token of the step, in order.
+    void forward_batch(const BatchSeq* seqs, int n_seqs, const SkipPolicy* policy,
+                       SkipTrace* trace);
+    void slot_truncate(int slot, int n_keep);
+    int max_batch_rows() const { return max_chunk_; }
+
   protected:
-    // n_ctx < 1 is an InvalidArgument.
-    Backend(std::shared_ptr<const Model> model, int n_ctx, int max_chunk);
+    // n_ctx < 1 or n_slots < 1 is an InvalidArgument.
+    Backend(std::shared_ptr<const Model> model, int n_ctx, int max_chunk, int n_slots = 1);
+
+    // The batched step (checked by forward_batch): the default refuses.
+    virtual void run_batch(const BatchSeq* seqs, int n_seqs, const SkipPolicy* policy,
+                           SkipTrace* trace);
 
     // Runs tokens[0..T) (T <= max_chunk, already checked) at positions n_past().. through the
     // model, writing their K/V at those positions. logits: T rows with all_logits, else the last
@@ -69,15 +101,18 @@ class Backend {
     bool cancelled() const { return cancel_ && cancel_->load(std::memory_order_relaxed); }
     void check(const int32_t* tokens, int n, const SkipRequest* skip) const;
 
+    void check_tokens(const int32_t* tokens, int n) const;
+
     int n_ctx_;
     int max_chunk_;
-    int n_past_ = 0;
+    std::vector<int> slot_past_;  // tokens cached per slot; forward() uses slot 0
     const std::atomic<bool>* cancel_ = nullptr;
 };
 
 // n_threads <= 0: the number of physical cores.
+// n_slots: KV slots for forward_batch (1: the single-sequence engine).
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int n_ctx,
-                                          int n_threads);
+                                          int n_threads, int n_slots = 1);
 
 // Throws BackendUnavailable saying why (not compiled in, no device, out of memory).
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int n_ctx);

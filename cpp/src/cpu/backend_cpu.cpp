@@ -5,6 +5,8 @@
 //               x  = h', or h when the skip policy skips this FFN for this token
 //   logits = W_out · n(x)
 // Matmuls run on the persistent thread pool, split by output rows.
+// Serving (forward_batch): every row of a step carries its own KV slot, position and skip state;
+// see "several sequences" below for how a row's arithmetic is kept independent of the batch.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -39,8 +41,8 @@ struct MatmulJob {
 
 class CpuBackend final : public Backend {
   public:
-    CpuBackend(std::shared_ptr<const Model> model, int n_ctx, int n_threads)
-        : Backend(std::move(model), n_ctx, kChunk), pool_(n_threads) {
+    CpuBackend(std::shared_ptr<const Model> model, int n_ctx, int n_threads, int n_slots)
+        : Backend(std::move(model), n_ctx, kChunk, n_slots), pool_(n_threads) {
         const int64_t kvd = static_cast<int64_t>(hp_.n_head_kv) * hp_.head_dim;
         const int64_t qd = static_cast<int64_t>(hp_.n_head) * hp_.head_dim;
         const size_t C = kChunk;
@@ -102,7 +104,10 @@ class CpuBackend final : public Backend {
         // K and V, f16, every layer; saturating (hostile shapes could overflow 64 bits).
         m.kv_per_position =
             2 * sizeof(uint16_t) * static_cast<uint64_t>(hp_.n_layer) * static_cast<uint64_t>(kvd);
-        if (__builtin_mul_overflow(m.kv_per_position, static_cast<uint64_t>(n_ctx()), &m.kv)) {
+        // Every slot holds n_ctx positions (both ints, so the product fits 64 bits).
+        const uint64_t positions =
+            static_cast<uint64_t>(n_ctx()) * static_cast<uint64_t>(n_slots());
+        if (__builtin_mul_overflow(m.kv_per_position, positions, &m.kv)) {
             m.kv = UINT64_MAX;
         }
         m.scratch = scratch;
@@ -111,7 +116,8 @@ class CpuBackend final : public Backend {
 
     void allocate_state(int64_t kvd, int64_t qd, size_t acts_bytes) {
         const size_t C = kChunk;
-        const size_t cache = static_cast<size_t>(n_ctx()) * static_cast<size_t>(kvd);
+        slot_stride_ = static_cast<size_t>(n_ctx()) * static_cast<size_t>(kvd);
+        const size_t cache = slot_stride_ * static_cast<size_t>(n_slots());
         k_cache_.resize(static_cast<size_t>(hp_.n_layer));
         v_cache_.resize(static_cast<size_t>(hp_.n_layer));
         for (int l = 0; l < hp_.n_layer; ++l) {
@@ -132,6 +138,9 @@ class CpuBackend final : public Backend {
         rope_sin_.resize(C * std::max(1, hp_.n_rot / 2));
         states_.resize(C);
         run_rows_.resize(C);
+        row_pos_.resize(C);
+        row_gen_.resize(C);
+        step_tokens_.resize(C);
         // One prepared-activation buffer per distinct weight type of a fused matmul group.
         acts_.resize(acts_bytes);
     }
@@ -174,26 +183,80 @@ class CpuBackend final : public Backend {
     // ---- the model ------------------------------------------------------------------------
     void run_chunk(const int32_t* tokens, int T, float* logits, bool all_logits,
                    const SkipRequest* skip, int first_token) override {
+        segs_.assign(1, Segment{0, 0, T, n_past()});
+        for (int t = 0; t < T; ++t) {
+            row_pos_[static_cast<size_t>(t)] = n_past() + t;
+            row_gen_[static_cast<size_t>(t)] = skip ? skip->gen_index + first_token + t : -1;
+        }
+        rowwise_ = false;
+        logit_rows_.clear();
+        if (logits) {
+            for (int t = all_logits ? 0 : T - 1; t < T; ++t) logit_rows_.push_back(t);
+        }
+        run_rows(tokens, T, skip ? skip->policy : nullptr, skip ? skip->trace : nullptr,
+                 first_token, logits);
+    }
+
+    // ---- several sequences (serving) ------------------------------------------------------
+    // A step's rows are the sequences' tokens in order. Batch invariance: the ops per row
+    // (norms, RoPE, SwiGLU, adds) never mix rows; attention runs per sequence with unsplit key
+    // ranges (a query's sums then do not depend on how its sequence was chunked, attention.cpp);
+    // and matmuls run row by row through the one-token kernels over row blocks that do not
+    // depend on the step (matmuls_rowwise), so each output is the same float ops as a lone
+    // decode step, while a weight block is read from DRAM once per step for all rows.
+    void run_batch(const BatchSeq* seqs, int n_seqs, const SkipPolicy* policy,
+                   SkipTrace* trace) override {
+        segs_.clear();
+        int T = 0;
+        for (int i = 0; i < n_seqs; ++i) {
+            const BatchSeq& q = seqs[i];
+            const int pos0 = slot_past(q.slot);
+            segs_.push_back(Segment{q.slot, T, q.n, pos0});
+            for (int j = 0; j < q.n; ++j, ++T) {
+                step_tokens_[static_cast<size_t>(T)] = q.tokens[j];
+                row_pos_[static_cast<size_t>(T)] = pos0 + j;
+                row_gen_[static_cast<size_t>(T)] = q.gen_index >= 0 ? q.gen_index + j : -1;
+            }
+        }
+        rowwise_ = true;
+        logit_rows_.clear();
+        for (int i = 0; i < n_seqs; ++i) {
+            if (seqs[i].logits)
+                logit_rows_.push_back(segs_[static_cast<size_t>(i)].row0 + seqs[i].n - 1);
+        }
+        batch_logits_.resize(logit_rows_.size() * static_cast<size_t>(hp_.n_vocab));
+        run_rows(step_tokens_.data(), T, policy, trace, 0, batch_logits_.data());
+        const float* row = batch_logits_.data();
+        for (int i = 0; i < n_seqs; ++i) {
+            if (!seqs[i].logits) continue;
+            std::memcpy(seqs[i].logits, row, sizeof(float) * hp_.n_vocab);
+            row += hp_.n_vocab;
+        }
+    }
+
+    // The model for rows [0, T) (row_pos_, row_gen_ and segs_ describe them). Trace row of row t:
+    // trace_row0 + t. The logits of rows logit_rows_ go to logits, in order (none if null).
+    void run_rows(const int32_t* tokens, int T, const SkipPolicy* policy, SkipTrace* trace,
+                  int trace_row0, float* logits) {
         const int d = hp_.n_embd;
-        const int pos0 = n_past();
         const int half = hp_.n_rot / 2;
         for_rows(T, d + 64 * half, [&](int t) {
             cpu::dequantize_row(model_->tok_embd.type,
                                 model_->tok_embd.data + model_->tok_embd.row_bytes * tokens[t],
                                 &x_[static_cast<size_t>(t) * d], d);
-            cpu::rope_table(pos0 + t, hp_.n_rot, hp_.rope_base, &rope_cos_[t * half],
-                            &rope_sin_[t * half]);
+            cpu::rope_table(row_pos_[static_cast<size_t>(t)], hp_.n_rot, hp_.rope_base,
+                            &rope_cos_[t * half], &rope_sin_[t * half]);
         });
-        if (skip) {
+        if (policy) {
             for (int t = 0; t < T; ++t) {
                 states_[static_cast<size_t>(t)] =
-                    skip->policy->begin_token(skip->gen_index + first_token + t);
+                    policy->begin_token(row_gen_[static_cast<size_t>(t)]);
             }
         }
         for (int l = 0; l < hp_.n_layer; ++l) {
             const LayerWeights& L = layers_[static_cast<size_t>(l)];
-            attention_block(L, l, T, pos0);  // x <- h
-            if (!skip) {
+            attention_block(L, l, T);  // x <- h
+            if (!policy) {
                 ffn_block(L, nullptr, T);  // tmp <- FFN(n(h)) for every row
                 add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
                 continue;
@@ -201,11 +264,11 @@ class CpuBackend final : public Backend {
             // Each row walks its own budget; rows whose FFN is skipped read no FFN weight.
             int n_run = 0;
             for (int t = 0; t < T; ++t) {
-                const size_t at = static_cast<size_t>(first_token + t) * hp_.n_layer + l;
-                if (skip->policy->skip_ffn(states_[static_cast<size_t>(t)], l)) {
-                    skip->trace->skipped[at] = 1;
+                const size_t at = static_cast<size_t>(trace_row0 + t) * hp_.n_layer + l;
+                if (policy->skip_ffn(states_[static_cast<size_t>(t)], l)) {
+                    trace->skipped[at] = 1;
                     // A compensated skip adds the layer's calibrated mean update instead.
-                    if (const float* c = skip->policy->compensation(l)) {
+                    if (const float* c = policy->compensation(l)) {
                         add_inplace(&x_[static_cast<size_t>(t) * d], c, d);
                     }
                 } else {
@@ -218,30 +281,29 @@ class CpuBackend final : public Backend {
                 const int t = run_rows_[static_cast<size_t>(i)];
                 float* x = &x_[static_cast<size_t>(t) * d];
                 const float* f = &tmp_[static_cast<size_t>(i) * d];
-                const size_t at = static_cast<size_t>(first_token + t) * hp_.n_layer + l;
-                if (!skip->trace->ffn_out.empty()) {
-                    std::memcpy(&skip->trace->ffn_out[at * static_cast<size_t>(d)], f,
-                                sizeof(float) * d);
+                const size_t at = static_cast<size_t>(trace_row0 + t) * hp_.n_layer + l;
+                if (!trace->ffn_out.empty()) {
+                    std::memcpy(&trace->ffn_out[at * static_cast<size_t>(d)], f, sizeof(float) * d);
                 }
                 // h' = h + f, kept apart from h for the gate; same float ops as the dense add.
                 for (int k = 0; k < d; ++k) hnext_[k] = x[k] + f[k];
                 const float g = cosine_similarity(x, hnext_.data(), d);
-                skip->trace->gate[at] = g;
-                skip->policy->observe_gate(states_[static_cast<size_t>(t)], l, g);
+                trace->gate[at] = g;
+                policy->observe_gate(states_[static_cast<size_t>(t)], l, g);
                 std::memcpy(x, hnext_.data(), sizeof(float) * d);
             }
         }
-        if (!logits) return;
-        const int first = all_logits ? 0 : T - 1;
-        const int rows = T - first;
+        const int rows = static_cast<int>(logit_rows_.size());
+        if (!logits || rows == 0) return;
         for_rows(rows, d, [&](int i) {
-            cpu::rmsnorm(&x_[static_cast<size_t>(first + i) * d], model_->output_norm.data(),
-                         &xn_[static_cast<size_t>(i) * d], d, hp_.rms_eps);
+            cpu::rmsnorm(&x_[static_cast<size_t>(logit_rows_[static_cast<size_t>(i)]) * d],
+                         model_->output_norm.data(), &xn_[static_cast<size_t>(i) * d], d,
+                         hp_.rms_eps);
         });
         matmuls({{&output_, xn_.data(), logits, hp_.n_vocab, nullptr}}, rows);
     }
 
-    void attention_block(const LayerWeights& L, int l, int T, int pos0) {
+    void attention_block(const LayerWeights& L, int l, int T) {
         const int d = hp_.n_embd, hd = hp_.head_dim;
         const int qd = hp_.n_head * hd, kvd = hp_.n_head_kv * hd;
         for_rows(T, d, [&](int t) {
@@ -268,24 +330,27 @@ class CpuBackend final : public Backend {
                             &rope_sin_[t * half]);
             cpu::rope_apply(k, hp_.n_head_kv, hd, hp_.n_rot, hp_.rope, &rope_cos_[t * half],
                             &rope_sin_[t * half]);
-            const size_t row = static_cast<size_t>(pos0 + t) * kvd;
+            const size_t row = slot_stride_ * static_cast<size_t>(slot_of_row(t)) +
+                               static_cast<size_t>(row_pos_[static_cast<size_t>(t)]) * kvd;
             cpu::f32_to_f16(k, kc + row, kvd);
             cpu::f32_to_f16(v, vc + row, kvd);
         });
-        cpu::AttnArgs att{};
-        att.q = q_.data();
-        att.out = att_.data();
-        att.q_stride = att.out_stride = qd;
-        att.k = kc;
-        att.v = vc;
-        att.kv_stride = kvd;
-        att.n_tok = T;
-        att.pos0 = pos0;
-        att.n_head = hp_.n_head;
-        att.n_head_kv = hp_.n_head_kv;
-        att.head_dim = hd;
-        att.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-        cpu::attention(att, pool_, attn_ws_);
+        for (const Segment& g : segs_) {  // each sequence attends to its own slot
+            cpu::AttnArgs att{};
+            att.q = &q_[static_cast<size_t>(g.row0) * qd];
+            att.out = &att_[static_cast<size_t>(g.row0) * qd];
+            att.q_stride = att.out_stride = qd;
+            att.k = kc + slot_stride_ * static_cast<size_t>(g.slot);
+            att.v = vc + slot_stride_ * static_cast<size_t>(g.slot);
+            att.kv_stride = kvd;
+            att.n_tok = g.n;
+            att.pos0 = g.pos0;
+            att.n_head = hp_.n_head;
+            att.n_head_kv = hp_.n_head_kv;
+            att.head_dim = hd;
+            att.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+            cpu::attention(att, pool_, attn_ws_, rowwise_ ? 1 : 0);
+        }
         matmuls({{&L.wo, att_.data(), tmp_.data(), d, nullptr}}, T);
         add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
     }
@@ -313,6 +378,7 @@ class CpuBackend final : public Backend {
     // Runs several matmuls over the same T input rows as one pool run: activations are
     // prepared once per distinct (input, weight type), then output rows are split into tasks.
     void matmuls(std::initializer_list<MatmulJob> list, int T) {
+        if (rowwise_) return matmuls_rowwise(list, T);
         MatmulJob jobs[3];
         int n_jobs = 0;
         for (const MatmulJob& j : list) jobs[n_jobs++] = j;
@@ -353,6 +419,57 @@ class CpuBackend final : public Backend {
             const int64_t r0 = (task - first_task[i]) * block;
             const int64_t r1 = std::min(j.w->rows, r0 + block);
             cpu::matmul(*j.w, j.x, j.acts, T, j.y, j.ldy, r0, r1);
+        });
+    }
+
+    // The serving step's matmuls: every row through the one-token kernel (n_tok = 1) over row
+    // blocks fixed by the weight alone, so a row's outputs are bitwise those of a lone decode
+    // step whatever else is in the batch. Each task walks its rows in sub-blocks of ~16 KiB of
+    // weights and runs all T rows over a sub-block while it is in L1/L2: the weights stream from
+    // DRAM once per step, the compute is T times.
+    void matmuls_rowwise(std::initializer_list<MatmulJob> list, int T) {
+        MatmulJob jobs[3];
+        int n_jobs = 0;
+        for (const MatmulJob& j : list) jobs[n_jobs++] = j;
+        uint8_t* next_buf = acts_.data();
+        size_t stride[3] = {0, 0, 0};
+        for (int i = 0; i < n_jobs; ++i) {
+            MatmulJob& j = jobs[i];
+            stride[i] = cpu::act_row_bytes(j.w->type, j.w->cols);
+            if (stride[i] == 0) continue;
+            j.acts = next_buf;
+            next_buf += static_cast<size_t>(T) * act_stride_;
+            prepare(j, T);
+        }
+        int64_t total_rows = 0;
+        for (int i = 0; i < n_jobs; ++i) total_rows += jobs[i].w->rows;
+        const int64_t want = pool_.size();  // the T == 1 split of matmuls(): independent of T
+        int64_t block = std::max<int64_t>(16, (total_rows + want - 1) / want);
+        block = (block + 15) / 16 * 16;
+        int64_t first_task[4] = {0, 0, 0, 0};
+        int64_t n_tasks = 0;
+        for (int i = 0; i < n_jobs; ++i) {
+            first_task[i] = n_tasks;
+            n_tasks += (jobs[i].w->rows + block - 1) / block;
+        }
+        first_task[n_jobs] = n_tasks;
+        pool_.run(static_cast<int>(n_tasks), [&](int task, int) {
+            int i = 0;
+            while (task >= first_task[i + 1]) ++i;
+            const MatmulJob& j = jobs[i];
+            const int64_t r0 = (task - first_task[i]) * block;
+            const int64_t r1 = std::min(j.w->rows, r0 + block);
+            // Multiples of 16 rows, so the kernels' 4-row tiles fall as in one call over [r0, r1).
+            const int64_t sub = std::max<int64_t>(
+                16, static_cast<int64_t>(kRowwiseBytes / j.w->row_bytes) / 16 * 16);
+            for (int64_t s0 = r0; s0 < r1; s0 += sub) {
+                const int64_t s1 = std::min(r1, s0 + sub);
+                for (int t = 0; t < T; ++t) {
+                    cpu::matmul(*j.w, j.x + static_cast<int64_t>(t) * j.w->cols,
+                                j.acts ? j.acts + static_cast<size_t>(t) * stride[i] : nullptr, 1,
+                                j.y + static_cast<int64_t>(t) * j.ldy, j.ldy, s0, s1);
+                }
+            }
         });
     }
 
@@ -397,6 +514,26 @@ class CpuBackend final : public Backend {
         });
     }
 
+    // ---- several sequences: the current step's rows ----------------------------------------
+    struct Segment {  // one sequence: rows [row0, row0 + n) at positions pos0.. of KV slot `slot`
+        int slot, row0, n, pos0;
+    };
+    int slot_of_row(int t) const {
+        for (const Segment& g : segs_)
+            if (t < g.row0 + g.n) return g.slot;
+        return 0;
+    }
+    // Weight bytes per rowwise sub-block: the T rows of a step re-read it from L1/L2.
+    static constexpr size_t kRowwiseBytes = 16 * 1024;
+    std::vector<Segment> segs_;
+    std::vector<int> row_pos_;      // position of each row in its slot
+    std::vector<int64_t> row_gen_;  // generated-token index of each row (< 0: prompt, dense)
+    std::vector<int32_t> step_tokens_;
+    std::vector<int> logit_rows_;  // rows whose logits the step returns
+    std::vector<float> batch_logits_;
+    bool rowwise_ = false;    // the current step is a serving step (matmuls_rowwise)
+    size_t slot_stride_ = 0;  // cache entries per slot per layer (n_ctx * kv_dim)
+
     ThreadPool pool_;
     std::vector<std::vector<uint16_t>> k_cache_, v_cache_;  // [layer][pos * kv_dim + dim], f16
     std::vector<float> x_, xn_, tmp_, hnext_, q_, k_, v_, att_, gate_, up_, rope_cos_, rope_sin_,
@@ -414,9 +551,9 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, int n_ctx,
-                                          int n_threads) {
+                                          int n_threads, int n_slots) {
     if (n_threads <= 0) n_threads = cpu::physical_cores();
-    return std::make_unique<CpuBackend>(std::move(model), n_ctx, n_threads);
+    return std::make_unique<CpuBackend>(std::move(model), n_ctx, n_threads, n_slots);
 }
 
 }  // namespace ffnskip

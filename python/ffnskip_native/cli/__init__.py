@@ -28,6 +28,10 @@ DELEGATED = {
         "ffnskip_native.cli.evaluate",
         "quality of FFN skipping vs dense (perplexity, agreement)",
     ),
+    "serve": (
+        "ffnskip_native.cli.serve",
+        "OpenAI-compatible HTTP server with continuous batching",
+    ),
     "calibrate": (
         "ffnskip_native.calibrate.cli",
         "find a model's best skip profile under a quality budget",

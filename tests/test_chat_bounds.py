@@ -187,6 +187,17 @@ ALLOCATIONS = {
         "{% set ns.l = ns.l + [('€' * 1000000) | list] %}{% endfor %}",
         r"max_built_bytes",
     ),
+    "literal_rebuilt_in_a_loop": (
+        "{% set ns = namespace(l=[]) %}{% for c in 'x' * 200000 %}"
+        "{% set ns.l = [ns.l" + ", 0" * 200 + "] %}{% endfor %}",
+        r"max_built_bytes",
+    ),
+    "namespaces_kept_in_a_loop": (
+        "{% set d = {" + ", ".join(f"'k{i}': {i}" for i in range(200)) + "} %}"
+        "{% set ns = namespace(l=[]) %}{% for c in 'x' * 300000 %}"
+        "{% set ns.l = [ns.l, namespace(d)] %}{% endfor %}",
+        r"max_built_bytes",
+    ),
     # Python exceptions that used to escape as themselves.
     "zero_division": ("{{ 1 / 0 }}", r"ZeroDivisionError"),
     "truncate_assertion": ("{{ 'abc' | truncate(1) }}", r"AssertionError"),

@@ -102,6 +102,11 @@ class Budget:
             self.charge(nbytes, what)
         elif isinstance(value, int):
             check_int_bits(value.bit_length(), what)
+        elif isinstance(value, Namespace):
+            attrs = value._Namespace__attrs  # type: ignore[attr-defined]
+            self.charge(sys.getsizeof(value) + sys.getsizeof(attrs), what)
+        elif value is not None and not isinstance(value, (float, Undefined)):
+            self.charge(sys.getsizeof(value), what)
 
     def _over_bytes(self, what: object) -> None:
         raise LimitError(

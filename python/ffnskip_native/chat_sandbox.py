@@ -137,6 +137,26 @@ class _CodeGenerator(CodeGenerator):
                 self.visit(part, frame)
         self.write(")")
 
+    # List, tuple and dict literals build a new container each time they are evaluated: a long
+    # one in a loop would otherwise pile up memory no operation is charged for.
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self.write("environment.built_literal(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.built_literal(")
+        super().visit_Dict(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # a target: {% for a, b in ... %}, {% set a, b = ... %}
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.built_literal(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
+
     def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
         self.write("(environment.scanned(")
         self.visit(node.expr, frame)
@@ -258,7 +278,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         # A macro call or recursive loop() runs Jinja's argument binding, a new frame and
         # buffer: about ten steps' worth (measured: 20-50 us each, against 1-5 for a step).
         frame = isinstance(__obj, (Macro, LoopContext))
-        budget.step((MACRO_STEPS if frame else 1) + sum(map(scan_cost, args)))
+        budget.step((MACRO_STEPS if frame else 1) + len(args) // 16 + sum(map(scan_cost, args)))
+        # f(*x) builds a tuple of x's items, which the callee may keep (cycler() does).
+        budget.charge(8 * (len(args) + len(kwargs)), what)
         receiver = getattr(__obj, "__self__", None)
         if isinstance(__obj, LoopContext) and args:
             # loop(children) in a recursive for: the new level's items are counted too.
@@ -373,6 +395,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.budget().step(scan_cost(value))
         return value
 
+    def built_literal(self, value: Any) -> Any:
+        """A list, tuple or dict literal, just built."""
+        budget = self.budget()
+        budget.step(1 + scan_cost(value))
+        budget.charge_value(value, "a literal")
+        return value
+
     def counted_iter(self, iterable: Any) -> _Counted:
         return _Counted(iterable, self.budget())
 
@@ -430,8 +459,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         raise RaisedByTemplate(str(message))
 
     def _strftime_now(self, fmt: str) -> str:
+        if not isinstance(fmt, str):
+            raise TypeError(f"strftime_now() takes a string, not {type(fmt).__name__}")
         # One directive (2 characters) expands to at most 24 ('%c' in the C locale).
-        self.budget().check_size(16 * len(str(fmt)), "strftime_now()")
+        self.budget().check_size(16 * len(fmt), "strftime_now()")
         return datetime.now().strftime(fmt)
 
     def _tojson(
@@ -450,7 +481,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise LimitError(f"tojson(indent={width}): the limit is {MAX_JSON_INDENT}")
         seps = tuple(separators) if separators is not None else None
         if seps is not None:
-            budget.check_size(sum(len(str(s)) for s in seps), "tojson(separators=...)")
+            limit = self.limits.max_output_chars
+            budget.check_size(sum(str_size(s, limit) for s in seps), "tojson(separators=...)")
         encoder = json.JSONEncoder(
             ensure_ascii=ensure_ascii, indent=indent, separators=seps, sort_keys=sort_keys
         )
@@ -477,8 +509,8 @@ class _CallName:
 
     def __str__(self) -> str:
         callee = self.callee
-        name = getattr(callee, "__qualname__", None) or getattr(callee, "name", None)
-        return f"{name or type(callee).__name__}()"
+        name = callee.name if isinstance(callee, Macro) else getattr(callee, "__qualname__", None)
+        return f"{name if isinstance(name, str) else type(callee).__name__}()"
 
 
 _BUILTIN_VALUES = (str, bytes, int, float, complex, list, tuple, dict, set, frozenset, range, type)

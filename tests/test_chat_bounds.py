@@ -17,6 +17,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from datetime import datetime
@@ -207,6 +208,37 @@ ALLOCATIONS = {
 @pytest.mark.parametrize(("source", "match"), ALLOCATIONS.values(), ids=ALLOCATIONS.keys())
 def test_unbounded_allocation_is_refused_before_it_happens(source, match):
     assert_refused(source, match)
+
+
+def test_each_render_has_its_own_budget_also_across_threads():
+    """Two renders overlapping in two threads (a barrier holds both mid-render) each need ~1200
+    of the 1500 steps: they pass only if budgets are per render, and a third render after them
+    proves the budget is not used up by earlier ones."""
+    barrier = threading.Barrier(2, timeout=30)
+    source = (
+        "{% for i in range(600) %}{% endfor %}{{ wait() }}{% for i in range(600) %}{% endfor %}"
+    )
+    template = ChatTemplate(source, max_iterations=1500)
+    outcomes: list[str] = []
+
+    def render() -> None:
+        try:
+            template.render(MESSAGES, wait=lambda: (barrier.wait(), "done")[1])
+            outcomes.append("ok")
+        except TemplateError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=render) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == ["ok", "ok"]
+    with pytest.raises(TemplateError, match="max_iterations"):
+        ChatTemplate(source.replace("600", "900"), max_iterations=1500).render(
+            MESSAGES, wait=lambda: ""
+        )
+    assert template.render(MESSAGES, wait=lambda: "") == ""
 
 
 def test_oversized_source_is_refused():

@@ -154,8 +154,10 @@ class TemplateGrammar:
         return self._one([self.str, self.str, self.int, self.list, self._mixed], depth)
 
     def _mixed(self, depth: int) -> str:
-        a, b = self.any(depth + 1), self.any(depth + 1)
-        return self.c.pick([f"({a} in {b})", f"({a} == {b})", f"({a} if {b} else {a})"])
+        if depth >= 3:
+            return self.str(depth)
+        a, b, c = self.any(depth + 1), self.any(depth + 1), self.any(depth + 1)
+        return self.c.pick([f"({a} in {b})", f"({a} == {b})", f"({a} if {b} else {c})"])
 
     def int(self, depth: int) -> str:
         if depth >= 3 or self.c.below(3) == 0:

@@ -44,10 +44,10 @@ DEFAULT_MAX_BUILT_BYTES = 64 << 20
 # - wall clock: the renders above take 20-180 ms (at most 3.5 s for the 22k-message case on a
 #   loaded 2-core machine). A backstop for what steps undercount, e.g. comparing long strings.
 DEFAULT_MAX_SECONDS = 10.0
-# - template source: real templates run from a few hundred characters to a few tens of
-#   thousands with tools and reasoning; compiling takes ~13 us a character, so 128 Ki bounds
-#   construction to a couple of seconds.
-MAX_SOURCE_CHARS = 1 << 17
+# - template source: real ones run from a few hundred characters to ~15k (tool-use templates).
+#   Compiling costs up to ~30 us a character for hostile shapes (18k {{ }} outputs: parse,
+#   code generation and Python's compile()), so 64 Ki keeps construction near 2 s.
+MAX_SOURCE_CHARS = 1 << 16
 _MESSAGE_CHARS = 500  # of template-made text quoted in an error message
 
 

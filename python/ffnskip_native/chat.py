@@ -59,10 +59,11 @@ class ChatTemplate:
     source does not compile.
 
     One render is bounded by ``max_output_chars`` (the prompt, and any single string or list
-    the template builds), ``max_iterations`` (steps: loop iterations, calls, filters, tests
-    and operators, plus one per 1024 characters or items they scan), ``max_built_bytes`` (all
-    strings and lists it builds, so also its peak memory) and ``max_seconds`` (wall clock).
-    Exceeding one raises TemplateError naming it.
+    the template builds), ``max_iterations`` (steps of about a microsecond: a loop iteration,
+    call, filter, test or operator, plus the characters or items it scans), ``max_built_bytes``
+    (all strings, lists and other objects it builds; its peak memory is at most this plus one
+    value) and ``max_seconds`` (wall clock). A value's size is checked before the operation
+    that would build it runs; exceeding any bound raises TemplateError naming it.
     """
 
     def __init__(

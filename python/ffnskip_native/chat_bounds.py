@@ -299,6 +299,17 @@ def line_count(s: str) -> int:
     return 1 + sum(s.count(c) for c in _LINE_BREAKS)
 
 
+def joined_size(items: Any, sep: Any, escaping: bool, limit: int) -> int:
+    """Upper bound on len(sep.join(map(str, items))) (escaped when ``escaping``)."""
+    sized = escaped_size if escaping else str_size
+    total = 0
+    for i, item in enumerate(items):
+        total += sized(item, limit) + (len(str(sep)) if i else 0)
+        if total > limit:
+            break
+    return total
+
+
 # ---- printf-style and str.format -----------------------------------------------------------------
 
 

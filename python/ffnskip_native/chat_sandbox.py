@@ -13,8 +13,8 @@ Where the work happens and how it is bounded:
 - ``{{ ... }}`` output, macro and block bodies: size-checked before they are joined.
 - The optimizer is off: it would fold constant expressions at compile time, outside any budget.
 
-Filters left out because no chat template needs them and their output is hard to bound:
-``pprint``, ``urlize``, ``xmlattr``; the ``lipsum`` global likewise.
+The per-filter checks and costs are in chat_filters. Left out: the ``pprint``, ``urlize`` and
+``xmlattr`` filters and the ``lipsum`` global (no chat template needs them; hard to bound).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, operators
 from jinja2.exceptions import SecurityError
-from jinja2.filters import make_attrgetter
 from jinja2.runtime import LoopContext, Macro, Undefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import _PassArg, object_type_repr, pass_eval_context
@@ -46,26 +45,33 @@ from .chat_bounds import (
     LimitError,
     Limits,
     binop_size,
-    case_mapped_size,
     escaped_size,
     format_field_size,
-    item_cost,
-    line_count,
-    list_items_bytes,
+    joined_size,
     materialize,
-    printf_size,
     repr_size,
     scan_cost,
     split_bytes,
     str_size,
 )
+from .chat_filters import (
+    FILTER_CHECKS,
+    NEW_ITEM_FILTERS,
+    REMOVED_FILTERS,
+    TEST_CHECKS,
+    Check,
+    filter_steps,
+    test_steps,
+)
 
-_REMOVED_FILTERS = frozenset({"pprint", "urlize", "xmlattr"})
 _active_budget: ContextVar[Optional[Budget]] = ContextVar("ffnskip_chat_budget", default=None)
 
 
 class RaisedByTemplate(Exception):
     """raise_exception() was called: the template's own message."""
+
+
+_QUOTED_KEY_CHARS = 200
 
 
 class _BoundedUndefined(Undefined):
@@ -81,9 +87,6 @@ class _BoundedUndefined(Undefined):
             if repr_size(name, _QUOTED_KEY_CHARS) > _QUOTED_KEY_CHARS:
                 return f"{object_type_repr(self._undefined_obj)} has no such element"
         return Undefined._undefined_message.fget(self)  # type: ignore[attr-defined]
-
-
-_QUOTED_KEY_CHARS = 200
 
 
 # ---- code generation -----------------------------------------------------------------------------
@@ -217,21 +220,21 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise_exception=self._raise_exception,
             strftime_now=self._strftime_now,
         )
-        filters = {k: v for k, v in self.filters.items() if k not in _REMOVED_FILTERS}
+        filters = {k: v for k, v in self.filters.items() if k not in REMOVED_FILTERS}
         filters["tojson"] = self._tojson
         self.filters = {
             k: self._metered(
                 f"the '{k}' filter",
                 f,
-                _FILTER_CHECKS.get(k),
+                FILTER_CHECKS.get(k),
                 True,
-                _filter_cost(k),
-                new_items=k in _NEW_ITEM_FILTERS,
+                filter_steps(k),
+                new_items=k in NEW_ITEM_FILTERS,
             )
             for k, f in filters.items()
         }
         self.tests = {
-            k: self._metered(f"the '{k}' test", f, _TEST_CHECKS.get(k), False, _test_cost(k))
+            k: self._metered(f"the '{k}' test", f, TEST_CHECKS.get(k), False, test_steps(k))
             for k, f in self.tests.items()
         }
 
@@ -298,7 +301,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if isinstance(receiver, str):
             if name == "join" and args:
                 items = materialize(args[0], budget, what)
-                size = _joined_size(items, receiver, isinstance(receiver, Markup), limit)
+                size = joined_size(items, receiver, isinstance(receiver, Markup), limit)
                 budget.check_size(size, what)
                 return (items, *args[1:])
             check = STR_METHODS.get(name)
@@ -411,7 +414,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self,
         what: str,
         func: Callable[..., Any],
-        check: Optional[_Check],
+        check: Optional[Check],
         materializes: bool,
         cost: Callable[[Any], int],
         new_items: bool = False,
@@ -524,16 +527,6 @@ def _autoescape(pass_arg: Any, first: Any) -> bool:
     return False
 
 
-def _joined_size(items: Any, sep: Any, escaping: bool, limit: int) -> int:
-    sized = escaped_size if escaping else str_size
-    total = 0
-    for i, item in enumerate(items):
-        total += sized(item, limit) + (len(str(sep)) if i else 0)
-        if total > limit:
-            break
-    return total
-
-
 class _BoundedFormatter(SandboxedFormatter):
     """str.format with a running total: each field's size is bounded before it is formatted."""
 
@@ -563,323 +556,3 @@ class _BoundedFormatter(SandboxedFormatter):
 
 class _BoundedEscapeFormatter(_BoundedFormatter, EscapeFormatter):
     pass
-
-
-# ---- per-filter size checks ----------------------------------------------------------------------
-# check(env, budget, escaping, what, value, *filter args): raises LimitError before the filter
-# would build something too big; the filter's steps and result bytes are charged by _metered.
-
-_Check = Callable[..., None]
-
-
-def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any) -> Any:
-    return args[i] if len(args) > i else kwargs.get(name, default)
-
-
-def _text(env: BoundedSandbox, value: Any, escaping: bool) -> int:
-    limit = env.limits.max_output_chars
-    return escaped_size(value, limit) if escaping else str_size(value, limit)
-
-
-def _check_text(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    budget.check_size(_text(env, value, escaping), what)
-
-
-def _check_escape(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    budget.check_size(escaped_size(value, env.limits.max_output_chars), what)
-
-
-def _check_case(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    size = case_mapped_size(value) if isinstance(value, str) else 3 * _text(env, value, False)
-    budget.check_size(size, what)
-
-
-def _check_urlencode(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    # Each character is at most 4 UTF-8 bytes, each byte at most 3 characters (%XX).
-    budget.check_size(12 * _text(env, value, False), what)
-
-
-def _check_center(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    width = _arg(args, kwargs, 0, "width", 80)
-    size = _text(env, value, False)
-    budget.check_size(max(size, width) if isinstance(width, int) else size, what)
-
-
-def _check_indent(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    s: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    width = _arg(args, kwargs, 0, "width", 4)
-    indent = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
-    size = _text(env, s, False)
-    lines = line_count(s) if isinstance(s, str) else size + 1
-    budget.check_size(size + lines * (max(indent, 0) + 1), what)
-
-
-def _check_replace(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    s: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    if isinstance(s, str) and not escaping:
-        size = STR_METHODS["replace"](s, args, kwargs)
-    else:
-        new = _arg(args, kwargs, 1, "new", "")
-        text = _text(env, s, escaping)
-        size = text + (text + 1) * _text(env, new, escaping)
-    budget.check_size(size, what)
-
-
-def _check_format(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    budget.check_size(_text(env, value, False), what)
-    fmt = value if isinstance(value, str) else str(value)
-    values = kwargs or args
-    size = printf_size(fmt, values, isinstance(fmt, Markup), env.limits.max_output_chars, what)
-    budget.check_size(size, what)
-
-
-def _check_join(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    sep = _arg(args, kwargs, 0, "d", "")
-    attribute = _arg(args, kwargs, 1, "attribute", None)
-    items = value
-    if attribute is not None:
-        items = list(map(make_attrgetter(env, attribute), value))
-    escaping = escaping and (
-        hasattr(sep, "__html__") or any(hasattr(item, "__html__") for item in items)
-    )
-    budget.check_size(_joined_size(items, sep, escaping, env.limits.max_output_chars), what)
-
-
-def _check_fill(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    """batch(n, fill_with) pads the last batch to n items; slice(n) makes n lists."""
-    count = args[0] if args else next(iter(kwargs.values()), 0)
-    if isinstance(count, int):
-        budget.check_size(len(value) + max(count, 0) if hasattr(value, "__len__") else count, what)
-
-
-def _check_wordwrap(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    s: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    wrapstring = _arg(args, kwargs, 2, "wrapstring", None)
-    joint = len(wrapstring) if isinstance(wrapstring, str) else 1
-    size = _text(env, s, False)
-    lines = size + (line_count(s) if isinstance(s, str) else 1)
-    budget.step(size // 4)  # textwrap is Python code: about 4 characters per microsecond
-    budget.check_size(size + lines * joint, what)
-
-
-def _check_truncate(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    s: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    end = _arg(args, kwargs, 2, "end", "...")
-    budget.check_size(_text(env, s, False) + (len(end) if isinstance(end, str) else 0), what)
-
-
-def _check_sized(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    if hasattr(value, "__len__"):
-        budget.check_size(len(value), what)
-
-
-def _check_list(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    if hasattr(value, "__len__"):
-        budget.check_size(len(value), what)
-        budget.check_bytes(list_items_bytes(value), what)
-
-
-def _check_sort_keys(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    # Sorting case-insensitively (the default) keeps a lower-cased copy of every string key until
-    # it is done: shared items are copied once each time they occur.
-    if kwargs.get("case_sensitive") is True:
-        return
-    items = value.items() if isinstance(value, dict) else value
-    nbytes = 0
-    for item in items:
-        if isinstance(item, str):
-            nbytes += 4 * case_mapped_size(item)
-        elif not isinstance(item, (int, float)):  # a key may be picked out of it
-            nbytes += 4 * repr_size(item, budget.bytes_left)
-        if nbytes > budget.bytes_left:
-            break
-    budget.charge(nbytes, what)
-
-
-def _check_sum(
-    env: BoundedSandbox,
-    budget: Budget,
-    escaping: bool,
-    what: str,
-    value: Any,
-    *args: Any,
-    **kwargs: Any,
-) -> None:
-    start = _arg(args, kwargs, 1, "start", 0)
-    parts = [start, *value]
-    if all(isinstance(p, (int, float)) for p in parts):
-        return
-    # Lists or tuples: sum() copies the growing result once per item.
-    total = sum(len(p) for p in parts if hasattr(p, "__len__"))
-    budget.check_size(total, what)
-    budget.step(len(parts) * total // SCAN_UNIT)
-
-
-_FILTER_CHECKS: dict[str, _Check] = {
-    **dict.fromkeys(["string", "safe", "trim", "striptags"], _check_text),
-    **dict.fromkeys(["escape", "e", "forceescape"], _check_escape),
-    **dict.fromkeys(["upper", "lower", "title", "capitalize"], _check_case),
-    **dict.fromkeys(["batch", "slice"], _check_fill),
-    **dict.fromkeys(["sort", "dictsort", "groupby"], _check_sort_keys),
-    "urlencode": _check_urlencode,
-    "center": _check_center,
-    "indent": _check_indent,
-    "replace": _check_replace,
-    "format": _check_format,
-    "join": _check_join,
-    "wordwrap": _check_wordwrap,
-    "truncate": _check_truncate,
-    "list": _check_list,
-    "reverse": _check_sized,
-    "sum": _check_sum,
-}
-# Filters and tests whose work does not grow with their input (len(), the first item ...), and
-# filters that run Python code on every item. (map, select and the like call a filter or test
-# per item, which charges for itself.)
-_CONSTANT_FILTERS = frozenset(
-    {"length", "count", "first", "last", "default", "d", "attr", "random", "abs", "round"}
-)
-_ITEMWISE_FILTERS = frozenset(
-    {"sort", "dictsort", "groupby", "unique", "min", "max", "join", "sum", "list", "items"}
-    | {"batch", "slice", "reverse", "tojson", "string", "urlencode"}
-)
-# Filters whose result holds new objects (pairs, batches, the characters of a string).
-_NEW_ITEM_FILTERS = frozenset({"items", "dictsort", "groupby", "batch", "slice", "list"})
-_SCANNING_TESTS = frozenset(
-    {"in", "eq", "==", "equalto", "ne", "!=", "lower", "upper", "lt", "<", "le", "<=", "gt", ">"}
-    | {"ge", ">=", "lessthan", "greaterthan"}
-)
-
-
-def _no_cost(value: Any) -> int:
-    return 0
-
-
-def _filter_cost(name: str) -> Callable[[Any], int]:
-    if name in _CONSTANT_FILTERS:
-        return _no_cost
-    return item_cost if name in _ITEMWISE_FILTERS else scan_cost
-
-
-def _test_cost(name: str) -> Callable[[Any], int]:
-    return scan_cost if name in _SCANNING_TESTS else _no_cost
-
-
-# The 'lower' and 'upper' tests call str(value) on anything.
-_TEST_CHECKS: dict[str, _Check] = {"lower": _check_text, "upper": _check_text}

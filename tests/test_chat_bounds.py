@@ -142,6 +142,14 @@ ALLOCATIONS = {
     "indent_filter": ("{{ 'a\nb' | indent(10**9) }}", r"'indent' filter.*max_output_chars"),
     "percent_format": ("{{ '%03000000000d' % 1 }}", r"'%'.*width or precision"),
     "str_format": ("{{ '{:>3000000000}'.format(1) }}", r"format\(\).*width or precision"),
+    "str_format_through_attr": (
+        "{{ ('{:>3000000000}' | attr('format'))(1) }}",
+        r"format\(\).*width or precision",
+    ),
+    "stored_str_format_reference": (
+        "{% set f = '{:>999999999}'.format %}{{ f(1) }}",
+        r"format\(\).*max_output_chars",
+    ),
     "replace_filter": (
         "{{ ('a' * 1000000) | replace('a', 'a' * 3000) }}",
         r"'replace' filter.*max_output_chars",

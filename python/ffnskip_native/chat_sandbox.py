@@ -322,7 +322,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def wrap_str_format(self, value: Any) -> Optional[Callable[..., str]]:
         """str.format / str.format_map through a formatter that checks each field's size before
-        formatting it (``'{:>3000000000}'.format(1)`` is refused, not allocated)."""
+        formatting it (``'{:>3000000000}'.format(1)`` is refused, not allocated). Jinja calls
+        this on every attribute lookup that yields one of them since 3.1.5, and ``|attr`` goes
+        through that lookup since 3.1.6: hence the dependency on jinja2>=3.1.6."""
         if not isinstance(value, (MethodType, BuiltinMethodType)):
             return None
         if value.__name__ not in ("format", "format_map"):

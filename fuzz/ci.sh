@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzing in CI: install clang + libFuzzer if missing (Debian 12, root), build the three targets,
 # regenerate the seed corpus, run each target for a bounded time and fail on any crash, sanitizer
-# report, leak, timeout or out-of-memory. ~4 minutes on 2 cores with the default 60 s per target.
+# report, leak, timeout or out-of-memory; then the Python chat-template fuzzer (atheris, or its
+# plain mutation loop where atheris does not install) for as long. ~5 minutes on 2 cores with the
+# default 60 s per target.
 #
 #   fuzz/ci.sh                     # FUZZ_SECONDS=60 per target
 #   FUZZ_SECONDS=600 fuzz/ci.sh    # longer local run; corpora persist in build/fuzz-runs/
@@ -56,4 +58,26 @@ for target in gguf_load tokenizer tiny_model; do
         status=1
     fi
 done
+
+# Chat templates come from model files: random structured templates must stay within the
+# sandbox's time and memory bounds (fuzz/py/fuzz_chat_template.py). Pure Python, so it runs
+# from the source tree. An input that hangs past -timeout or exceeds -rss_limit_mb is a bug too.
+python -m pip install -q atheris >/dev/null 2>&1 || echo "atheris does not install: plain mutation loop"
+dir="$runs/chat_template"
+mkdir -p "$dir/corpus" "$dir/artifacts"
+echo "== fuzz_chat_template for ${seconds}s"
+if python -c "import atheris" 2>/dev/null; then
+    chat_fuzz=(-max_total_time="$seconds" -max_len=512 -timeout=20 -rss_limit_mb=3072
+        -print_final_stats=1 -artifact_prefix="$dir/artifacts/")
+else
+    chat_fuzz=(--plain --seconds "$seconds")
+fi
+if ! PYTHONPATH=python python fuzz/py/fuzz_chat_template.py "$dir/corpus" "${chat_fuzz[@]}" \
+    >"$dir/ci.log" 2>&1; then
+    echo "!! fuzz_chat_template found a bug: $(ls "$dir/artifacts")" >&2
+    grep -E -B5 -A30 "Traceback|ERROR" "$dir/ci.log" | head -80 >&2
+    status=1
+fi
+grep -E "INITED|DONE|stat::number_of_executed_units|stat::average_exec_per_sec|^done:" \
+    "$dir/ci.log" || true
 exit "$status"

@@ -47,19 +47,24 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
     return bytes(b)
 
 
-def plain_loop(fn: Callable[[bytes], None], corpus: Path | None, runs: int, seed: int) -> None:
+def plain_loop(
+    fn: Callable[[bytes], None], corpus: Path | None, runs: int, seed: int, seconds: float
+) -> None:
+    """The corpus, then ``runs`` mutations of it (or as many as fit in ``seconds`` when > 0)."""
     rng = random.Random(seed)
     pool = [p.read_bytes() for p in sorted(corpus.iterdir())] if corpus else []
     pool = pool or [b""]
     t0 = time.monotonic()
     for data in pool:
         fn(data)
-    for i in range(runs):
+    i = 0
+    while (i < runs) if seconds <= 0 else (time.monotonic() - t0 < seconds):
         fn(mutate(rng, rng.choice(pool), pool))
-        if (i + 1) % 1000 == 0:
-            rate = (i + 1) / (time.monotonic() - t0)
-            print(f"#{i + 1} plain-mutation runs, {rate:.0f}/s", file=sys.stderr)
-    print(f"done: {runs} runs in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        i += 1
+        if i % 1000 == 0:
+            rate = i / (time.monotonic() - t0)
+            print(f"#{i} plain-mutation runs, {rate:.0f}/s", file=sys.stderr)
+    print(f"done: {i} runs in {time.monotonic() - t0:.1f} s", file=sys.stderr)
 
 
 def run(fn: Callable[[bytes], None], argv: list[str]) -> None:
@@ -67,6 +72,7 @@ def run(fn: Callable[[bytes], None], argv: list[str]) -> None:
     ap.add_argument("--plain", action="store_true", help="random mutation loop, no atheris")
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seconds", type=float, default=0, help="plain loop: run this long")
     known, rest = ap.parse_known_args(argv)
     try:
         import atheris
@@ -74,7 +80,7 @@ def run(fn: Callable[[bytes], None], argv: list[str]) -> None:
         atheris = None
     if known.plain or atheris is None:
         corpus = next((Path(a) for a in rest if not a.startswith("-")), None)
-        plain_loop(fn, corpus, known.runs, known.seed)
+        plain_loop(fn, corpus, known.runs, known.seed, known.seconds)
         return
     atheris.Setup([sys.argv[0], *rest], fn)
     atheris.Fuzz()

@@ -1,24 +1,22 @@
 """Chat prompts: render a GGUF ``tokenizer.chat_template`` (Jinja2) safely.
 
-Templates come from model files, i.e. from strangers, so they run in Jinja2's
-``ImmutableSandboxedEnvironment`` with extra limits: touching an unsafe attribute (``__class__``,
-``__init__.__globals__`` ...) is an error instead of a silent empty string, and the output size,
-string/list growth, ``range`` sizes and total ``range`` iterations are bounded. Every failure is a
-:class:`~ffnskip_native.errors.TemplateError`. The conventions (``trim_blocks``, ``lstrip_blocks``,
-``raise_exception``, ``strftime_now``, ``tojson``) follow Hugging Face transformers, which these
-templates are written for.
+Templates come from model files, i.e. from strangers, so they run in a sandbox (chat_sandbox):
+touching an unsafe attribute (``__class__``, ``__init__.__globals__`` ...) is an error instead of a
+silent empty string, and the work and memory of a render are bounded (see :class:`ChatTemplate`).
+Every failure is a :class:`~ffnskip_native.errors.TemplateError`. The conventions
+(``trim_blocks``, ``lstrip_blocks``, ``raise_exception``, ``strftime_now``, ``tojson``) follow
+Hugging Face transformers, which these templates are written for.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .chat_bounds import Limits
+from .chat_sandbox import BoundedSandbox, RaisedByTemplate
 from .errors import InvalidArgumentError, TemplateError
 
 # Used when the model file carries no template. <|im_start|>/<|im_end|> are the ChatML markers.
@@ -29,72 +27,28 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-DEFAULT_MAX_OUTPUT_CHARS = 1 << 20  # a rendered prompt far beyond any context window
-DEFAULT_MAX_ITERATIONS = 100_000  # total items produced by range() in one render
-
-
-class _RaisedByTemplate(Exception):
-    """raise_exception() was called: the template's own message, passed through unchanged."""
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """ImmutableSandboxedEnvironment that fails loudly and bounds the work a template can do."""
-
-    intercepted_binops = frozenset(["+", "*", "**"])
-
-    def __init__(self, max_output_chars: int, max_iterations: int) -> None:
-        super().__init__(
-            trim_blocks=True,
-            lstrip_blocks=True,
-            extensions=["jinja2.ext.loopcontrols"],
-            undefined=jinja2.Undefined,
-        )
-        self.max_output_chars = max_output_chars
-        self.max_iterations = max_iterations
-        self.iterations = 0
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
-        # The stock sandbox returns an Undefined that renders as "": a hostile template would
-        # go unnoticed. Refuse at the point of access instead.
-        raise SecurityError(
-            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
-        )
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        limit = self.max_output_chars
-        if operator == "+" and hasattr(left, "__len__") and hasattr(right, "__len__"):
-            if len(left) + len(right) > limit:
-                raise SecurityError(f"'+' would build a value longer than {limit}")
-        elif operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
-                    if len(seq) * n > limit:
-                        raise SecurityError(f"'*' would build a value longer than {limit}")
-        elif operator == "**" and isinstance(right, int) and abs(right) > 1024:
-            raise SecurityError(f"exponent {right} is too large")
-        return super().call_binop(context, operator, left, right)
-
-
-def _tojson(
-    value: Any,
-    ensure_ascii: bool = False,
-    indent: Optional[int] = None,
-    separators: Optional[Sequence[str]] = None,
-    sort_keys: bool = False,
-) -> str:
-    # Jinja's built-in tojson HTML-escapes <, >, & and ': wrong for prompts.
-    seps = tuple(separators) if separators is not None else None
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=seps, sort_keys=sort_keys
-    )
-
-
-def _raise_exception(message: str) -> None:
-    raise _RaisedByTemplate(message)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
+# The defaults, and why. Measured with the real Qwen2.5 and SmolLM2 templates and the realistic
+# Llama 3.1-, Gemma 3-, Mistral-, Phi-3- and Qwen3-style ones in tests/data/chat_templates,
+# rendering a 1000-message conversation with 12 tools (~600k characters of prompt):
+# - output: 1 Mi characters is about 250k tokens, beyond the context window of every model this
+#   runtime loads. No single string or list a template builds may be longer either.
+DEFAULT_MAX_OUTPUT_CHARS = 1 << 20
+# - steps: those templates take 3-13 per message (8-13k for the conversation). Even 22k one-word
+#   messages, which fill the output limit, take at most 265k (the Qwen3 style). 1M is 4x that and
+#   70x a long real conversation, and at 1-10 us a step stops a runaway loop within seconds.
+DEFAULT_MAX_ITERATIONS = 1_000_000
+# - built bytes: they build 2-10 bytes of strings per output character (intermediate
+#   concatenations, split(), tojson), so at most ~20 MiB at the output limit even for text of
+#   4-byte characters; 64 MiB is 3x that and bounds a render's peak memory.
+DEFAULT_MAX_BUILT_BYTES = 64 << 20
+# - wall clock: the renders above take 20-180 ms (at most 3.5 s for the 22k-message case on a
+#   loaded 2-core machine). A backstop for what steps undercount, e.g. comparing long strings.
+DEFAULT_MAX_SECONDS = 10.0
+# - template source: real ones run from a few hundred characters to ~15k (tool-use templates).
+#   Compiling costs up to ~30 us a character for hostile shapes (18k {{ }} outputs: parse,
+#   code generation and Python's compile()), so 64 Ki keeps construction near 2 s.
+MAX_SOURCE_CHARS = 1 << 16
+_MESSAGE_CHARS = 500  # of template-made text quoted in an error message
 
 
 class ChatTemplate:
@@ -103,6 +57,13 @@ class ChatTemplate:
     ``source`` is the Jinja2 text (e.g. GGUF ``tokenizer.chat_template``); ``bos_token`` and
     ``eos_token`` are the strings the template may reference. Raises TemplateError when the
     source does not compile.
+
+    One render is bounded by ``max_output_chars`` (the prompt, and any single string or list
+    the template builds), ``max_iterations`` (steps of about a microsecond: a loop iteration,
+    call, filter, test or operator, plus the characters or items it scans), ``max_built_bytes``
+    (all strings, lists and other objects it builds; its peak memory is at most this plus one
+    value) and ``max_seconds`` (wall clock). A value's size is checked before the operation
+    that would build it runs; exceeding any bound raises TemplateError naming it.
     """
 
     def __init__(
@@ -112,36 +73,35 @@ class ChatTemplate:
         eos_token: str = "",
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
+        max_built_bytes: int = DEFAULT_MAX_BUILT_BYTES,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
     ) -> None:
         if not isinstance(source, str):
             raise TemplateError(f"chat template must be a string, got {type(source).__name__}")
+        if len(source) > MAX_SOURCE_CHARS:
+            raise TemplateError(
+                f"chat template has {len(source)} characters; the limit is {MAX_SOURCE_CHARS}"
+            )
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
-        self._env = _Sandbox(max_output_chars, max_iterations)
-        self._env.globals["raise_exception"] = _raise_exception
-        self._env.globals["strftime_now"] = _strftime_now
-        self._env.globals["range"] = self._bounded_range
-        self._env.filters["tojson"] = _tojson
+        limits = Limits(max_output_chars, max_iterations, max_built_bytes, max_seconds)
+        self._env = BoundedSandbox(limits)
         try:
             self._template = self._env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
-                f"chat template does not compile: {exc.message} (line {exc.lineno})"
+                f"chat template does not compile: {_clip(exc.message)} (line {exc.lineno})"
             ) from None
         except (RecursionError, MemoryError, SyntaxError) as exc:
             # Hostile nesting makes jinja2's parser (or the code it generates) blow up.
             raise TemplateError(
                 f"chat template does not compile: {type(exc).__name__} (nested too deeply?)"
             ) from None
-
-    def _bounded_range(self, *args: int) -> range:
-        r = range(*args)
-        env = self._env
-        env.iterations += len(r)
-        if env.iterations > env.max_iterations:
-            raise SecurityError(f"range() total exceeds {env.max_iterations} items")
-        return r
+        except Exception as exc:  # noqa: BLE001 - a stranger's template: any failure is its own
+            raise TemplateError(
+                f"chat template does not compile: {type(exc).__name__}: {_clip(exc)}"
+            ) from None
 
     def render(
         self,
@@ -160,28 +120,42 @@ class ChatTemplate:
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
         }
-        self._env.iterations = 0
-        limit = self._env.max_output_chars
+        limit = self._env.limits.max_output_chars
         parts: list[str] = []
         size = 0
         try:
-            chunks: Iterator[str] = self._template.generate(context)
-            for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise SecurityError(f"output exceeds {limit} characters")
-                parts.append(chunk)
-        except _RaisedByTemplate as exc:
-            raise TemplateError(f"chat template raised an error: {exc}") from None
+            with self._env.render_budget():
+                chunks: Iterator[str] = self._template.generate(context)
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise SecurityError(
+                            f"the output exceeds {limit} characters (max_output_chars)"
+                        )
+                    parts.append(chunk)
+        except RaisedByTemplate as exc:
+            raise TemplateError(f"chat template raised an error: {_clip(exc)}") from None
         except SecurityError as exc:
-            raise TemplateError(f"chat template blocked by the sandbox: {exc}") from None
+            raise TemplateError(f"chat template blocked by the sandbox: {_clip(exc)}") from None
         except RecursionError:
             raise TemplateError("chat template recursed too deeply") from None
+        except MemoryError:
+            # Not expected under the bounds; if it happens it is still the template's failure.
+            raise TemplateError("chat template ran out of memory") from None
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"chat template failed: {exc}") from None
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
-            raise TemplateError(f"chat template failed: {type(exc).__name__}: {exc}") from None
+            raise TemplateError(f"chat template failed: {_clip(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - e.g. 1/0, 'x' + 1, truncate(1)'s assert
+            raise TemplateError(
+                f"chat template failed: {type(exc).__name__}: {_clip(exc)}"
+            ) from None
         return "".join(parts)
+
+
+def _clip(value: object) -> str:
+    text = str(value)
+    if len(text) > _MESSAGE_CHARS:
+        return text[:_MESSAGE_CHARS] + f"... ({len(text)} characters)"
+    return text
 
 
 def check_messages(messages: Sequence[Mapping[str, Any]]) -> None:

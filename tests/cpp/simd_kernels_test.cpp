@@ -10,8 +10,10 @@
 // - activation quantization and dequantization: bit-exact (the SIMD code keeps the scalar
 //   rounding order; the core is built with -ffp-contract=off on AArch64);
 // - quantized matmul: the integer block sums are exact, only the float summation order differs:
-//   relative L2 <= 1e-6 (the bound the Python suite uses for AVX2);
-// - float-weight matmul and the f16 dot product: f32 sums in another order, <= 1e-6;
+//   relative L2 <= 1e-6 (the bound the Python suite uses for AVX2; measured <= 3.6e-7);
+// - float-weight matmul: the scalar path sums up to 520 f32 products in one sequence, the SIMD
+//   paths in lanes: measured up to 6.5e-7 (NEON and AVX2), tested at 2e-6;
+// - the f16 dot product: error relative to sum |a b|, <= 1e-6;
 // - rmsnorm, rope: a few float32 ulps (rope fuses its multiply-adds), <= 1e-6;
 // - swiglu: the vector 2^x polynomial against std::exp, <= 3e-6 per element (as the Python suite);
 // - attention: the polynomial 2^x and online-softmax rescaling, <= 1e-5 relative per output row
@@ -171,7 +173,8 @@ void check_matmul(const char* level, uint32_t type, bool grouped, test::Report& 
         const WeightView plain = view(type, data, rows, cols);
         std::vector<uint8_t> gdata(grouped ? data.size() : 0);
         const WeightView w = grouped ? cpu::group_weight(plain, gdata.data()) : plain;
-        for (int64_t n_tok : {1, 2, 5, 17}) {  // decode; few tokens; prompt; float GEMM (>= 16)
+        // Decode; few tokens; a prompt; the float GEMM (>= 16); more than one chunk of 64 tokens.
+        for (int64_t n_tok : {1, 2, 5, 17, 70}) {
             const std::vector<float> x = activations(n_tok, cols);
             const std::vector<float> want = matmul_at("scalar", plain, x, n_tok);
             const std::vector<float> got = matmul_at(level, w, x, n_tok);
@@ -180,11 +183,11 @@ void check_matmul(const char* level, uint32_t type, bool grouped, test::Report& 
             ++cases;
         }
     }
-    const double tol = 1e-6;
+    const double tol = bs == 1 ? 2e-6 : 1e-6;
     const std::string name = std::string("matmul ") + type_name(type) + (grouped ? " grouped" : "");
     rep.line(worst <= tol, name,
              std::to_string(cases) + " cases (13 rows, " + std::to_string(col_set.front()) + ".." +
-                 std::to_string(col_set.back()) + " cols, 1/2/5/17 tokens), max rel L2 " +
+                 std::to_string(col_set.back()) + " cols, 1/2/5/17/70 tokens), max rel L2 " +
                  fmt("%.2e", worst) + " <= " + fmt("%.0e", tol));
 }
 

@@ -258,7 +258,9 @@ void check_rope(const char* level, test::Report& rep) {
     double worst = 0;
     int cases = 0;
     for (RopeStyle style : {RopeStyle::Norm, RopeStyle::Neox}) {
-        for (auto [hd, n_rot] : {std::pair{64, 64}, {128, 128}, {64, 32}, {24, 12}, {10, 10}}) {
+        for (std::pair<int, int> shape :
+             {std::pair{64, 64}, {128, 128}, {64, 32}, {24, 12}, {10, 10}}) {
+            const int hd = shape.first, n_rot = shape.second;  // head_dim, rotated dims
             const int n_heads = 3;
             std::vector<float> cs(n_rot / 2), sn(n_rot / 2);
             cpu::rope_table(777, n_rot, 10000.0f, cs.data(), sn.data());

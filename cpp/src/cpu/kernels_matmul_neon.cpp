@@ -288,6 +288,12 @@ struct DecodedRow {
     const float* mn;   // nb additive mins (types with a min only)
 };
 
+// (A named x4 value: clang's arm_neon.h defines the store as a macro, so no braced list inline.)
+inline void store_codes(int16_t* dst, const int16x8_t c[4]) {
+    const int16x8x4_t v = {{c[0], c[1], c[2], c[3]}};
+    vst1q_s16_x4(dst, v);
+}
+
 template <class T>
 void decode_plain_row(const uint8_t* row, int64_t nb, int16_t* q, float* dw, float* mn) {
     constexpr int G = T::kGroup;
@@ -296,7 +302,7 @@ void decode_plain_row(const uint8_t* row, int64_t nb, int16_t* q, float* dw, flo
         for (int j = 0; j < G; ++j) {
             int16x8_t c[4];
             T::codes(row, u, j, c);
-            vst1q_s16_x4(q + (u * G + j) * kActBlock, {{c[0], c[1], c[2], c[3]}});
+            store_codes(q + (u * G + j) * kActBlock, c);
         }
     }
 }
@@ -321,7 +327,7 @@ void decode_row(const uint8_t* row, int64_t nb, int16_t* q, float* dw, float* mn
             for (int j = 0; j < kGroupBlocks; ++j) {
                 int16x8_t c[4];
                 T::codes(g, j, c);
-                vst1q_s16_x4(q + (g0 + j) * kActBlock, {{c[0], c[1], c[2], c[3]}});
+                store_codes(q + (g0 + j) * kActBlock, c);
             }
         }
         decode_plain_row<typename T::Plain>(row + full * T::kBlock, nb - full, q + full * kActBlock,
@@ -365,15 +371,20 @@ void tile_decoded(const DecodedRow* rows, const uint8_t* const* acts, int64_t nb
                 mins[r][t] += ms;
             }
         }
+        // Fully unrolled: clang otherwise keeps the rolled (row, token) loops and the accumulators
+        // in memory (38 instead of 20 instructions per block and token, bench/neon_insn_counts.py).
         for (int64_t b = 0; b < n; ++b) {
             int16x8_t q[R][4];
+#pragma GCC unroll 2
             for (int r = 0; r < R; ++r) {
                 const int16x8x4_t v = vld1q_s16_x4(rows[r].q + (c0 + b) * kActBlock);
                 for (int i = 0; i < 4; ++i) q[r][i] = v.val[i];
             }
+#pragma GCC unroll 4
             for (int t = 0; t < NT; ++t) {
                 int16x8_t av[4];
                 load_act(a[t].q + (c0 + b) * kActBlock, av);
+#pragma GCC unroll 2
                 for (int r = 0; r < R; ++r)
                     acc[r][t] =
                         vfmaq_n_f32(acc[r][t], vcvtq_f32_s32(dot32(q[r], av)), scale[r][t][b]);

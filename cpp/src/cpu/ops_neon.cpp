@@ -58,7 +58,8 @@ void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style,
             const float32x4_t ra = vfmsq_f32(vmulq_f32(a, c), b, s);  // a c - b s
             const float32x4_t rb = vfmaq_f32(vmulq_f32(b, c), a, s);  // a s + b c
             if (style == RopeStyle::Norm) {
-                vst2q_f32(v + 2 * i, {{ra, rb}});
+                const float32x4x2_t out = {{ra, rb}};  // named: vst2q_f32 may be a macro
+                vst2q_f32(v + 2 * i, out);
             } else {
                 vst1q_f32(v + i, ra);
                 vst1q_f32(v + i + half, rb);

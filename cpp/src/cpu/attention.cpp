@@ -81,6 +81,9 @@ void attention(const AttnArgs& a, ThreadPool& pool, std::vector<float>& workspac
 #if defined(FFNSKIP_X86)
     if (use_avx2() && hd % 8 == 0) block = attn_block_avx2;
 #endif
+#if defined(FFNSKIP_NEON)
+    if (use_neon() && hd % 4 == 0) block = attn_block_neon;
+#endif
     const int tb = std::min(kQueryBlock, a.n_tok);
     const int n_qb = (a.n_tok + tb - 1) / tb;
     const int rows = tb * group;

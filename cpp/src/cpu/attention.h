@@ -54,5 +54,9 @@ void attn_block_scalar(const AttnArgs& a, int kvh, int t0, int n_t, int k0, int 
 void attn_block_avx2(const AttnArgs& a, int kvh, int t0, int n_t, int k0, int k1, float* scratch,
                      float* o, float* m, float* l);
 #endif
+#if defined(FFNSKIP_NEON)
+void attn_block_neon(const AttnArgs& a, int kvh, int t0, int n_t, int k0, int k1, float* scratch,
+                     float* o, float* m, float* l);
+#endif
 
 }  // namespace ffnskip::cpu

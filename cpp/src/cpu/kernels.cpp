@@ -1,4 +1,5 @@
-// Run-time ISA dispatch and argument checking for the CPU kernels.
+// Run-time ISA dispatch and argument checking for the CPU kernels (x86-64: AVX2 when the CPU has
+// it; AArch64: NEON, always present; scalar everywhere, also selectable for tests).
 #include "cpu/kernels.h"
 
 #include <atomic>
@@ -23,8 +24,8 @@ namespace {
 
 // CPUID and XGETBV directly (clang 14's __builtin_cpu_supports does not know "f16c"): the CPU
 // must have AVX2, FMA and F16C, and the OS must save the YMM registers (XCR0 bits 1 and 2).
-bool cpu_has_avx2() {
 #if defined(FFNSKIP_X86)
+bool cpu_has_avx2() {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
     const bool fma = ecx & (1u << 12), osxsave = ecx & (1u << 27), avx = ecx & (1u << 28),
@@ -35,14 +36,15 @@ bool cpu_has_avx2() {
     if ((xcr0_lo & 0x6u) != 0x6u) return false;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
     return ebx & (1u << 5);  // AVX2
-#else
-    return false;
-#endif
 }
+#endif
 
 const KernelTable* best_table() {
 #if defined(FFNSKIP_X86)
     if (cpu_has_avx2()) return &kAvx2Kernels;
+#endif
+#if defined(FFNSKIP_NEON)
+    return &kNeonKernels;  // NEON is part of every AArch64 CPU
 #endif
     return &kScalarKernels;
 }
@@ -53,6 +55,9 @@ const KernelTable* table_for(const char* level) {
     if (std::strcmp(level, "scalar") == 0) return &kScalarKernels;
 #if defined(FFNSKIP_X86)
     if (std::strcmp(level, "avx2") == 0 && cpu_has_avx2()) return &kAvx2Kernels;
+#endif
+#if defined(FFNSKIP_NEON)
+    if (std::strcmp(level, "neon") == 0) return &kNeonKernels;
 #endif
     return nullptr;
 }
@@ -152,6 +157,8 @@ void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_
     if (n_tok == 0 || r0 == r1) return;
 #if defined(FFNSKIP_X86)
     const bool grouped_kernels = &K() == &kAvx2Kernels;
+#elif defined(FFNSKIP_NEON)
+    const bool grouped_kernels = &K() == &kNeonKernels;
 #else
     const bool grouped_kernels = false;
 #endif
@@ -185,6 +192,9 @@ void f32_to_f16(const float* x, uint16_t* y, int64_t n) {
 const char* simd_level() {
 #if defined(FFNSKIP_X86)
     if (g_table.load() == &kAvx2Kernels) return "avx2";
+#endif
+#if defined(FFNSKIP_NEON)
+    if (g_table.load() == &kNeonKernels) return "neon";
 #endif
     return "scalar";
 }

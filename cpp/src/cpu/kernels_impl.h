@@ -58,5 +58,8 @@ extern const KernelTable kScalarKernels;  // kernels_scalar.cpp
 #if defined(FFNSKIP_X86)
 extern const KernelTable kAvx2Kernels;  // kernels_avx2.cpp (AVX2 + FMA + F16C)
 #endif
+#if defined(FFNSKIP_NEON)
+extern const KernelTable kNeonKernels;  // kernels_neon.cpp (AArch64)
+#endif
 
 }  // namespace ffnskip::cpu

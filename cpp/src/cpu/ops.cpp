@@ -10,6 +10,9 @@ void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
 #if defined(FFNSKIP_X86)
     if (use_avx2()) return avx2::rmsnorm(x, w, out, n, eps);
 #endif
+#if defined(FFNSKIP_NEON)
+    if (use_neon()) return neon::rmsnorm(x, w, out, n, eps);
+#endif
     double ss = 0;
     for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
     const float inv = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
@@ -29,6 +32,9 @@ void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style,
 #if defined(FFNSKIP_X86)
     if (use_avx2()) return avx2::rope_apply(x, n_heads, head_dim, n_rot, style, cos_t, sin_t);
 #endif
+#if defined(FFNSKIP_NEON)
+    if (use_neon()) return neon::rope_apply(x, n_heads, head_dim, n_rot, style, cos_t, sin_t);
+#endif
     const int half = n_rot / 2;
     for (int h = 0; h < n_heads; ++h) {
         float* v = x + static_cast<int64_t>(h) * head_dim;
@@ -46,6 +52,9 @@ void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style,
 void swiglu(float* g, const float* u, int64_t n) {
 #if defined(FFNSKIP_X86)
     if (use_avx2()) return avx2::swiglu(g, u, n);
+#endif
+#if defined(FFNSKIP_NEON)
+    if (use_neon()) return neon::swiglu(g, u, n);
 #endif
     for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }

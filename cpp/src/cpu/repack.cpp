@@ -63,7 +63,9 @@ void convert_row(const BlockShape& s, const uint8_t* src, uint8_t* dst, int64_t 
 
 bool groups_pay(uint32_t type) {
     BlockShape s;
-    return shape_of(type, &s) && std::strcmp(simd_level(), "avx2") == 0;
+    const char* level = simd_level();
+    return shape_of(type, &s) &&
+           (std::strcmp(level, "avx2") == 0 || std::strcmp(level, "neon") == 0);
 }
 
 WeightView group_weight(const WeightView& w, uint8_t* dst) {

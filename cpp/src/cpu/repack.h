@@ -28,7 +28,8 @@ inline uint32_t base_type(uint32_t type) {
     return type & ~kGroupedFlag;
 }
 
-// Whether the kernels in use run faster on `type` grouped (Q4_0 and Q4_1 with AVX2).
+// Whether the kernels in use run faster on `type` grouped (Q4_0 and Q4_1 with AVX2; with NEON
+// by instruction count, not measured: 8 scales per conversion instead of one).
 bool groups_pay(uint32_t type);
 // Writes the grouped form of w's rows to dst (w.bytes() bytes) and returns the view of them.
 // w must be a plain Q4_0 or Q4_1 view (InvalidArgument otherwise).

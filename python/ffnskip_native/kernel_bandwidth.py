@@ -23,6 +23,8 @@ _TYPES: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
     "Q6_K": (14, 256, 210, (208,)),
 }
 KERNEL_TYPES = tuple(_TYPES)
+# The types the AVX2 engine re-lays out at load (cpu/repack.h).
+_GROUPED = ("Q4_0", "Q4_1", "Q4_K")
 
 
 def _random_matrix(name: str, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
@@ -44,7 +46,7 @@ def kernel_bandwidth(
 ) -> dict[str, float]:
     """{type: GB/s} of the 1-thread one-token matmul on rows x cols matrices of each type.
 
-    Q4_0 and Q4_1 are measured in the grouped layout the AVX2 engine loads them into."""
+    Q4_0, Q4_1 and Q4_K are measured in the grouped layout the AVX2 engine loads them into."""
     t = _core._testing
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, cols)).astype(np.float32)
@@ -55,7 +57,7 @@ def kernel_bandwidth(
         n = max(1, total_bytes // one.nbytes)
         big = np.tile(one.reshape(1, -1), (n, 1))  # n distinct copies in one allocation
         copies = [big[i] for i in range(n)]
-        grouped = name in ("Q4_0", "Q4_1") and _core.simd_level() == "avx2"
+        grouped = name in _GROUPED and _core.simd_level() == "avx2"
         sec = t.bench_matmul(qtype, copies, rows, cols, x, n_threads=1, reps=reps, grouped=grouped)
         result[name] = one.nbytes / sec / 1e9
         del big, copies

@@ -141,6 +141,19 @@ def test_qwen05_matches_reference(qwen05_path):
     assert np.array_equal(got.argmax(1), expected.argmax(1))
 
 
+@pytest.mark.big
+def test_qwen05_one_token_steps_match_reference(qwen05_path):
+    # One token per eval runs the one-token decode tiles (Q4_K, Q5_0, Q6_K, Q8_0 in this file),
+    # which the prompt above does not reach.
+    eng = _core.Engine(str(qwen05_path), backend="cpu", n_ctx=128)
+    tokens = eng.tokenize("def add(a, b):\n    return a + b\n", False, False)
+    expected = reference.load(qwen05_path).forward(tokens)
+    got = np.stack([eng.eval([t]) for t in tokens])
+    err = rel_err(got, expected)
+    assert err.max() <= REL_TOL
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+
+
 # ---- model validation ------------------------------------------------------------------------
 
 

@@ -196,7 +196,7 @@ def test_subnormal_activation_block_is_finite(qtype, level):
     assert rel_l2(got, want) <= tolerance(qtype)
 
 
-# ---- grouped rows (cpu/repack.h): Q4_0/Q4_1 re-laid out at load for the AVX2 kernels ----------
+# ---- grouped rows (cpu/repack.h): Q4_0/Q4_1/Q4_K re-laid out at load for the AVX2 kernels -------
 GROUPED_TYPES = [Q.Q4_0, Q.Q4_1]
 
 
@@ -217,6 +217,23 @@ def test_grouped_matmul_matches_plain_and_float64(qtype, n_blocks, n_tok, level)
     # 3 threads split the rows at 7 and 15: the rows around the cuts leave the 4-row decode tile
     # for the decoded-row tile, which sums the Q4_1 min terms in another order.
     three = T.matmul(int(qtype), w.tobytes(), rows, cols, x, n_threads=3, grouped=True)
+    assert rel_l2(three, grouped.astype(np.float64)) <= 1e-6
+
+
+# Q4_K: only the packed 6-bit block scales and mins of each super-block are re-packed.
+@pytest.mark.parametrize("n_tok", [1, 2, 3, 5, 64])
+@pytest.mark.parametrize("n_super", [1, 2, 6])
+def test_grouped_q4k_matches_plain_and_float64(n_super, n_tok, level):
+    rng = np.random.default_rng(n_super * 10 + n_tok)
+    rows, cols = 23, 256 * n_super
+    w = random_blocks(Q.Q4_K, rows, cols, rng)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    want = x.astype(np.float64) @ dequantize(w, Q.Q4_K).astype(np.float64).T
+    plain = T.matmul(int(Q.Q4_K), w.tobytes(), rows, cols, x)
+    grouped = T.matmul(int(Q.Q4_K), w.tobytes(), rows, cols, x, grouped=True)
+    assert rel_l2(grouped, want) <= tolerance(Q.Q4_K)
+    assert rel_l2(grouped, plain.astype(np.float64)) <= 1e-6
+    three = T.matmul(int(Q.Q4_K), w.tobytes(), rows, cols, x, n_threads=3, grouped=True)
     assert rel_l2(three, grouped.astype(np.float64)) <= 1e-6
 
 

@@ -4,7 +4,9 @@ Every figure is measured in the same run: the memory read bandwidth of this mach
 count), the weight bytes one decoded token reads, and so the floor = bandwidth / bytes per token.
 With a skip profile (the model's stored one unless the skip flags say otherwise), decode is
 measured with it and without it. With --skip-ratios, decode speed under forced FFN skipping is
-compared with the byte-saving ideal 1 / (1 - skipped FFN bytes / bytes per token).
+compared with the byte-saving ideal 1 / (1 - skipped FFN bytes / bytes per token). With the
+bandwidth figures come the 1-thread decode-kernel bandwidth of each quantized weight type
+(kernel_bandwidth.py) and the 1-thread read bandwidth it is bounded by.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from . import _core
 from .errors import InvalidArgumentError
+from .kernel_bandwidth import kernel_bandwidth
 from .skip import SkipConfig
 
 
@@ -109,6 +112,10 @@ def run_bench(
         if bandwidth and eng.backend == "cpu":
             bw = _core.measure_read_bandwidth(eng.n_threads, 1 << 30, 5)
             result.update(bandwidth_gb_s=bw / 1e9, floor_tok_s=bw / result["bytes_per_token"])
+            bw1 = _core.measure_read_bandwidth(1, 1 << 30, 5)
+            result.update(
+                read_bandwidth_1thread_gbs=bw1 / 1e9, kernel_bandwidth_gbs=kernel_bandwidth()
+            )
         layer_ffn = eng.layer_ffn_bytes()
         skips = []
         for ratio, cfg, chosen in forced:

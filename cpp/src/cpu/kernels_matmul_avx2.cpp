@@ -9,7 +9,8 @@
 // blocks.
 //
 // Q4_0 / Q4_1 weights may arrive "grouped" (repack.h: 8 blocks' scales side by side), read by
-// tile_1tok_grouped for one token and by decode_row for more.
+// tile_1tok_grouped for one token and by decode_row for more; Q4_K ones with their block scales
+// re-packed (Q4KGrouped), read by the same paths as plain Q4_K.
 //
 // Few tokens (decode: 1 token, tiles of 4 rows for independent accumulation chains) decode the
 // weight codes inside the tile and prefetch the rows of a later tile, since decode streams every
@@ -146,7 +147,8 @@ struct Q45K {
     static constexpr size_t kUnitBytes = sizeof(Block);
     static constexpr bool kMin = true;
     static constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
-    static void scales(const uint8_t* row, int64_t u, float* dw, float* mn) {
+    // The 8 block scales d * sc_j and min terms -(dmin * m_j) of super-block u, in registers.
+    static void scales8(const uint8_t* row, int64_t u, __m256& dw, __m256& mn) {
         const Block& b = reinterpret_cast<const Block*>(row)[u];
         // scale_min_k4 on whole 32-bit words: 8 six-bit scales and mins, one per byte.
         uint32_t s[3];
@@ -159,10 +161,33 @@ struct Q45K {
             _mm_cvtsi64_si128(static_cast<int64_t>(sc_lo | static_cast<uint64_t>(sc_hi) << 32))));
         const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
             _mm_cvtsi64_si128(static_cast<int64_t>(mn_lo | static_cast<uint64_t>(mn_hi) << 32))));
-        _mm256_storeu_ps(dw, _mm256_mul_ps(_mm256_set1_ps(half(b.d)), sc));
+        dw = _mm256_mul_ps(_mm256_set1_ps(half(b.d)), sc);
         // -(dmin * m): the scalar path rounds the product, then negates.
-        _mm256_storeu_ps(mn, _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(half(b.dmin)), m),
-                                           _mm256_set1_ps(-0.0f)));
+        mn = _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(half(b.dmin)), m), _mm256_set1_ps(-0.0f));
+    }
+    static void scales(const uint8_t* row, int64_t u, float* dw, float* mn) {
+        __m256 d, m;
+        scales8(row, u, d, m);
+        _mm256_storeu_ps(dw, d);
+        _mm256_storeu_ps(mn, m);
+    }
+    // Blocks 2p and 2p + 1: Q4_K keeps them in the low and high nibbles of the same 32 bytes, so
+    // they are widened once for both.
+    static void pair(const uint8_t* row, int64_t u, int p, __m256i* c) {
+        if constexpr (kQ5) {
+            codes(row, u, 2 * p, c[0], c[1]);
+            codes(row, u, 2 * p + 1, c[2], c[3]);
+        } else {
+            const auto* q = reinterpret_cast<const __m128i*>(
+                reinterpret_cast<const Block*>(row)[u].qs + 32 * p);
+            const __m256i t0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(q));
+            const __m256i t1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(q + 1));
+            const __m256i m = _mm256_set1_epi16(0x0F);
+            c[0] = _mm256_and_si256(t0, m);
+            c[1] = _mm256_and_si256(t1, m);
+            c[2] = _mm256_srli_epi16(t0, 4);
+            c[3] = _mm256_srli_epi16(t1, 4);
+        }
     }
     static void codes(const uint8_t* row, int64_t u, int j, __m256i& lo, __m256i& hi) {
         const Block& b = reinterpret_cast<const Block*>(row)[u];
@@ -183,20 +208,64 @@ struct Q45K {
     }
 };
 
+// Q4_K with its block scales and mins re-packed at load (repack.cpp): byte j of the 8 bytes
+// after d and dmin holds the low 4 bits of sc_j and m_j, the next word their top 2 bits. Codes
+// are in place. Per super-block and row the decode is ~12 vector operations, against ~25 (half
+// of them scalar) for the file's packing.
+struct Q4KGrouped : Q45K<block_q4_K> {
+    static void scales8(const uint8_t* row, int64_t u, __m256& dw, __m256& mn) {
+        const uint8_t* b = row + u * sizeof(block_q4_K);
+        const __m256i lo4 =
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 4)));
+        uint32_t top, dd;
+        std::memcpy(&top, b + 12, 4);
+        std::memcpy(&dd, b, 4);
+        // Lane j: sc_j's top bits at bits 4-5, m_j's at 20-21.
+        const __m256i hi =
+            _mm256_slli_epi32(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(top)),
+                                                _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                              4);
+        const __m256i c30 = _mm256_set1_epi32(0x30);
+        const __m256i sc = _mm256_or_si256(_mm256_and_si256(lo4, _mm256_set1_epi32(15)),
+                                           _mm256_and_si256(hi, c30));
+        const __m256i m = _mm256_or_si256(_mm256_srli_epi32(lo4, 4),
+                                          _mm256_and_si256(_mm256_srli_epi32(hi, 16), c30));
+        const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));  // d, dmin
+        dw = _mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(sc));
+        // -(dmin * m): the scalar path rounds the product, then negates.
+        mn = _mm256_xor_ps(
+            _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), _mm256_cvtepi32_ps(m)),
+            _mm256_set1_ps(-0.0f));
+    }
+    static void scales(const uint8_t* row, int64_t u, float* dw, float* mn) {
+        __m256 d, m;
+        scales8(row, u, d, m);
+        _mm256_storeu_ps(dw, d);
+        _mm256_storeu_ps(mn, m);
+    }
+};
+
 // Q6_K: w = d * sc_g * (code - 32) per 16 values; sc_g (int8) is folded into the 16-bit codes.
 struct Q6K {
     static constexpr int kGroup = 8;
     static constexpr size_t kUnitBytes = sizeof(block_q6_K);
     static constexpr bool kMin = false;
+    static void scales8(const uint8_t* row, int64_t u, __m256& dw, __m256&) {
+        dw = _mm256_set1_ps(half(reinterpret_cast<const block_q6_K*>(row)[u].d));
+    }
     static void scales(const uint8_t* row, int64_t u, float* dw, float*) {
         _mm256_storeu_ps(dw, _mm256_set1_ps(half(reinterpret_cast<const block_q6_K*>(row)[u].d)));
     }
+    // code - 32 is taken on the 32 bytes (one subtraction), then sign-extended.
     static void codes(const uint8_t* row, int64_t u, int j, __m256i& lo, __m256i& hi) {
         const block_q6_K& b = reinterpret_cast<const block_q6_K*>(row)[u];
-        widen<false>(q6k_codes(b, j), lo, hi);
-        const __m256i off = _mm256_set1_epi16(32);
-        lo = _mm256_mullo_epi16(_mm256_sub_epi16(lo, off), _mm256_set1_epi16(b.scales[2 * j]));
-        hi = _mm256_mullo_epi16(_mm256_sub_epi16(hi, off), _mm256_set1_epi16(b.scales[2 * j + 1]));
+        widen<true>(_mm256_sub_epi8(q6k_codes(b, j), _mm256_set1_epi8(32)), lo, hi);
+        lo = _mm256_mullo_epi16(lo, _mm256_set1_epi16(b.scales[2 * j]));
+        hi = _mm256_mullo_epi16(hi, _mm256_set1_epi16(b.scales[2 * j + 1]));
+    }
+    static void pair(const uint8_t* row, int64_t u, int p, __m256i* c) {
+        codes(row, u, 2 * p, c[0], c[1]);
+        codes(row, u, 2 * p + 1, c[2], c[3]);
     }
 };
 
@@ -393,45 +462,58 @@ void tile_1tok(const uint8_t* const* rows, const uint8_t* acts, int64_t nb, floa
     }
 }
 
-// K-quants at one token: the same loop per 256-value super-block. Its 8 block scales (and mins)
-// are decoded once per super-block and row into registers and multiplied with the activation
-// scales there; the mins' term is one FMA over the 8 blocks.
+// K-quants at one token, 4 rows, laid out like tile_1tok_grouped: per super-block the 8 block
+// scales of every row are decoded into registers and multiplied with the activation scales first
+// (the mins' term one FMA per row), then blocks run in pairs outer and rows inner, so each
+// activation vector is loaded once for 4 rows and a Q4_K pair's 32 code bytes are widened once
+// for both of its blocks. Even and odd blocks accumulate separately (shorter FMA chains).
+// Measured on the 2-core Xeon (1 thread, thread CPU time, 256x1536 in L2, best of 40, interleaved
+// in one process, machine load ~20): Q4_K 13.8 GB/s before, 14.4 after, 15.1 with the re-packed
+// scales of Q4KGrouped (Q4_1 grouped: 21.7); Q6_K 11.2 -> 12.4.
 template <class T>
 void tile_1tok_k(const uint8_t* const* rows, const uint8_t* acts, int64_t nb, float* out,
                  const char* prefetch, size_t pf_step) {
-    constexpr bool kMin = T::kMin;
     const int16_t* aq = reinterpret_cast<const int16_t*>(acts);
     const float* ad = reinterpret_cast<const float*>(acts + nb * kActBlock * sizeof(int16_t));
     const float* as = ad + nb;
-    __m256 acc[kDecodeRows], macc[kDecodeRows];
+    __m256 acc0[kDecodeRows], acc1[kDecodeRows];
 #pragma GCC unroll 4
-    for (int r = 0; r < kDecodeRows; ++r) acc[r] = macc[r] = _mm256_setzero_ps();
+    for (int r = 0; r < kDecodeRows; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
     for (int64_t u = 0; u < nb / 8; ++u) {
         const char* pf = prefetch + static_cast<size_t>(u) * pf_step;
         for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
         const __m256 xd = _mm256_loadu_ps(ad + 8 * u);
+        alignas(32) float ds[kDecodeRows][8];
 #pragma GCC unroll 4
         for (int r = 0; r < kDecodeRows; ++r) {
-            alignas(32) float dw[8], mn[8];
-            T::scales(rows[r], u, dw, kMin ? mn : nullptr);
-            _mm256_store_ps(dw, _mm256_mul_ps(_mm256_load_ps(dw), xd));
-            if constexpr (kMin)
-                macc[r] = _mm256_fmadd_ps(_mm256_load_ps(mn), _mm256_loadu_ps(as + 8 * u), macc[r]);
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; ++j) {
-                const auto* a = reinterpret_cast<const __m256i*>(aq + (8 * u + j) * kActBlock);
-                __m256i lo, hi;
-                T::codes(rows[r], u, j, lo, hi);
-                const __m256i p =
-                    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
-                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
-                acc[r] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(dw + j), acc[r]);
+            __m256 dw, mn;
+            T::scales8(rows[r], u, dw, mn);
+            _mm256_store_ps(ds[r], _mm256_mul_ps(dw, xd));
+            if constexpr (T::kMin)
+                acc1[r] = _mm256_fmadd_ps(mn, _mm256_loadu_ps(as + 8 * u), acc1[r]);
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+            const auto* a = reinterpret_cast<const __m256i*>(aq + (8 * u + 2 * p) * kActBlock);
+            const __m256i a0 = _mm256_loadu_si256(a), a1 = _mm256_loadu_si256(a + 1);
+            const __m256i a2 = _mm256_loadu_si256(a + 2), a3 = _mm256_loadu_si256(a + 3);
+#pragma GCC unroll 4
+            for (int r = 0; r < kDecodeRows; ++r) {
+                __m256i c[4];
+                T::pair(rows[r], u, p, c);
+                const __m256i p0 =
+                    _mm256_add_epi32(_mm256_madd_epi16(c[0], a0), _mm256_madd_epi16(c[1], a1));
+                const __m256i p1 =
+                    _mm256_add_epi32(_mm256_madd_epi16(c[2], a2), _mm256_madd_epi16(c[3], a3));
+                acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
+                                          _mm256_broadcast_ss(&ds[r][2 * p]), acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1),
+                                          _mm256_broadcast_ss(&ds[r][2 * p + 1]), acc1[r]);
             }
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < kDecodeRows; ++r) out[r] = hsum(_mm256_add_ps(acc[r], macc[r]));
+    for (int r = 0; r < kDecodeRows; ++r) out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r]));
 }
 
 template <class T>
@@ -817,6 +899,8 @@ void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float
             return drive<Grouped<Q4_0>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q4_1 | kGroupedFlag:
             return drive<Grouped<Q4_1>>(w, acts, n_tok, y, ldy, r0, r1);
+        case GGML_Q4_K | kGroupedFlag:
+            return drive<Q4KGrouped>(w, acts, n_tok, y, ldy, r0, r1);
         default:
             return;
     }

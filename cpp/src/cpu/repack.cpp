@@ -59,17 +59,75 @@ void convert_row(const BlockShape& s, const uint8_t* src, uint8_t* dst, int64_t 
     std::memcpy(dst + tail, src + tail, static_cast<size_t>(nb - full) * bb);
 }
 
+// Q4_K super-blocks keep d, dmin and the codes in place; their 12 bytes of packed 6-bit block
+// scales sc_j and mins m_j (the scale_min_k4 packing) become
+//   8 bytes: byte j = (sc_j & 15) | (m_j & 15) << 4
+//   4 bytes: a little-endian word with sc_j >> 4 at bits 2j and m_j >> 4 at bits 16 + 2j
+// which the AVX2 tile decodes with a handful of vector operations (kernels_matmul_avx2.cpp).
+constexpr size_t kQ4KScales = 4;  // offset of the 12 scale bytes in a block_q4_K
+
+void group_q4k_scales(const uint8_t* s, uint8_t* out) {
+    uint32_t hi = 0;
+    for (int j = 0; j < 8; ++j) {
+        const int k = j & 3;
+        const uint8_t sc = j < 4 ? s[k] & 63 : (s[k + 8] & 15) | (s[k] >> 6) << 4;
+        const uint8_t m = j < 4 ? s[k + 4] & 63 : (s[k + 8] >> 4) | (s[k + 4] >> 6) << 4;
+        out[j] = static_cast<uint8_t>((sc & 15) | (m & 15) << 4);
+        hi |= static_cast<uint32_t>(sc >> 4) << (2 * j) | static_cast<uint32_t>(m >> 4)
+                                                              << (16 + 2 * j);
+    }
+    for (int i = 0; i < 4; ++i) out[8 + i] = static_cast<uint8_t>(hi >> (8 * i));
+}
+
+void ungroup_q4k_scales(const uint8_t* g, uint8_t* s) {
+    uint32_t hi = 0;
+    for (int i = 0; i < 4; ++i) hi |= static_cast<uint32_t>(g[8 + i]) << (8 * i);
+    uint8_t sc[8], m[8];
+    for (int j = 0; j < 8; ++j) {
+        sc[j] = static_cast<uint8_t>((g[j] & 15) | ((hi >> (2 * j)) & 3) << 4);
+        m[j] = static_cast<uint8_t>((g[j] >> 4) | ((hi >> (16 + 2 * j)) & 3) << 4);
+    }
+    for (int k = 0; k < 4; ++k) {
+        s[k] = static_cast<uint8_t>(sc[k] | (sc[k + 4] >> 4) << 6);
+        s[k + 4] = static_cast<uint8_t>(m[k] | (m[k + 4] >> 4) << 6);
+        s[k + 8] = static_cast<uint8_t>((sc[k + 4] & 15) | (m[k + 4] & 15) << 4);
+    }
+}
+
+void convert_q4k_row(const uint8_t* src, uint8_t* dst, int64_t n_super, bool group) {
+    std::memcpy(dst, src, static_cast<size_t>(n_super) * sizeof(block_q4_K));
+    for (int64_t u = 0; u < n_super; ++u) {
+        const size_t at = static_cast<size_t>(u) * sizeof(block_q4_K) + kQ4KScales;
+        if (group)
+            group_q4k_scales(src + at, dst + at);
+        else
+            ungroup_q4k_scales(src + at, dst + at);
+    }
+}
+
 }  // namespace
 
 bool groups_pay(uint32_t type) {
     BlockShape s;
     const char* level = simd_level();
-    return shape_of(type, &s) &&
-           (std::strcmp(level, "avx2") == 0 || std::strcmp(level, "neon") == 0);
+    const bool avx2 = std::strcmp(level, "avx2") == 0;
+    // The NEON kernels read grouped Q4_0/Q4_1 only; grouped Q4_K has an AVX2 tile alone.
+    if (type == GGML_Q4_K) return avx2;
+    return shape_of(type, &s) && (avx2 || std::strcmp(level, "neon") == 0);
 }
 
 WeightView group_weight(const WeightView& w, uint8_t* dst) {
     BlockShape s;
+    if (w.type == GGML_Q4_K) {
+        for (int64_t r = 0; r < w.rows; ++r) {
+            const size_t off = static_cast<size_t>(r) * w.row_bytes;
+            convert_q4k_row(w.data + off, dst + off, w.cols / 256, true);
+        }
+        WeightView g = w;
+        g.type = w.type | kGroupedFlag;
+        g.data = dst;
+        return g;
+    }
     if (!shape_of(w.type, &s))
         throw InvalidArgument(std::string("group_weight: ") + type_name(w.type) +
                               " is not grouped");
@@ -85,6 +143,7 @@ WeightView group_weight(const WeightView& w, uint8_t* dst) {
 }
 
 void ungroup_row(uint32_t type, const uint8_t* src, uint8_t* dst, int64_t cols) {
+    if (type == (GGML_Q4_K | kGroupedFlag)) return convert_q4k_row(src, dst, cols / 256, false);
     BlockShape s;
     if (!is_grouped(type) || !shape_of(base_type(type), &s))
         throw InvalidArgument("ungroup_row: not a grouped weight type");

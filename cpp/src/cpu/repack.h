@@ -10,6 +10,10 @@
 // the same size as the plain one, so a grouped view keeps rows, cols and row_bytes; only its type
 // changes to kGroupedFlag | base type, a value no GGUF file holds. Every kernel entry point accepts
 // grouped views (the scalar kernels ungroup row by row).
+//
+// Q4_K is "grouped" within each super-block (it already holds 8 blocks): only its packed 6-bit
+// block scales and mins are re-packed (repack.cpp), so that the one-token tile decodes them with
+// vector operations instead of a dozen scalar ones per super-block and row.
 #pragma once
 
 #include <cstdint>
@@ -28,11 +32,11 @@ inline uint32_t base_type(uint32_t type) {
     return type & ~kGroupedFlag;
 }
 
-// Whether the kernels in use run faster on `type` grouped (Q4_0 and Q4_1 with AVX2; with NEON
-// by instruction count, not measured: 8 scales per conversion instead of one).
+// Whether the kernels in use run faster on `type` grouped: Q4_0, Q4_1 and Q4_K with AVX2; Q4_0
+// and Q4_1 with NEON (by instruction count, not measured: 8 scales per conversion instead of one).
 bool groups_pay(uint32_t type);
 // Writes the grouped form of w's rows to dst (w.bytes() bytes) and returns the view of them.
-// w must be a plain Q4_0 or Q4_1 view (InvalidArgument otherwise).
+// w must be a plain Q4_0, Q4_1 or Q4_K view (InvalidArgument otherwise).
 WeightView group_weight(const WeightView& w, uint8_t* dst);
 // One row back to the plain layout: `type` is the grouped type, cols the row length.
 void ungroup_row(uint32_t type, const uint8_t* src, uint8_t* dst, int64_t cols);

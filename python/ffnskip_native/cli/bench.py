@@ -98,6 +98,13 @@ def format_text(r: dict[str, Any]) -> str:
             f"bandwidth    {r['bandwidth_gb_s']:.2f} GB/s -> floor {r['floor_tok_s']:.1f} tok/s; "
             f"decode at {100 * r['decode_fraction_of_floor']:.0f}% of the floor"
         )
+    kernels = r.get("kernel_bandwidth_gbs")
+    if kernels:
+        lines.append(
+            "kernels      1 thread, GB/s (read "
+            f"{r['read_bandwidth_1thread_gbs']:.1f}): "
+            + ", ".join(f"{name} {gbs:.1f}" for name, gbs in kernels.items())
+        )
     for s in r.get("skip", []):
         lines.append(
             f"skip {s['skip_ratio']:.3f}   {s['decode_tok_s']:.1f} tok/s, x{s['speedup']:.3f} "

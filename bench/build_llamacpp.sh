@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the llama.cpp peer used for side-by-side speed comparisons (issue 17):
+# llama-bench and llama-cli from the llama.cpp copy vendored in the
+# llama-cpp-python 0.3.36 sdist, tuned for this host (GGML_NATIVE=ON).
+# Idempotent: the sdist, the source tree and the build are reused when present.
+# Prints the directory holding the two binaries on its last line.
+#
+#   bench/build_llamacpp.sh            # cache in ~/.cache/ffnskip-peer
+#   FFNSKIP_PEER_DIR=/some/dir bench/build_llamacpp.sh
+set -euo pipefail
+
+version=0.3.36
+peer_dir=${FFNSKIP_PEER_DIR:-$HOME/.cache/ffnskip-peer}
+src_root=$peer_dir/llama_cpp_python-$version
+build_dir=$peer_dir/build-$version
+jobs=${JOBS:-$(nproc)}
+
+mkdir -p "$peer_dir"
+sdist=$peer_dir/llama_cpp_python-$version.tar.gz
+if [[ ! -f $sdist ]]; then
+    python -m pip download --no-deps --no-binary llama-cpp-python \
+        "llama-cpp-python==$version" -d "$peer_dir" >&2
+fi
+if [[ ! -f $src_root/vendor/llama.cpp/CMakeLists.txt ]]; then
+    tar -xzf "$sdist" -C "$peer_dir"
+fi
+
+if [[ ! -f $build_dir/CMakeCache.txt ]]; then
+    generator=()
+    command -v ninja >/dev/null && generator=(-G Ninja)
+    cmake -S "$src_root/vendor/llama.cpp" -B "$build_dir" "${generator[@]}" \
+        -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON >&2
+fi
+cmake --build "$build_dir" --target llama-bench llama-cli -j "$jobs" >&2
+echo "$build_dir/bin"

@@ -10,4 +10,7 @@ void bind_engine(pybind11::module_& m);     // bind_engine.cpp: Engine, SkipConf
 void bind_testing(pybind11::module_& m);    // bind_testing.cpp: `_testing` kernels for the tests
 void bind_sampler(pybind11::module_& m);    // bind_sampler.cpp: Sampler
 void bind_quality(pybind11::module_& m);    // bind_quality.cpp: log-softmax row statistics
+#if defined(FFNSKIP_WITH_CUDA)
+void bind_cuda_testing(pybind11::module_& m);  // bind_cuda_testing.cpp: CUDA kernels alone
+#endif
 }  // namespace ffnskip::bindings

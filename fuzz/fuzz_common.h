@@ -15,7 +15,7 @@
 #include "ffnskip/ffnskip.h"
 #include "gguf.h"
 #include "model.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ffnskip::fuzz {
 

@@ -1,9 +1,9 @@
-"""Generate cpp/src/unicode_tables.inc: Unicode general categories as sorted code point ranges.
+"""Generate cpp/src/tokenizer/unicode_tables.inc: Unicode general categories as code point ranges.
 
 The pre-tokenizers need the real \\p{L} / \\p{N} / \\p{M} classes (not ASCII approximations), so
 the table comes straight from Python's unicodedata (the Unicode version of the running Python).
 
-    python tools/gen_unicode_tables.py > cpp/src/unicode_tables.inc
+    python tools/gen_unicode_tables.py > cpp/src/tokenizer/unicode_tables.inc
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import unicodedata
 
-# Must match the enum order of ffnskip::unicode::Category in cpp/src/unicode.h.
+# Must match the enum order of ffnskip::unicode::Category in cpp/src/tokenizer/unicode.h.
 CATEGORIES = [
     "Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps",
     "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co",

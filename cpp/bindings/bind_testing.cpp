@@ -294,14 +294,13 @@ py::array_t<float> attention(const F32Array& q, const U16Array& k, const U16Arra
 
 void bind_testing(py::module_& m) {
     m.def("simd_level", &cpu::simd_level,
-          "The CPU kernel level in use: 'avx512', 'avx2', 'neon' or 'scalar'.");
+          "The CPU kernel level in use: 'avx2', 'neon' or 'scalar'.");
 
     py::module_ t = m.def_submodule("_testing", "Kernel-level access for tests and benchmarks.");
     t.def(
         "set_simd_level",
         [](const std::string& level) { return cpu::set_simd_level(level.c_str()); },
-        py::arg("level"),
-        "Force 'scalar', 'avx2', 'avx512', 'neon' or 'auto'; False when this CPU cannot.");
+        py::arg("level"), "Force 'scalar', 'avx2', 'neon' or 'auto'; False when this CPU cannot.");
     t.def(
         "row_bytes", [](uint32_t type, int64_t n) { return checked_row_bytes(type, n); },
         py::arg("type"), py::arg("n"));

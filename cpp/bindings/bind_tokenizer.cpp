@@ -10,7 +10,7 @@
 #include "bindings.h"
 #include "gguf.h"
 #include "py_args.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace py = pybind11;
 

@@ -11,4 +11,7 @@ void bind_testing(pybind11::module_& m);    // bind_testing.cpp: `_testing` kern
 void bind_sampler(pybind11::module_& m);    // bind_sampler.cpp: Sampler
 void bind_quality(pybind11::module_& m);    // bind_quality.cpp: log-softmax row statistics
 void bind_batch(pybind11::module_& m);      // bind_batch.cpp: BatchEngine (serving)
+#if defined(FFNSKIP_WITH_CUDA)
+void bind_cuda_testing(pybind11::module_& m);  // bind_cuda_testing.cpp: CUDA kernels alone
+#endif
 }  // namespace ffnskip::bindings

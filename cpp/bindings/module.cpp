@@ -46,4 +46,7 @@ PYBIND11_MODULE(_core, m) {
     ffnskip::bindings::bind_sampler(m);
     ffnskip::bindings::bind_quality(m);
     ffnskip::bindings::bind_batch(m);
+#if defined(FFNSKIP_WITH_CUDA)
+    ffnskip::bindings::bind_cuda_testing(m);
+#endif
 }

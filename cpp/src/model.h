@@ -10,7 +10,7 @@
 
 #include "ffnskip/ffnskip.h"
 #include "gguf.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "weight_view.h"
 
 namespace ffnskip {

@@ -1,5 +1,6 @@
 // ffnskip-native public C++ API: error types and the small value types shared by the loader,
-// both backends and the Python bindings. The engine classes live in cpp/src (model.h, generator.h).
+// both backends and the Python bindings. The engine classes live in cpp/src (model.h, engine.h,
+// backend.h; the token-by-token loop is python/ffnskip_native/generator.py).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// CPU compute kernels with run-time ISA dispatch (AVX-512 / AVX2+FMA+F16C / NEON / scalar). Every
+// CPU compute kernels with run-time ISA dispatch (AVX2+FMA+F16C / NEON / scalar). Every
 // fast path is tested against the scalar reference in quants.* and against the scalar path here.
 // All functions are thread-safe; callers split work by output rows.
 #pragma once
@@ -33,9 +33,9 @@ float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);
 void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);  // y += a * x
 void f32_to_f16(const float* x, uint16_t* y, int64_t n);
 
-// Which ISA the dispatcher picked: "avx512", "avx2", "neon" or "scalar".
+// Which ISA the dispatcher picked: "avx2", "neon" or "scalar".
 const char* simd_level();
-// Force a level for tests/benchmarks ("scalar", "avx2", "avx512", "neon" or "auto"); false when
+// Force a level for tests/benchmarks ("scalar", "avx2", "neon" or "auto"); false when
 // the CPU cannot run it (the level is then unchanged). Also settable by FFNSKIP_SIMD at start-up.
 bool set_simd_level(const char* level);
 

@@ -8,8 +8,8 @@
 // layouts put element j and j + 16 (or j + 32) in one byte, hence two runs of four.
 // Plain types (F32, F16, BF16) use 8-element "blocks" read with one or two 16-byte loads.
 //
-// Everything is __host__ __device__ so tests/cuda_blocks_check can run the decoders on the CPU
-// against the scalar reference without a GPU.
+// Everything is __host__ __device__ so that tests/test_cuda_kernels.py can run the decoders on
+// the CPU (harness::decode_row_host) against the scalar reference without a GPU.
 #pragma once
 
 #include <cstdint>

@@ -10,8 +10,8 @@
 #include <limits>
 #include <queue>
 
-#include "tokenizer_impl.h"
-#include "unicode.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
 
 namespace ffnskip {
 

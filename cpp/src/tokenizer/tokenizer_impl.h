@@ -7,8 +7,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "tokenizer.h"
-#include "tokenizer_pretok.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_pretok.h"
 
 namespace ffnskip {
 

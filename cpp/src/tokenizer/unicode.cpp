@@ -1,4 +1,4 @@
-#include "unicode.h"
+#include "tokenizer/unicode.h"
 
 #include <array>
 
@@ -11,7 +11,7 @@ struct CategoryRange {
     uint8_t cat;
 };
 
-#include "unicode_tables.inc"
+#include "tokenizer/unicode_tables.inc"
 
 // Pre-tokenizing English text is dominated by ASCII; skip the binary search for it.
 struct AsciiTable {

@@ -18,8 +18,8 @@
 #include <iterator>
 #include <utility>
 
-#include "tokenizer_pretok.h"
-#include "unicode.h"
+#include "tokenizer/tokenizer_pretok.h"
+#include "tokenizer/unicode.h"
 
 namespace ffnskip {
 

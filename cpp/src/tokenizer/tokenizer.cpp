@@ -1,9 +1,9 @@
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <algorithm>
 
-#include "tokenizer_impl.h"
-#include "unicode.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
 
 namespace ffnskip {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <unordered_map>
 
-#include "tokenizer_impl.h"
-#include "unicode.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
 
 namespace ffnskip {
 

@@ -1,8 +1,8 @@
-#include "tokenizer_pretok.h"
+#include "tokenizer/tokenizer_pretok.h"
 
 #include <cstdint>
 
-#include "unicode.h"
+#include "tokenizer/unicode.h"
 
 namespace ffnskip {
 

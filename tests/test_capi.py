@@ -225,6 +225,23 @@ def test_exported_symbols_are_exactly_the_header_functions():
     assert sorted(exported) == [f"{fn}@@FFNSKIP_{abi.group(1)}" for fn in documented]
 
 
+@pytest.mark.parametrize(
+    ("compiler", "flags"),
+    [("cc", ["-x", "c", "-std=c99"]), ("c++", ["-x", "c++", "-std=c++11"])],
+)
+def test_header_compiles_alone_as_c99_and_cxx11(compiler, flags, tmp_path):
+    exe = shutil.which(compiler)
+    if exe is None:
+        pytest.skip(f"no {compiler}")
+    source = tmp_path / "uses_header.c"
+    source.write_text(
+        "#include <ffnskip/ffnskip_c.h>\n"
+        "int main(void) { return ffnskip_abi_version() == FFNSKIP_ABI_VERSION ? 0 : 1; }\n"
+    )
+    cmd = [exe, *flags, "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only"]
+    subprocess.run([*cmd, *capi.cflags(), str(source)], check=True)
+
+
 def test_installed_header_is_the_source_header_and_versions_agree():
     installed = capi.header_path().read_text()
     assert installed == HEADER_SOURCE.read_text()

@@ -7,6 +7,8 @@
  * profile (written by tests/test_capi.py, which also checks what the dump_* cases print against
  * the Python bindings). Built with -fsanitize=address,undefined in CI.
  */
+#define _POSIX_C_SOURCE 200809L /* mkstemp, write, unlink */
+
 #include <ffnskip/ffnskip_c.h>
 #include <math.h>
 #include <pthread.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int g_failures = 0;
 static const char* g_smollm2 = NULL;
@@ -182,9 +185,14 @@ static void test_load_errors(void) {
                ffnskip_model_load("/nonexistent/model.gguf", NULL, &m));
     CHECK(m == sentinel);
     EXPECT_ERR(FFNSKIP_ERR_IO, "/tmp", ffnskip_model_load("/tmp", NULL, &m));
-    /* A file that exists but is no GGUF: the C source of this very test is not around, so use
-     * a file every Linux has. */
-    EXPECT_ERR(FFNSKIP_ERR_FORMAT, "", ffnskip_model_load("/etc/hostname", NULL, &m));
+    /* A file that exists but is no GGUF. */
+    char junk[] = "/tmp/ffnskip-capi-test-XXXXXX";
+    const int fd = mkstemp(junk);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "not a GGUF file at all", 22) == 22);
+    close(fd);
+    EXPECT_ERR(FFNSKIP_ERR_FORMAT, "GGUF", ffnskip_model_load(junk, NULL, &m));
+    unlink(junk);
     CHECK(m == sentinel);
     EXPECT_ERR(FFNSKIP_ERR_INVALID_ARGUMENT, "path is NULL", ffnskip_model_load(NULL, NULL, &m));
     EXPECT_ERR(FFNSKIP_ERR_INVALID_ARGUMENT, "model is NULL",

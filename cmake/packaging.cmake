@@ -1,8 +1,10 @@
 # How the installed modules (_core and libffnskip) find their runtime libraries (issue 19).
 #
-# FFNSKIP_STATIC_CXX_RUNTIME: link libstdc++ and libgcc statically, so a wheel depends only on
-# glibc (tools/build_wheel.sh turns it on; a wheel otherwise inherits the build machine's newer
-# libstdc++ symbol versions, which manylinux policies refuse).
+# FFNSKIP_STATIC_CXX_RUNTIME (tools/build_wheel.sh turns it on): link libstdc++ and libgcc
+# statically, so a wheel needs only glibc: it runs where the system's libstdc++ is older than the
+# build machine's, and inside apps that bring their own. --exclude-libs keeps the runtime's
+# symbols local: the module would otherwise export ~4400 std:: symbols (measured) and could bind
+# to another libstdc++ already loaded in the process.
 #
 # CUDA from pip: the toolkit wheels (nvidia-cublas, ...) put libcublas.so.13 under
 # site-packages/nvidia/<...>/lib, where the loader does not look. The modules get an RPATH to that
@@ -12,7 +14,8 @@ option(FFNSKIP_STATIC_CXX_RUNTIME "Link libstdc++/libgcc statically (portable wh
 
 foreach(_target _core ffnskip)
   if(FFNSKIP_STATIC_CXX_RUNTIME)
-    target_link_options(${_target} PRIVATE -static-libstdc++ -static-libgcc)
+    target_link_options(${_target} PRIVATE -static-libstdc++ -static-libgcc
+                        "LINKER:--exclude-libs,ALL")
   endif()
 endforeach()
 

@@ -17,7 +17,6 @@ set(FFNSKIP_CAPI_MAP ${PROJECT_SOURCE_DIR}/cpp/capi/libffnskip.map)
 
 add_library(ffnskip SHARED ${FFNSKIP_CAPI_SOURCES})
 target_link_libraries(ffnskip PRIVATE ffnskip_core)
-target_compile_definitions(ffnskip PRIVATE FFNSKIP_BUILDING_LIBRARY=1)
 target_compile_options(ffnskip PRIVATE -Wall -Wextra)
 target_link_options(ffnskip PRIVATE "LINKER:--version-script=${FFNSKIP_CAPI_MAP}"
                     "LINKER:--no-undefined")

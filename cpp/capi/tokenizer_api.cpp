@@ -1,5 +1,5 @@
 // ffnskip_tokenize / ffnskip_detokenize / ffnskip_token_piece over the model's tokenizer.
-#include <climits>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>

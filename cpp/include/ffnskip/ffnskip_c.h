@@ -17,13 +17,15 @@
  * - Token ids are int32_t in [0, n_vocab).
  *
  * Threads
- * - A context, sampler or skip configuration is used by one thread at a time. A second thread
- *   that calls into one while another call on it is running gets FFNSKIP_ERR_BUSY (nothing is
- *   changed); that includes *_free, so a handle in use is never freed under its user.
+ * - A context or sampler is used by one thread at a time. A second thread that calls into one
+ *   while another call on it is running gets FFNSKIP_ERR_BUSY (nothing is changed); that
+ *   includes *_free, so a handle in use is never freed under its user.
  * - ffnskip_context_cancel may be called from any thread at any time.
  * - A model is read-only once loaded: any number of threads may tokenize with it and create
- *   contexts from it at once. A context keeps the weights alive, so the model handle may be
- *   freed before its contexts.
+ *   contexts from it at once (freeing it meanwhile returns FFNSKIP_ERR_BUSY). A context keeps
+ *   the weights alive, so the model handle may be freed before its contexts.
+ * - A skip configuration may be read by several calls at once (e.g. set on several contexts);
+ *   changing or freeing it while it is read returns FFNSKIP_ERR_BUSY.
  * - Callbacks run on the thread that made the call. Calling back into the same context or
  *   sampler from a callback returns FFNSKIP_ERR_BUSY.
  *
@@ -38,15 +40,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(_WIN32)
-#if defined(FFNSKIP_BUILDING_LIBRARY)
-#define FFNSKIP_API __declspec(dllexport)
-#else
-#define FFNSKIP_API __declspec(dllimport)
-#endif
-#else
+/* The library is built with hidden visibility; these are the functions it exports (GCC, Clang). */
 #define FFNSKIP_API __attribute__((visibility("default")))
-#endif
 
 /* Enumerations travel as 32-bit ints. C++ (the library's language) is told so: any int32_t a C
  * caller passes is then a valid value there, and one that names no enumerator is refused with
@@ -76,7 +71,7 @@ typedef enum ffnskip_status FFNSKIP_ENUM_BASE {
     FFNSKIP_ERR_FORMAT = 3,              /* malformed or unsupported GGUF file */
     FFNSKIP_ERR_CONTEXT_OVERFLOW = 4,    /* the tokens do not fit in the context window */
     FFNSKIP_ERR_BACKEND_UNAVAILABLE = 5, /* CUDA not compiled in, or no device */
-    FFNSKIP_ERR_CANCELLED = 6,           /* ffnskip_context_cancel, or a callback said stop */
+    FFNSKIP_ERR_CANCELLED = 6,           /* ffnskip_context_cancel, or the load's callback */
     FFNSKIP_ERR_BUSY = 7,                /* the handle is in use by another call */
     FFNSKIP_ERR_BUFFER_TOO_SMALL = 8,    /* the size needed is in the count/length output */
     FFNSKIP_ERR_INVALID_STATE = 9,       /* e.g. logits asked for before any evaluation */

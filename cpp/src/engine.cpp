@@ -1,12 +1,15 @@
 #include "engine.h"
 
 #include <string>
+#include <utility>
 
 #include "cpu/threadpool.h"
 
 namespace ffnskip {
 
-Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, int n_threads) {
+namespace {
+
+void check_engine_args(const std::string& backend, int n_ctx, int n_threads) {
     if (backend != "auto" && backend != "cpu" && backend != "cuda") {
         throw InvalidArgument("backend must be 'auto', 'cpu' or 'cuda', got '" + backend + "'");
     }
@@ -16,8 +19,27 @@ Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, i
                               std::to_string(cpu::kThreadsPerCpu) + " per logical CPU (at most " +
                               std::to_string(cpu::max_threads()) + " on this machine)");
     }
-    model_ = Model::load(path);
+}
+
+// The arguments are checked before the file is read, so a bad argument is reported as such
+// rather than as whatever is wrong with the file.
+std::shared_ptr<Model> load_checked(const std::string& path, const std::string& backend, int n_ctx,
+                                    int n_threads) {
+    check_engine_args(backend, n_ctx, n_threads);
+    return Model::load(path);
+}
+
+}  // namespace
+
+Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, int n_threads)
+    : Engine(load_checked(path, backend, n_ctx, n_threads), backend, n_ctx, n_threads) {}
+
+Engine::Engine(std::shared_ptr<Model> model, const std::string& backend, int n_ctx, int n_threads) {
+    check_engine_args(backend, n_ctx, n_threads);
+    if (!model) throw InvalidArgument("no model");
+    model_ = std::move(model);
     n_threads_ = n_threads > 0 ? n_threads : cpu::physical_cores();
+    std::lock_guard<std::mutex> building(model_->build_mutex());
     std::string why;
     if (backend == "cuda" || (backend == "auto" && cuda_available(&why))) {
         backend_ = make_cuda_backend(model_, n_ctx);

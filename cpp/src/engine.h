@@ -19,6 +19,8 @@ class Engine {
   public:
     // backend: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
     Engine(const std::string& path, const std::string& backend, int n_ctx, int n_threads);
+    // On an already loaded model, which several engines may share (the C API's contexts).
+    Engine(std::shared_ptr<Model> model, const std::string& backend, int n_ctx, int n_threads);
 
     const Model& model() const { return *model_; }
     const Backend& backend() const { return *backend_; }

@@ -81,10 +81,34 @@ void MappedFile::detach(size_t offset, size_t n) {
     if (n == 0 || offset >= size_) return;
     const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
     const size_t begin = offset / page * page;
-    const size_t len = (offset + std::min(n, size_ - offset) - begin + page - 1) / page * page;
-    // Whole pages are read, so that bytes of neighbouring ranges that share a page survive.
+    const size_t end = (offset + std::min(n, size_ - offset) + page - 1) / page * page;
+    // Whole pages are swapped, so that bytes of neighbouring ranges that share a page survive;
+    // only the gaps between earlier detached ranges are swapped now.
+    size_t at = begin;
+    for (const auto& [done_begin, done_end] : detached_) {
+        if (done_end <= at) continue;
+        if (done_begin >= end) break;
+        if (done_begin > at) detach_pages(at, done_begin);
+        at = std::max(at, done_end);
+    }
+    if (at < end) detach_pages(at, end);
+    detached_.emplace_back(begin, end);
+    std::sort(detached_.begin(), detached_.end());
+    std::vector<std::pair<size_t, size_t>> merged;
+    for (const auto& r : detached_) {
+        if (!merged.empty() && r.first <= merged.back().second) {
+            merged.back().second = std::max(merged.back().second, r.second);
+        } else {
+            merged.push_back(r);
+        }
+    }
+    detached_ = std::move(merged);
+}
+
+void MappedFile::detach_pages(size_t begin, size_t end_page) {
+    const size_t len = end_page - begin;
     // The last page of the file may be partial: its tail past the end stays zero, as mapped.
-    const size_t end = std::min(begin + len, size_);
+    const size_t end = std::min(end_page, size_);
     uint8_t* at = const_cast<uint8_t*>(data_) + begin;
     // MAP_FIXED swaps the file's pages in this range for zeroed anonymous ones in one step,
     // and pread() then fills them from the file (pread reports a short file instead of

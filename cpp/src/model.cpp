@@ -281,7 +281,12 @@ void Model::detach_weights(const std::vector<const uint8_t*>& unread) {
     // Copies that do not fit in free memory and swap would end in the OOM killer: such a
     // model stays mapped and is read from the page cache as before (exposed to truncation).
     // The copies replace mapped pages, so they take no extra address space.
-    if (total > memory_headroom(/*address_space=*/false).bytes) return;
+    // Once a model stays mapped it stays so: an engine already running reads those pages, and
+    // a later engine's detach would swap them under it.
+    if (stays_mapped_ || total > memory_headroom(/*address_space=*/false).bytes) {
+        stays_mapped_ = true;
+        return;
+    }
     for (const auto& [begin, end] : merged) file_->detach(begin, end - begin);
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -71,9 +72,12 @@ class Model {
     // pointers of weights the backend never reads again because it holds its own copy. Norms
     // and biases were copied into vectors at load already. Afterwards truncating the file under
     // the process cannot make a weight read fault (SIGBUS). Weights larger than the free memory
-    // stay mapped (a copy would end in the OOM killer). Not thread-safe: call it before the
-    // weights are shared.
+    // stay mapped (a copy would end in the OOM killer). Hold build_mutex() while calling it.
     void detach_weights(const std::vector<const uint8_t*>& unread);
+    // Engines sharing this model (the C API's contexts) are built one at a time: a backend
+    // reads weights through the mapping while it is built, and detach_weights() swaps mapped
+    // pages that a concurrent build could be reading.
+    std::mutex& build_mutex() const { return build_mu_; }
 
     // A skip profile stored as ffnskip.* metadata, if the file carries one.
     const std::optional<SkipConfig>& skip_profile() const { return skip_profile_; }
@@ -87,6 +91,8 @@ class Model {
     Hparams hp_;
     std::unique_ptr<Tokenizer> tokenizer_;
     std::optional<SkipConfig> skip_profile_;
+    mutable std::mutex build_mu_;
+    bool stays_mapped_ = false;  // detach_weights() found no room once: never detach later
 };
 
 }  // namespace ffnskip

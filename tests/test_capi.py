@@ -40,6 +40,7 @@ CASES = [
     "context_create",
     "context_outlives_model",
     "eval_and_logits",
+    "contexts_share_model_while_running",
     "sampler",
     "generate",
     "cancel_generate_from_thread",

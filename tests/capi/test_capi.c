@@ -668,6 +668,59 @@ static void test_eval_and_logits(void) {
     EXPECT_OK(ffnskip_model_free(m));
 }
 
+/* Contexts sharing a model: building a second context must not disturb one that is running
+ * (the second build used to swap the shared embedding's pages again, showing zeros meanwhile). */
+typedef struct {
+    ffnskip_context* c;
+    const int32_t* ids;
+    int32_t n;
+    const float* want;
+    int32_t n_vocab;
+    atomic_int stop;
+    int mismatches;
+    int runs;
+} Rerun;
+
+static void* rerun_until_stopped(void* arg) {
+    Rerun* r = arg;
+    float* got = malloc(sizeof *got * (size_t)r->n_vocab);
+    while (!r->stop) {
+        if (ffnskip_context_kv_truncate(r->c, 0) != FFNSKIP_OK ||
+            ffnskip_eval(r->c, r->ids, r->n) != FFNSKIP_OK ||
+            ffnskip_get_logits(r->c, got, r->n_vocab) != FFNSKIP_OK) {
+            ++r->mismatches;
+            break;
+        }
+        r->mismatches += memcmp(got, r->want, sizeof *got * (size_t)r->n_vocab) != 0;
+        ++r->runs;
+    }
+    free(got);
+    return NULL;
+}
+
+static void test_contexts_share_model_while_running(void) {
+    ffnskip_model* m = load(g_smollm2);
+    const int32_t n_vocab = (int32_t)model_prop(m, FFNSKIP_MODEL_N_VOCAB);
+    ffnskip_context* a = make_ctx(m, 64);
+    int32_t n = 0;
+    int32_t* ids = tokenize(m, "One context runs while another is built", &n);
+    float* want = malloc(sizeof *want * (size_t)n_vocab);
+    EXPECT_OK(ffnskip_eval(a, ids, n));
+    EXPECT_OK(ffnskip_get_logits(a, want, n_vocab));
+    Rerun r = {a, ids, n, want, n_vocab, 0, 0, 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, rerun_until_stopped, &r) == 0);
+    for (int i = 0; i < 4; ++i) EXPECT_OK(ffnskip_context_free(make_ctx(m, 64)));
+    r.stop = 1;
+    pthread_join(t, NULL);
+    CHECK(r.runs > 0);
+    CHECK(r.mismatches == 0);
+    free(want);
+    free(ids);
+    EXPECT_OK(ffnskip_context_free(a));
+    EXPECT_OK(ffnskip_model_free(m));
+}
+
 /* ---- sampler ------------------------------------------------------------------------------- */
 
 static void test_sampler(void) {
@@ -1297,6 +1350,7 @@ static const struct {
     {"context_create", test_context_create},
     {"context_outlives_model", test_context_outlives_model},
     {"eval_and_logits", test_eval_and_logits},
+    {"contexts_share_model_while_running", test_contexts_share_model_while_running},
     {"sampler", test_sampler},
     {"generate", test_generate},
     {"cancel_generate_from_thread", test_cancel_generate_from_thread},

@@ -2,7 +2,9 @@
 
 It shares nothing with the C++ engine (weights are dequantized by the `gguf` package), so the engine
 is proven against it rather than against itself. Supported: GGUF `llama` (NORM rope on adjacent
-pairs) and `qwen2` (q/k/v bias, NEOX rope on halves), plus the FFN skip policy of
+pairs), `qwen2` (q/k/v bias, NEOX rope on halves) and `qwen3` (NEOX rope, RMSNorm of each q and k
+head before it), rope scaling (linear by `{arch}.rope.scaling.type`, llama3-style by the per-pair
+divisors of `rope_freqs.weight`), plus the FFN skip policy of
 shared/DESIGN.md ("FFN skipping — exact semantics").
 
     model = load(path)
@@ -30,8 +32,8 @@ import gguf
 import numpy as np
 from gguf.quants import dequantize
 
-ARCHS = ("llama", "qwen2")
-ROPE_STYLE = {"llama": "norm", "qwen2": "neox"}
+ARCHS = ("llama", "qwen2", "qwen3")
+ROPE_STYLE = {"llama": "norm", "qwen2": "neox", "qwen3": "neox"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class HParams:
     head_dim: int
     n_rot: int
     rope_base: float
+    rope_scale: float  # angle multiplier: 1 / rope.scaling.factor for linear scaling, else 1
     eps: float
     n_ctx: int
     n_vocab: int
@@ -107,19 +110,40 @@ def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
     return f.contents()
 
 
+def _rope_scale(reader: gguf.GGUFReader, arch: str) -> float:
+    """The angle multiplier of {arch}.rope.scaling.type; unknown types raise (never a default)."""
+    kind = str(_field(reader, f"{arch}.rope.scaling.type", "none"))
+    if kind == "none":
+        return 1.0
+    if kind == "linear":
+        return 1.0 / float(_field(reader, f"{arch}.rope.scaling.factor"))
+    raise ValueError(f"reference does not implement rope scaling type {kind!r}")
+
+
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     """x / sqrt(mean(x^2) + eps) * weight, over the last axis."""
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
 
 
-def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, style: str) -> np.ndarray:
+def rope(
+    x: np.ndarray,
+    pos: np.ndarray,
+    n_rot: int,
+    base: float,
+    style: str,
+    scale: float = 1.0,
+    freq_factors: np.ndarray | None = None,
+) -> np.ndarray:
     """Rotary embedding of x (n_pos, n_heads, head_dim) at positions pos (n_pos,).
 
-    Pair i (i < n_rot/2) is rotated by angle pos * base^(-2i/n_rot). "norm" pairs the adjacent
-    elements (2i, 2i+1); "neox" pairs (i, i + n_rot/2). Dimensions >= n_rot are left unchanged.
+    Pair i (i < n_rot/2) is rotated by angle pos * base^(-2i/n_rot) * scale / freq_factors[i].
+    "norm" pairs the adjacent elements (2i, 2i+1); "neox" pairs (i, i + n_rot/2). Dimensions
+    >= n_rot are left unchanged.
     """
     half = n_rot // 2
-    inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / n_rot)
+    inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / n_rot) * scale
+    if freq_factors is not None:
+        inv_freq = inv_freq / freq_factors
     ang = np.asarray(pos, dtype=np.float64)[:, None] * inv_freq[None, :]
     cos = np.cos(ang)[:, None, :]
     sin = np.sin(ang)[:, None, :]
@@ -193,6 +217,7 @@ class RefModel:
             head_dim=head_dim,
             n_rot=int(_field(r, f"{arch}.rope.dimension_count", head_dim)),
             rope_base=float(_field(r, f"{arch}.rope.freq_base", 10000.0)),
+            rope_scale=_rope_scale(r, arch),
             eps=float(_field(r, f"{arch}.attention.layer_norm_rms_epsilon")),
             n_ctx=int(_field(r, f"{arch}.context_length")),
             n_vocab=int(emb.shape[1]),
@@ -250,10 +275,15 @@ class RefModel:
             if self.has(p + name):
                 arr += self.weight(p + name)
         pos = np.arange(pos0, pos0 + n)
-        q = rope(q.reshape(n, hp.n_head, hp.head_dim), pos, hp.n_rot, hp.rope_base, self.rope_style)
-        k = rope(
-            k.reshape(n, hp.n_head_kv, hp.head_dim), pos, hp.n_rot, hp.rope_base, self.rope_style
-        )
+        q = q.reshape(n, hp.n_head, hp.head_dim)
+        k = k.reshape(n, hp.n_head_kv, hp.head_dim)
+        if self.has(p + "attn_q_norm.weight"):  # qwen3: per-head RMSNorm, one weight for all heads
+            q = rms_norm(q, self.weight(p + "attn_q_norm.weight"), hp.eps)
+            k = rms_norm(k, self.weight(p + "attn_k_norm.weight"), hp.eps)
+        ff = self.weight("rope_freqs.weight") if self.has("rope_freqs.weight") else None
+        args = (pos, hp.n_rot, hp.rope_base, self.rope_style, hp.rope_scale, ff)
+        q = rope(q, *args)
+        k = rope(k, *args)
         v = v.reshape(n, hp.n_head_kv, hp.head_dim)
         if cache.k[layer] is not None:
             k = np.concatenate([cache.k[layer], k])
@@ -461,7 +491,7 @@ class _Policy:
 
 
 def load(path: str | Path, cache_bytes: int = 3 << 30) -> RefModel:
-    """Open a llama/qwen2 GGUF file for reference evaluation."""
+    """Open a llama/qwen2/qwen3 GGUF file for reference evaluation."""
     return RefModel(path, cache_bytes=cache_bytes)
 
 

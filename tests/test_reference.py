@@ -233,9 +233,9 @@ def test_skip_config_may_be_a_dict_and_is_validated(tiny: ref.RefModel) -> None:
 
 
 def _expected_tensors(
-    arch: str, n_layer: int, tied: bool, e: int, ff: int, kv: int, v: int
+    arch: str, n_layer: int, tied: bool, e: int, ff: int, kv: int, v: int, hd: int = 0
 ) -> dict[str, tuple[int, ...]]:
-    """GGUF ne order (input dim first)."""
+    """GGUF ne order (input dim first); hd: head size (qwen3's q/k norms)."""
     want = {"token_embd.weight": (e, v), "output_norm.weight": (e,)}
     if not tied:
         want["output.weight"] = (e, v)
@@ -254,6 +254,8 @@ def _expected_tensors(
         }
         if arch == "qwen2":
             want |= {p + "attn_q.bias": (e,), p + "attn_k.bias": (kv,), p + "attn_v.bias": (kv,)}
+        if arch == "qwen3":
+            want |= {p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,)}
     return want
 
 
@@ -277,7 +279,7 @@ def test_random_models_are_well_formed(tmp_path: Path, arch: str, wtype: str) ->
     )
     reader = gguf.GGUFReader(str(path))
     got = {t.name: (tuple(int(d) for d in t.shape), t.tensor_type.name) for t in reader.tensors}
-    want = _expected_tensors(arch, 2, tied, e, ff, n_head_kv * e // n_head, 288)
+    want = _expected_tensors(arch, 2, tied, e, ff, n_head_kv * e // n_head, 288, e // n_head)
     assert {k: s for k, (s, _) in got.items()} == want
     for name, (shape, ttype) in got.items():
         assert ttype == (wtype if len(shape) == 2 else "F32"), name

@@ -63,7 +63,7 @@ WEIGHT_TYPES = (
     "Q6_K",
 )
 NORM_TYPES = ("F32", "F16")
-ARCHS = ("llama", "qwen2")
+ARCHS = ("llama", "qwen2", "qwen3")
 
 # general.file_type (llama.cpp's LlamaFileType) for a model made of one weight type.
 _FILE_TYPE = {
@@ -159,6 +159,7 @@ def _tensor_plan(
     n_head_kv: int,
     n_vocab: int,
     tied: bool,
+    rope_freqs: bool = False,
 ) -> list[tuple[str, tuple[int, ...], str, float]]:
     """(name, numpy shape (out, in) or (n,), type, sigma) for every tensor, in file order.
 
@@ -180,6 +181,9 @@ def _tensor_plan(
             plan.append((p + "attn_q.bias", (n_embd,), norm_type, 0.1))
             plan.append((p + "attn_k.bias", (kv,), norm_type, 0.1))
             plan.append((p + "attn_v.bias", (kv,), norm_type, 0.1))
+        if arch == "qwen3":
+            plan.append((p + "attn_q_norm.weight", (hd,), norm_type, 0.1))
+            plan.append((p + "attn_k_norm.weight", (hd,), norm_type, 0.1))
         plan.append((p + "attn_output.weight", (n_embd, n_embd), wtype, n_embd**-0.5))
         plan.append((p + "ffn_norm.weight", (n_embd,), norm_type, 0.1))
         plan.append((p + "ffn_gate.weight", (n_ff, n_embd), wtype, n_embd**-0.5))
@@ -188,6 +192,8 @@ def _tensor_plan(
     plan.append(("output_norm.weight", (n_embd,), norm_type, 0.1))
     if not tied:
         plan.append(("output.weight", (n_vocab, n_embd), wtype, io))
+    if rope_freqs:  # last, so the other tensors' seeds match a model without it; see make_model
+        plan.append(("rope_freqs.weight", (hd // 2,), "F32", 0.0))
     return plan
 
 
@@ -302,11 +308,13 @@ def make_model(
     extra_metadata: dict[str, Any] | None = None,
     norm_type: str = "F32",
     vocab_only: bool = False,
+    rope_freqs: list[float] | None = None,
 ) -> Path:
     """Write a random-weight GGUF model (or, with vocab_only, only its tokenizer) to `path`.
 
     Deterministic for a given seed and arguments. K-quants need n_embd and n_ff to be multiples of
-    256, the other block types multiples of 32. Returns the path written.
+    256, the other block types multiples of 32. `rope_freqs` (head_dim/2 values) is stored as the
+    rope_freqs.weight tensor of llama3-style rope scaling. Returns the path written.
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}")
@@ -315,6 +323,8 @@ def make_model(
     if norm_type not in NORM_TYPES:
         raise ValueError(f"norm_type must be one of {NORM_TYPES}")
     _check_shape(wtype, n_embd, n_ff, n_head, n_head_kv)
+    if rope_freqs is not None and len(rope_freqs) != n_embd // n_head // 2:
+        raise ValueError(f"rope_freqs needs head_dim/2 = {n_embd // n_head // 2} values")
     path = Path(path)
     tokens, types, merges, bos, eos = make_vocab(n_vocab)
 
@@ -347,7 +357,17 @@ def make_model(
         []
         if vocab_only
         else _tensor_plan(
-            arch, wtype, norm_type, n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, tied
+            arch,
+            wtype,
+            norm_type,
+            n_layer,
+            n_embd,
+            n_ff,
+            n_head,
+            n_head_kv,
+            n_vocab,
+            tied,
+            rope_freqs is not None,
         )
     )
     for name, shape, ttype, _ in plan:
@@ -357,6 +377,9 @@ def make_model(
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     for i, (name, shape, ttype, sigma) in enumerate(plan):
+        if name == "rope_freqs.weight":
+            w.write_tensor_data(np.asarray(rope_freqs, dtype=np.float32))
+            continue
         rng = np.random.default_rng([seed, i])
         is_norm = name.endswith("norm.weight")
         w.write_tensor_data(_tensor_bytes(rng, shape, ttype, sigma, is_norm))

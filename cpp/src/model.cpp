@@ -88,6 +88,24 @@ std::vector<float> vec(const gguf::File& f, const std::string& name, int64_t n) 
     return out;
 }
 
+// {arch}.rope.scaling.type and .factor as llama.cpp writes them. Types this engine cannot apply
+// are refused by name: a silent fallback would give wrong logits at every scaled position.
+void read_rope_scaling(const gguf::File& f, const std::string& a, Hparams& hp) {
+    const std::string key = a + "rope.scaling.type";
+    if (!f.find(key)) return;
+    const std::string type = f.require_string(key);
+    if (type == "none") return;
+    if (type != "linear") {
+        fail("unsupported " + key + " " + gguf::quote(type) + " (supported: none, linear)");
+    }
+    const double factor = f.require_float(a + "rope.scaling.factor");
+    if (!(factor >= 1.0) || !(factor <= 1e6)) {
+        fail(a + "rope.scaling.factor must be in [1, 1e6] for linear scaling");
+    }
+    hp.rope_scaling = RopeScaling::Linear;
+    hp.rope_scale = static_cast<float>(1.0 / factor);
+}
+
 Hparams read_hparams(const gguf::File& f) {
     Hparams hp;
     hp.arch_name = f.require_string("general.architecture");
@@ -97,10 +115,14 @@ Hparams read_hparams(const gguf::File& f) {
     } else if (hp.arch_name == "qwen2") {
         hp.arch = Arch::Qwen2;
         hp.rope = RopeStyle::Neox;
+    } else if (hp.arch_name == "qwen3") {
+        hp.arch = Arch::Qwen3;
+        hp.rope = RopeStyle::Neox;
+        hp.qk_norm = true;
     } else {
         // Quoted: the name is raw file bytes (fuzz finding: invalid UTF-8 broke the message).
         fail("unsupported architecture " + gguf::quote(hp.arch_name) +
-             " (supported: llama, qwen2)");
+             " (supported: llama, qwen2, qwen3)");
     }
     const std::string a = hp.arch_name + ".";
     hp.n_layer = hparam(f, a + "block_count", 1, kMaxLayers);
@@ -139,6 +161,7 @@ Hparams read_hparams(const gguf::File& f) {
     if (!(hp.rope_base > 1.0f) || !std::isfinite(hp.rope_base)) {
         fail("rope.freq_base must be a finite number > 1");
     }
+    read_rope_scaling(f, a, hp);
     hp.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5));
     if (!(hp.rms_eps > 0.0f) || !(hp.rms_eps < 1.0f)) {
         fail("attention.layer_norm_rms_epsilon must be in (0, 1)");
@@ -217,6 +240,14 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
         m->tied_output = true;
     }
 
+    // llama3-style frequency scaling: one divisor per rotated pair, shared by all layers.
+    if (f.tensor("rope_freqs.weight")) {
+        hp.rope_freq_factors = vec(f, "rope_freqs.weight", hp.n_rot / 2);
+        for (float v : hp.rope_freq_factors) {
+            if (!(v > 0.0f)) fail("tensor 'rope_freqs.weight' holds a factor <= 0");
+        }
+    }
+
     const int64_t q_dim = static_cast<int64_t>(hp.n_head) * hp.head_dim;
     const int64_t kv_dim = static_cast<int64_t>(hp.n_head_kv) * hp.head_dim;
     m->layers.resize(static_cast<size_t>(hp.n_layer));
@@ -232,6 +263,10 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
             L.bq = vec(f, p + "attn_q.bias", q_dim);
             L.bk = vec(f, p + "attn_k.bias", kv_dim);
             L.bv = vec(f, p + "attn_v.bias", kv_dim);
+        }
+        if (hp.qk_norm) {
+            L.q_norm = vec(f, p + "attn_q_norm.weight", hp.head_dim);
+            L.k_norm = vec(f, p + "attn_k_norm.weight", hp.head_dim);
         }
         L.ffn_norm = vec(f, p + "ffn_norm.weight", hp.n_embd);
         L.w_gate = matrix(f, p + "ffn_gate.weight", hp.n_ff, hp.n_embd);

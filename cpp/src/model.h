@@ -16,12 +16,16 @@
 
 namespace ffnskip {
 
-enum class Arch { Llama, Qwen2 };
+enum class Arch { Llama, Qwen2, Qwen3 };
 // NORM rotates adjacent pairs (x[2i], x[2i+1]); NEOX rotates halves (x[i], x[i + n_rot/2]).
 enum class RopeStyle { Norm, Neox };
+// How RoPE angles are stretched for contexts beyond the trained one (llama.cpp's GGUF keys).
+// Linear divides every angle by `factor` ({arch}.rope.scaling.type = "linear"); Llama 3.x files
+// carry no type key but a per-pair divisor tensor, rope_freqs.weight (Hparams::rope_freq_factors).
+enum class RopeScaling { None, Linear };
 
 struct Hparams {
-    std::string arch_name;  // "llama" | "qwen2"
+    std::string arch_name;  // "llama" | "qwen2" | "qwen3"
     Arch arch = Arch::Llama;
     RopeStyle rope = RopeStyle::Norm;
     int n_layer = 0;
@@ -34,18 +38,25 @@ struct Hparams {
     int n_vocab = 0;
     int n_ctx_train = 0;
     float rope_base = 10000.0f;
+    RopeScaling rope_scaling = RopeScaling::None;
+    float rope_scale = 1.0f;  // angle multiplier: 1 / rope.scaling.factor for Linear, else 1
+    // Per rotated pair i (n_rot/2 values, or empty): angle i is divided by it (rope_freqs.weight,
+    // llama3-style frequency scaling). Read by the model loader, not a metadata key.
+    std::vector<float> rope_freq_factors;
+    bool qk_norm = false;  // qwen3: RMSNorm of each q and k head before RoPE
     float rms_eps = 1e-5f;
 };
 
 struct LayerWeights {
-    std::vector<float> attn_norm;   // [n_embd]
-    WeightView wq;                  // [n_head*head_dim rows, n_embd cols]
-    WeightView wk, wv;              // [n_head_kv*head_dim, n_embd]
-    WeightView wo;                  // [n_embd, n_head*head_dim]
-    std::vector<float> bq, bk, bv;  // qwen2 only: [n_head*head_dim], [n_head_kv*head_dim] x2
-    std::vector<float> ffn_norm;    // [n_embd]
-    WeightView w_gate, w_up;        // [n_ff, n_embd]
-    WeightView w_down;              // [n_embd, n_ff]
+    std::vector<float> attn_norm;       // [n_embd]
+    WeightView wq;                      // [n_head*head_dim rows, n_embd cols]
+    WeightView wk, wv;                  // [n_head_kv*head_dim, n_embd]
+    WeightView wo;                      // [n_embd, n_head*head_dim]
+    std::vector<float> bq, bk, bv;      // qwen2 only: [n_head*head_dim], [n_head_kv*head_dim] x2
+    std::vector<float> q_norm, k_norm;  // qwen3 only: [head_dim], shared by all heads
+    std::vector<float> ffn_norm;        // [n_embd]
+    WeightView w_gate, w_up;            // [n_ff, n_embd]
+    WeightView w_down;                  // [n_embd, n_ff]
     size_t ffn_bytes() const { return w_gate.bytes() + w_up.bytes() + w_down.bytes(); }
     size_t attn_bytes() const { return wq.bytes() + wk.bytes() + wv.bytes() + wo.bytes(); }
 };

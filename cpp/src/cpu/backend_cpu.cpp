@@ -1,6 +1,7 @@
 // The CPU backend. run_chunk() below is the whole model, top to bottom, for a chunk of tokens:
 //   x = embed(tokens)
 //   per layer:  h  = x + Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))   n = rmsnorm
+//               (qwen3 also RMS-normalizes each q and k head before rope)
 //               h' = h + W_down · (silu(W_gate·n(h)) * (W_up·n(h)))               (the FFN block)
 //               x  = h', or h when the skip policy skips this FFN for this token
 //   logits = W_out · n(x)
@@ -245,7 +246,8 @@ class CpuBackend final : public Backend {
                                 model_->tok_embd.data + model_->tok_embd.row_bytes * tokens[t],
                                 &x_[static_cast<size_t>(t) * d], d);
             cpu::rope_table(row_pos_[static_cast<size_t>(t)], hp_.n_rot, hp_.rope_base,
-                            &rope_cos_[t * half], &rope_sin_[t * half]);
+                            &rope_cos_[t * half], &rope_sin_[t * half], hp_.rope_scale,
+                            hp_.rope_freq_factors.empty() ? nullptr : hp_.rope_freq_factors.data());
         });
         if (policy) {
             for (int t = 0; t < T; ++t) {
@@ -325,6 +327,12 @@ class CpuBackend final : public Backend {
                 for (int i = 0; i < qd; ++i) q[i] += L.bq[i];
                 for (int i = 0; i < kvd; ++i) k[i] += L.bk[i];
                 for (int i = 0; i < kvd; ++i) v[i] += L.bv[i];
+            }
+            if (!L.q_norm.empty()) {  // qwen3: each head RMS-normalized before RoPE
+                for (int h = 0; h < hp_.n_head; ++h)
+                    cpu::rmsnorm(q + h * hd, L.q_norm.data(), q + h * hd, hd, hp_.rms_eps);
+                for (int h = 0; h < hp_.n_head_kv; ++h)
+                    cpu::rmsnorm(k + h * hd, L.k_norm.data(), k + h * hd, hd, hp_.rms_eps);
             }
             cpu::rope_apply(q, hp_.n_head, hd, hp_.n_rot, hp_.rope, &rope_cos_[t * half],
                             &rope_sin_[t * half]);

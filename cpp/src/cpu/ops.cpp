@@ -19,9 +19,11 @@ void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
     for (int i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
 }
 
-void rope_table(int pos, int n_rot, float base, float* cos_out, float* sin_out) {
+void rope_table(int pos, int n_rot, float base, float* cos_out, float* sin_out, float scale,
+                const float* freq_factors) {
     for (int i = 0; i < n_rot / 2; ++i) {
-        const double theta = pos * std::pow(static_cast<double>(base), -2.0 * i / n_rot);
+        double theta = pos * std::pow(static_cast<double>(base), -2.0 * i / n_rot) * scale;
+        if (freq_factors) theta /= freq_factors[i];
         cos_out[i] = static_cast<float>(std::cos(theta));
         sin_out[i] = static_cast<float>(std::sin(theta));
     }

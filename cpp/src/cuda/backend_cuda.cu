@@ -334,6 +334,7 @@ class CudaBackend final : public Backend {
         r.n_rot = hp_.n_rot;
         r.neox = hp_.rope == RopeStyle::Neox;
         r.base = hp_.rope_base;
+        r.scale = hp_.rope_scale;
         r.pos_dev = pos_dev;
         r.pos0 = pos0;
         return r;
@@ -426,6 +427,11 @@ class CudaBackend final : public Backend {
         }
         if (hp_.n_rot > hp_.head_dim || hp_.n_rot % 2 != 0) {
             unsupported("n_rot " + std::to_string(hp_.n_rot));
+        }
+        // No kernel yet for these: refusing beats computing wrong logits.
+        if (hp_.qk_norm) unsupported("architecture " + hp_.arch_name + " (per-head q/k norm)");
+        if (!hp_.rope_freq_factors.empty()) {
+            unsupported("rope_freqs.weight (llama3-style rope frequency scaling)");
         }
         if (hp_.n_head_kv < 1 || hp_.n_head % hp_.n_head_kv != 0) {
             unsupported("n_head " + std::to_string(hp_.n_head) + " / n_head_kv " +

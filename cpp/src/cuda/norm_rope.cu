@@ -30,7 +30,8 @@ __global__ void __launch_bounds__(kRopeThreads) rope_store_kernel(const RopeArgs
     const int half = a.n_rot / 2;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         const double theta =
-            pos * pow(static_cast<double>(a.base), -2.0 * i / static_cast<double>(a.n_rot));
+            pos * pow(static_cast<double>(a.base), -2.0 * i / static_cast<double>(a.n_rot)) *
+            a.scale;
         double s, c;
         sincos(theta, &s, &c);
         cs[i] = static_cast<float>(c);

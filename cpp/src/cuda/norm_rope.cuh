@@ -41,6 +41,7 @@ struct RopeArgs {
     int n_tok = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_rot = 0;
     bool neox = false;
     float base = 10000.0f;
+    float scale = 1.0f;                // linear rope scaling: angles times 1 / factor
     const int32_t* pos_dev = nullptr;  // when set, the first token's position is *pos_dev
     int pos0 = 0;                      // ... otherwise pos0; token t sits at position first + t
 };

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from .errors import ConvertError
 from .fields import Fields
@@ -14,14 +14,25 @@ ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
 }
+
+
+@dataclass(frozen=True)
+class Llama3Rope:
+    """rope_scaling of rope_type "llama3" (Llama 3.1/3.2): becomes the rope_freqs.weight tensor."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_ctx: int
 
 
 @dataclass(frozen=True)
 class HParams:
     """The config.json values the GGUF metadata and the shape checks need."""
 
-    arch: str  # "llama" | "qwen2"
+    arch: str  # "llama" | "qwen2" | "qwen3"
     n_vocab: int
     n_embd: int
     n_layer: int
@@ -34,6 +45,7 @@ class HParams:
     rms_eps: float
     tied: bool
     rope_scaling_factor: Optional[float]  # linear rope scaling, None when absent
+    llama3_rope: Optional[Llama3Rope] = None
 
     @staticmethod
     def from_config(cfg: Fields) -> HParams:
@@ -63,17 +75,23 @@ class HParams:
             raise ConvertError(
                 f"config.json: head dimension {head_dim} is not a positive even number"
             )
-        scaling = cfg.get_obj("rope_scaling")
+        scaling, rope_theta = _rope_fields(cfg)
         factor: Optional[float] = None
+        llama3: Optional[Llama3Rope] = None
         if scaling.obj:
             kind = scaling.get_str("rope_type", scaling.get_str("type", None))
-            if kind not in ("linear", "default"):
+            if kind not in ("linear", "default", "llama3"):
                 raise ConvertError(f"config.json: rope_scaling type {kind!r} is not supported")
-            factor = scaling.get_float("factor", None, gt=0.0)
+            if kind == "llama3":
+                llama3 = _llama3_rope(cfg, scaling)
+            else:
+                factor = scaling.get_float("factor", None, gt=0.0)
         if cfg.get_bool("mlp_bias", False) or (
-            arch == "llama" and cfg.get_bool("attention_bias", False)
+            arch in ("llama", "qwen3") and cfg.get_bool("attention_bias", False)
         ):
-            raise ConvertError("config.json: llama with attention_bias / mlp_bias is not supported")
+            raise ConvertError(
+                f"config.json: {arch} with attention_bias / mlp_bias is not supported"
+            )
         return HParams(
             arch=arch,
             n_vocab=cfg.get_int("vocab_size"),
@@ -85,11 +103,46 @@ class HParams:
             n_ff=cfg.get_int("intermediate_size"),
             n_ctx=cfg.get_int("max_position_embeddings", 2048),
             # The engine's own limits: rope base > 1, epsilon in (0, 1).
-            rope_theta=cfg.get_float("rope_theta", 10000.0, gt=1.0),
+            rope_theta=rope_theta,
             rms_eps=cfg.get_float("rms_norm_eps", 1e-6, gt=0.0, lt=1.0),
             tied=cfg.get_bool("tie_word_embeddings", False),
             rope_scaling_factor=factor,
+            llama3_rope=llama3,
         )
+
+
+def _rope_fields(cfg: Fields) -> Tuple[Fields, float]:
+    """(the rope scaling object, rope_theta) from either config layout.
+
+    transformers >= 5 saves both in one `rope_parameters` object (rope_type "default" when
+    unscaled); earlier versions a top-level rope_theta and an optional `rope_scaling`. Reading only
+    the old keys from a new file would silently give base 10000.
+    """
+    params = cfg.get_obj("rope_parameters")
+    if not params.obj:
+        return cfg.get_obj("rope_scaling"), cfg.get_float("rope_theta", 10000.0, gt=1.0)
+    if not params.has("rope_type") and not params.has("rope_theta"):
+        raise ConvertError(
+            "config.json: per-layer-type rope_parameters "
+            f"({', '.join(sorted(params.obj)) or 'empty'}) are not supported"
+        )
+    return params, params.get_float("rope_theta", 10000.0, gt=1.0)
+
+
+def _llama3_rope(cfg: Fields, scaling: Fields) -> Llama3Rope:
+    """The llama3 rope_scaling fields, with the defaults of Meta's Llama 3.1 release."""
+    rope = Llama3Rope(
+        factor=scaling.get_float("factor", 8.0, gt=0.0),
+        low_freq_factor=scaling.get_float("low_freq_factor", 1.0, gt=0.0),
+        high_freq_factor=scaling.get_float("high_freq_factor", 4.0, gt=0.0),
+        original_ctx=scaling.get_int(
+            "original_max_position_embeddings",
+            cfg.get_int("original_max_position_embeddings", 8192),
+        ),
+    )
+    if rope.high_freq_factor <= rope.low_freq_factor:
+        raise ConvertError("config.json: rope_scaling high_freq_factor must exceed low_freq_factor")
+    return rope
 
 
 def load_config(hf_dir: Path) -> Fields:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
-from .config import HParams
+from .config import HParams, Llama3Rope
 from .errors import ConvertError
 from .tensors import TensorRef
 
@@ -34,12 +35,51 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, hd // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def llama3_rope_factors(rope: Llama3Rope, head_dim: int, base: float) -> np.ndarray:
+    """Per rotated pair, the divisor of its RoPE angle under Llama 3.1 frequency scaling.
+
+    llama.cpp stores these as the rope_freqs.weight tensor. Pairs whose wavelength is shorter than
+    original_ctx / high_freq_factor keep their frequency; longer than original_ctx /
+    low_freq_factor are slowed by `factor`; in between, 1/divisor is interpolated linearly in
+    original_ctx / wavelength.
+    """
+    out = np.empty(head_dim // 2, dtype=np.float32)
+    for i in range(head_dim // 2):
+        wavelen = 2 * math.pi * base ** (2 * i / head_dim)
+        if wavelen < rope.original_ctx / rope.high_freq_factor:
+            out[i] = 1.0
+        elif wavelen > rope.original_ctx / rope.low_freq_factor:
+            out[i] = rope.factor
+        else:
+            t = (rope.original_ctx / wavelen - rope.low_freq_factor) / (
+                rope.high_freq_factor - rope.low_freq_factor
+            )
+            out[i] = 1.0 / ((1 - t) / rope.factor + t)
+    return out
+
+
+@dataclass(frozen=True)
+class ArrayRef:
+    """A tensor the converter computes instead of reading it (rope_freqs.weight), always F32."""
+
+    name: str
+    data: np.ndarray
+    dtype: str = "F32"
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(int(d) for d in self.data.shape)
+
+    def read_raw(self) -> np.ndarray:
+        return self.data
+
+
 @dataclass
 class PlannedTensor:
     """One output tensor: where it comes from and how it is written."""
 
     gguf_name: str
-    ref: TensorRef
+    ref: Union[TensorRef, ArrayRef]
     qtype: str  # GGML type name
     permute_heads: int = 0  # > 0: apply permute_qk with this many heads
 
@@ -71,6 +111,9 @@ def _layer_map(hp: HParams, i: int) -> Dict[str, Tuple[str, Tuple[int, ...], int
         m[p + "self_attn.q_proj.bias"] = (b + "attn_q.bias", (q,), 0)
         m[p + "self_attn.k_proj.bias"] = (b + "attn_k.bias", (kv,), 0)
         m[p + "self_attn.v_proj.bias"] = (b + "attn_v.bias", (kv,), 0)
+    if hp.arch == "qwen3":
+        m[p + "self_attn.q_norm.weight"] = (b + "attn_q_norm.weight", (hp.head_dim,), 0)
+        m[p + "self_attn.k_norm.weight"] = (b + "attn_k_norm.weight", (hp.head_dim,), 0)
     return m
 
 
@@ -141,4 +184,7 @@ def plan(
             if shape[-1] % block:
                 qtype = "F16"  # rows that do not fill whole quant blocks
         items.append(PlannedTensor(name, ref, qtype, heads))
+    if hp.llama3_rope is not None:
+        factors = llama3_rope_factors(hp.llama3_rope, hp.head_dim, hp.rope_theta)
+        items.insert(0, PlannedTensor("rope_freqs.weight", ArrayRef("rope_freqs", factors), "F32"))
     return items, file_type

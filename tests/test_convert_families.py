@@ -1,0 +1,134 @@
+"""The converter on qwen3 and llama rope-scaling checkpoints, without torch.
+
+What llama.cpp's converter writes for them: qwen3's q_norm/k_norm as blk.N.attn_{q,k}_norm.weight
+(NEOX layout, no permutation), linear scaling as {arch}.rope.scaling.type/.factor, llama3 scaling
+as the rope_freqs.weight tensor; and the rope settings of transformers >= 5's `rope_parameters`.
+tests/test_oracle.py proves the converted models against transformers where torch is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Dict
+
+import gguf
+import hf_fixtures as hf
+import numpy as np
+import pytest
+from ffnskip_native import _core
+from ffnskip_native import convert as cv
+from ffnskip_native.errors import Error
+from test_families import llama3_factors
+
+HEAD_DIM = hf.TINY["hidden"] // hf.TINY["heads"]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return hf.tiny_llama_hf_dir(tmp_path_factory.mktemp("hf") / "tiny-llama")
+
+
+def variant(src: Path, dst: Path, config: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Path:
+    """A copy of the checkpoint dir with config.json keys replaced and F32 tensors added."""
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    for key, value in config.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    (dst / "config.json").write_text(json.dumps(cfg))
+    if extra:
+        weights = hf.hf_weights(src)
+        weights.update(extra)
+        hf.write_safetensors(
+            dst / "model.safetensors",
+            [(n, "F32", a.shape, a.astype(np.float32)) for n, a in weights.items()],
+        )
+    return dst
+
+
+def field(path: Path, key: str) -> Any:
+    f = gguf.GGUFReader(path).fields.get(key)
+    return None if f is None else f.contents()
+
+
+def tensors(path: Path) -> Dict[str, np.ndarray]:
+    r = gguf.GGUFReader(path)
+    return {t.name: gguf.quants.dequantize(t.data, t.tensor_type) for t in r.tensors}
+
+
+def test_qwen3_norms_mapped_and_runs(tmp_path: Path, tiny_llama: Path) -> None:
+    rng = np.random.default_rng(0)
+    norms = {
+        f"model.layers.{i}.self_attn.{w}_norm.weight": (
+            1 + 0.1 * rng.standard_normal(HEAD_DIM)
+        ).astype(np.float32)
+        for i in range(hf.TINY["layers"])
+        for w in ("q", "k")
+    }
+    src = variant(tiny_llama, tmp_path / "q3", {"architectures": ["Qwen3ForCausalLM"]}, norms)
+    out = cv.convert(src, tmp_path / "q3.gguf", "f32")
+    assert field(out, "general.architecture") == "qwen3"
+    got = tensors(out)
+    w = hf.hf_weights(src)
+    np.testing.assert_array_equal(got["blk.1.attn_k_norm.weight"], norms[list(norms)[3]])
+    # NEOX rope: q/k rows stay in HF's order (llama's would be permuted).
+    np.testing.assert_array_equal(
+        got["blk.0.attn_q.weight"], w["model.layers.0.self_attn.q_proj.weight"]
+    )
+    eng = _core.Engine(str(out), backend="cpu", n_ctx=16)
+    assert np.isfinite(eng.logits([1, 2, 3], all_positions=True)).all()
+
+
+def test_qwen3_without_norms_is_refused(tmp_path: Path, tiny_llama: Path) -> None:
+    src = variant(tiny_llama, tmp_path / "q3", {"architectures": ["Qwen3ForCausalLM"]}, {})
+    with pytest.raises(Error, match=r"q_norm"):
+        cv.convert(src, tmp_path / "q3.gguf", "f32")
+
+
+def test_llama3_rope_scaling_becomes_rope_freqs(tmp_path: Path, tiny_llama: Path) -> None:
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 256,
+    }
+    src = variant(tiny_llama, tmp_path / "l3", {"rope_scaling": scaling}, {})
+    out = cv.convert(src, tmp_path / "l3.gguf", "f32")
+    expected = llama3_factors(HEAD_DIM, 10000.0, 8.0, 1.0, 4.0, 256)
+    np.testing.assert_allclose(tensors(out)["rope_freqs.weight"], expected, rtol=1e-6)
+    assert field(out, "llama.rope.scaling.type") is None  # llama.cpp writes no type for llama3
+
+
+def test_linear_scaling_from_rope_parameters(tmp_path: Path, tiny_llama: Path) -> None:
+    # transformers >= 5 layout: theta and scaling in one object, no top-level rope_theta.
+    params = {"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0}
+    src = variant(tiny_llama, tmp_path / "lin", {"rope_parameters": params, "rope_theta": None}, {})
+    out = cv.convert(src, tmp_path / "lin.gguf", "f32")
+    assert field(out, "llama.rope.freq_base") == pytest.approx(500000.0)
+    assert field(out, "llama.rope.scaling.type") == "linear"
+    assert field(out, "llama.rope.scaling.factor") == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "'yarn' is not supported"),
+        ({"rope_parameters": {"full_attention": {"rope_theta": 1e4}}}, "per-layer-type"),
+        (
+            {"rope_scaling": {"rope_type": "llama3", "low_freq_factor": 4, "high_freq_factor": 1}},
+            "high_freq_factor must exceed",
+        ),
+        ({"architectures": ["Qwen3ForCausalLM"], "attention_bias": True}, "attention_bias"),
+    ],
+)
+def test_unsupported_rope_configs_are_refused(
+    tmp_path: Path, tiny_llama: Path, config: Dict[str, Any], message: str
+) -> None:
+    src = variant(tiny_llama, tmp_path / "bad", config, {})
+    with pytest.raises(Error, match=message):
+        cv.convert(src, tmp_path / "bad.gguf", "f32")

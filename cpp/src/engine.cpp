@@ -20,7 +20,6 @@ Engine::Engine(const std::string& path, const std::string& backend, int n_ctx, i
         backend_ = make_cpu_backend(model_, n_ctx, n_threads_);
     }
     backend_->set_cancel_flag(&cancel_);
-    stats_.reset(model_->hparams().n_layer);
     set_skip(model_->skip_profile());
 }
 
@@ -33,6 +32,14 @@ void Engine::set_skip(const std::optional<SkipConfig>& cfg) {
     }
     skip_cfg_ = cfg;
     reset_skip_stats();
+}
+
+void Engine::reset_skip_stats() {
+    stats_.ffn_bytes_dense.clear();
+    for (const LayerWeights& L : model_->layers) {
+        stats_.ffn_bytes_dense.push_back(static_cast<int64_t>(L.ffn_bytes()));
+    }
+    stats_.reset(model_->hparams().n_layer);
 }
 
 void Engine::eval(const int32_t* tokens, int n, bool all_logits, float* out) {

@@ -7,24 +7,25 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Sequence, Union
 
-ChannelThreshold = Union[None, float, Sequence[float]]
-_CHANNEL_FIELDS = ("t_in", "t_gate", "t_mid")
-
 import numpy as np
 
 from . import _core
 from .errors import InvalidArgumentError
+
+ChannelThreshold = Union[None, float, Sequence[float]]
+_CHANNEL_FIELDS = ("t_in", "t_gate", "t_mid")
 
 
 @dataclass
 class SkipConfig:
     """Conditional FFN: block skipping (kind 1) and channel sparsity (kind 2), composable.
 
-    Kind 1 (FFN-SkipLLM). After attention, layer l's FFN may be skipped for the current generated token when the gate
-    g = cos(h, h + FFN(norm(h))) of an earlier hot layer reached ``threshold``: the next ``span``
-    hot layers (0: all remaining hot layers) are then skipped. Prompt tokens, the first
-    ``warmup`` generated tokens, and the cold layers (the first ``cold_start`` and the last
-    ``cold_end``) are always dense. ``threshold`` is one float or one per layer (NaN: never).
+    Kind 1 (FFN-SkipLLM). After attention, layer l's FFN may be skipped for the current generated
+    token when the gate g = cos(h, h + FFN(norm(h))) of an earlier hot layer reached
+    ``threshold``: the next ``span`` hot layers (0: all remaining hot layers) are then skipped.
+    Prompt tokens, the first ``warmup`` generated tokens, and the cold layers (the first
+    ``cold_start`` and the last ``cold_end``) are always dense. ``threshold`` is one float or one
+    per layer (NaN: never).
 
     Kind 2, channel sparsity (TEAL-like): in an FFN that runs for a gated token, entries of the FFN
     input h with ``|h| < t_in``, neurons whose activated gate has ``|g| < t_gate``, and entries of

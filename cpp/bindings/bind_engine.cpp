@@ -106,6 +106,12 @@ py::dict skip_stats_dict(const SkipStats& s) {
         std::copy(h->begin(), h->end(), a.mutable_data());
         d[key] = a;
     }
+    if (!s.drops.empty()) {
+        py::array_t<int32_t> a({static_cast<py::ssize_t>(s.tokens),
+                                static_cast<py::ssize_t>(s.n_layer), py::ssize_t{3}});
+        std::copy(s.drops.begin(), s.drops.end(), a.mutable_data());
+        d["drops"] = a;
+    }
     if (!s.ffn_out.empty() && s.n_embd > 0) {
         py::array_t<float> f({static_cast<py::ssize_t>(s.tokens),
                               static_cast<py::ssize_t>(s.n_layer),

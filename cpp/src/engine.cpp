@@ -30,6 +30,7 @@ void Engine::set_skip(const std::optional<SkipConfig>& cfg) {
     } else {
         policy_.reset();
     }
+    backend_->prepare_skip(policy_.get());
     skip_cfg_ = cfg;
     reset_skip_stats();
 }

@@ -81,6 +81,7 @@ void SkipStats::reset(int layers) {
     if (ffn_bytes_dense.size() != n) ffn_bytes_dense.assign(n, 0);  // the engine sets them
     for (auto* v : {&channel_runs, &dropped_in, &dropped_gate, &dropped_mid}) v->assign(n, 0);
     for (auto* v : {&hist_h, &hist_g, &hist_m}) v->clear();
+    drops.clear();
 }
 
 int64_t SkipStats::total_skipped() const {
@@ -215,7 +216,15 @@ void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates, boo
         if (to[k]->size() != from[k]->size()) to[k]->assign(from[k]->size(), 0);
         for (size_t i = 0; i < from[k]->size(); ++i) (*to[k])[i] += (*from[k])[i];
     }
-    if (record_gates) stats.gates.insert(stats.gates.end(), trace.gate.begin(), trace.gate.end());
+    if (record_gates) {
+        stats.gates.insert(stats.gates.end(), trace.gate.begin(), trace.gate.end());
+        for (size_t i = 0; i < trace.skipped.size(); ++i) {
+            const bool ran = with_channels && trace.channel_run[i];
+            stats.drops.push_back(ran ? trace.dropped_in[i] : -1);
+            stats.drops.push_back(ran ? trace.dropped_gate[i] : -1);
+            stats.drops.push_back(ran ? trace.dropped_mid[i] : -1);
+        }
+    }
     if (record_ffn && !trace.ffn_out.empty()) {
         stats.n_embd = trace.n_embd;
         stats.ffn_out.insert(stats.ffn_out.end(), trace.ffn_out.begin(), trace.ffn_out.end());

@@ -139,6 +139,7 @@ class Engine:
         'ffn_bytes_read': [..] per layer, 'ffn_bytes_dense': [..] per layer (one dense FFN),
         'ffn_bytes_saved': 1 - read / (tokens x dense),
         'channel_runs', 'dropped_in', 'dropped_gate', 'dropped_mid': [..] per layer,
+        'drops': ndarray (tokens, n_layer, 3) int32 when record_gates (-1: no channel FFN),
         'hist_h', 'hist_g', 'hist_m': ndarray (n_layer, n_bins) int64 when record_channels}"""
     def reset_skip_stats(self) -> None: ...
     def cancel(self) -> None: ...

@@ -126,6 +126,9 @@ struct SkipStats {
     // each filter dropped, summed over them (of n_embd for t_in, n_ff for t_gate and t_mid;
     // t_mid counts only neurons that t_gate kept).
     std::vector<int64_t> channel_runs, dropped_in, dropped_gate, dropped_mid;
+    // With record_gates: tokens x n_layer x 3 (t_in, t_gate, t_mid) of those counts, -1 where
+    // no channel-sparse FFN ran.
+    std::vector<int32_t> drops;
     // With record_channels: n_layer x ChannelHist::kBins counts each, of |h|, |g| and |m|.
     std::vector<int64_t> hist_h, hist_g, hist_m;
 

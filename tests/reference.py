@@ -5,7 +5,8 @@ is proven against it rather than against itself. Supported: GGUF `llama` (NORM r
 pairs), `qwen2` (q/k/v bias, NEOX rope on halves) and `qwen3` (NEOX rope, RMSNorm of each q and k
 head before it), rope scaling (linear by `{arch}.rope.scaling.type`, llama3-style by the per-pair
 divisors of `rope_freqs.weight`), plus the FFN skip policy of
-shared/DESIGN.md ("FFN skipping — exact semantics").
+shared/DESIGN.md ("FFN skipping — exact semantics") and the channel-sparse FFN ("Conditional FFN —
+two kinds": thresholds t_in / t_gate / t_mid on |h|, |silu(gate)| and |m|, NaN = off).
 
     model = load(path)
     logits = model.forward(tokens)                         # (n, n_vocab), dense, empty context
@@ -65,6 +66,9 @@ class SkipCfg:
     cold_end: int = 2
     threshold: Union[float, Sequence[float]] = 0.98
     span: int = 3
+    t_in: Union[None, float, Sequence[float]] = None
+    t_gate: Union[None, float, Sequence[float]] = None
+    t_mid: Union[None, float, Sequence[float]] = None
 
 
 @dataclass
@@ -193,6 +197,12 @@ class RefModel:
         self._cache_bytes = cache_bytes
         self.hp = self._read_hparams()
         self.ffn_trace: list[np.ndarray] = []  # per eval() of generated rows (see eval)
+        # Per eval() of generated rows: (n, n_layer, 3) entries dropped by t_in / t_gate / t_mid,
+        # -1 where no channel-sparse FFN ran.
+        self.channel_trace: list[np.ndarray] = []
+        self._dropped = np.zeros((0, 3))
+        # Every channel-sparse _ffn call: (layer, h~, g, m) before t_mid (tests check margins).
+        self.channel_values: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         self.rope_style = ROPE_STYLE[self.hp.arch]
         self.output_name = (
             "output.weight" if "output.weight" in self._tensors else "token_embd.weight"
@@ -303,13 +313,39 @@ class RefModel:
         out = np.einsum("hqk,khd->qhd", probs, vh).reshape(n, hp.n_head * hp.head_dim)
         return x + out @ self.weight(p + "attn_output.weight").T
 
-    def _ffn(self, layer: int, h: np.ndarray) -> np.ndarray:
-        """h' = h + W_down · (silu(W_gate · hn) * (W_up · hn)), hn = rmsnorm(h) * ffn_norm."""
+    def _ffn(
+        self, layer: int, h: np.ndarray, channel: tuple[float, float, float] | None = None
+    ) -> np.ndarray:
+        """h' = h + W_down · (silu(W_gate · hn) * (W_up · hn)), hn = rmsnorm(h) * ffn_norm.
+
+        With channel = (t_in, t_gate, t_mid), the channel-sparse FFN: entries of hn with
+        |hn| < t_in, of g = silu(W_gate · hn~) with |g| < t_gate and of m = g * (W_up · hn~)
+        with |m| < t_mid are zeroed (a NaN threshold keeps everything). self._dropped gets
+        (dropped_in, dropped_gate, dropped_mid) per row, dropped_mid counting only neurons that
+        t_gate kept.
+        """
         p = f"blk.{layer}."
         hn = rms_norm(h, self.weight(p + "ffn_norm.weight"), self.hp.eps)
-        gate = hn @ self.weight(p + "ffn_gate.weight").T
-        up = hn @ self.weight(p + "ffn_up.weight").T
-        return h + (silu(gate) * up) @ self.weight(p + "ffn_down.weight").T
+        if channel is None:
+            gate = hn @ self.weight(p + "ffn_gate.weight").T
+            up = hn @ self.weight(p + "ffn_up.weight").T
+            return h + (silu(gate) * up) @ self.weight(p + "ffn_down.weight").T
+        t_in, t_gate, t_mid = channel
+
+        def keep(v: np.ndarray, t: float) -> np.ndarray:
+            return np.ones(v.shape, dtype=bool) if math.isnan(t) else np.abs(v) >= t
+
+        k_in = keep(hn, t_in)
+        hn = hn * k_in
+        g = silu(hn @ self.weight(p + "ffn_gate.weight").T)
+        k_gate = keep(g, t_gate)
+        m = g * k_gate * (hn @ self.weight(p + "ffn_up.weight").T)
+        k_mid = keep(m, t_mid) & k_gate
+        self.channel_values.append((layer, hn, g, m))
+        self._dropped = np.stack(
+            [(~k_in).sum(-1), (~k_gate).sum(-1), (k_gate & ~k_mid).sum(-1)], axis=-1
+        )
+        return h + (m * k_mid) @ self.weight(p + "ffn_down.weight").T
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         xn = rms_norm(x, self.weight("output_norm.weight"), self.hp.eps)
@@ -339,6 +375,7 @@ class RefModel:
         gates = np.full((n, hp.n_layer), np.nan)
         # FFN outputs (h' - h) of generated rows, NaN where skipped: what record_ffn records.
         ffn = np.full((n, hp.n_layer, hp.n_embd), np.nan)
+        dropped = np.full((n, hp.n_layer, 3), -1, dtype=np.int64)
         states = [
             (policy or _Policy.dense(hp.n_layer)).begin_token(
                 None if gen_index0 is None else gen_index0 + r
@@ -356,7 +393,17 @@ class RefModel:
                 x[~run] += comp[layer]  # a skipped FFN adds its compensation row
             if run.any():
                 h_run = h[run]
-                h_new = self._ffn(layer, h_run)
+                h_new = np.empty_like(h_run)
+                # Gated rows take the layer's channel-sparse FFN when it has a filter on.
+                channel = policy.channel[layer] if policy is not None else None
+                sparse = np.array([s.gated for s in states], dtype=bool)[run]
+                if channel is None or all(math.isnan(t) for t in channel):
+                    sparse[:] = False
+                if (~sparse).any():
+                    h_new[~sparse] = self._ffn(layer, h_run[~sparse])
+                if sparse.any():
+                    h_new[sparse] = self._ffn(layer, h_run[sparse], channel)
+                    dropped[np.flatnonzero(run)[sparse], layer] = self._dropped
                 x[run] = h_new
                 ffn[run, layer] = h_new - h_run
                 g = cosine(h_run, h_new)
@@ -366,6 +413,7 @@ class RefModel:
                     states[r].observe_gate(layer, float(gv))
         if gen_index0 is not None:
             self.ffn_trace.append(ffn)
+            self.channel_trace.append(dropped)
         return self._logits(x), skipped, gates
 
     def forward(self, tokens: Sequence[int]) -> np.ndarray:
@@ -394,6 +442,8 @@ class RefModel:
         policy = _Policy.from_config(cfg, self.hp.n_layer)
         cache = self.new_cache()
         self.ffn_trace = []
+        self.channel_trace = []
+        self.channel_values = []
         parts = []
         if prompt_len:
             parts.append(self.eval(tokens[:prompt_len], cache))
@@ -448,8 +498,11 @@ class _Policy:
         threshold: list[float],
         grant: list[int],
         compensation: np.ndarray | None = None,
+        channel: list[tuple[float, float, float]] | None = None,
     ) -> None:
         self.compensation = compensation  # (n_layer, n_embd) or None
+        # Per layer (t_in, t_gate, t_mid), NaN = off.
+        self.channel = channel or [(math.nan, math.nan, math.nan)] * len(hot)
         self.enabled = enabled
         self.warmup = warmup
         self.hot = hot
@@ -483,7 +536,25 @@ class _Policy:
         if comp is not None:
             comp = np.asarray(comp, dtype=np.float64)
             comp = comp.reshape(n_layer, -1) if comp.size else None
-        return _Policy(bool(get("enabled")), int(get("warmup")), hot, thr, grant, comp)
+
+        def per_layer(name: str) -> list[float]:
+            try:
+                v = get(name)
+            except (KeyError, AttributeError):
+                v = None
+            if v is None:
+                return [math.nan] * n_layer
+            v = [float(v)] if np.isscalar(v) else [float(t) for t in v]
+            if not v:
+                return [math.nan] * n_layer
+            if len(v) == 1:
+                v = v * n_layer
+            if len(v) != n_layer:
+                raise ValueError(f"{name} needs 0, 1 or {n_layer} values, got {len(v)}")
+            return v
+
+        channel = list(zip(per_layer("t_in"), per_layer("t_gate"), per_layer("t_mid")))
+        return _Policy(bool(get("enabled")), int(get("warmup")), hot, thr, grant, comp, channel)
 
     def begin_token(self, gen_index: int | None) -> _TokenState:
         gated = self.enabled and gen_index is not None and gen_index >= self.warmup

@@ -80,6 +80,28 @@ py::dict skip_stats_dict(const SkipStats& s) {
         std::copy(s.gates.begin(), s.gates.end(), g.mutable_data());
         d["gates"] = g;
     }
+    d["ffn_bytes_read"] = s.ffn_bytes_read;
+    d["ffn_bytes_dense"] = s.ffn_bytes_dense;
+    d["ffn_bytes_saved"] = s.ffn_bytes_saved();
+    d["channel_runs"] = s.channel_runs;
+    d["dropped_in"] = s.dropped_in;
+    d["dropped_gate"] = s.dropped_gate;
+    d["dropped_mid"] = s.dropped_mid;
+    const std::pair<const char*, const std::vector<int64_t>*> hists[] = {
+        {"hist_h", &s.hist_h}, {"hist_g", &s.hist_g}, {"hist_m", &s.hist_m}};
+    for (const auto& [key, h] : hists) {
+        if (h->empty()) continue;
+        py::array_t<int64_t> a(
+            {static_cast<py::ssize_t>(s.n_layer), static_cast<py::ssize_t>(ChannelHist::kBins)});
+        std::copy(h->begin(), h->end(), a.mutable_data());
+        d[key] = a;
+    }
+    if (!s.drops.empty()) {
+        py::array_t<int32_t> a({static_cast<py::ssize_t>(s.tokens),
+                                static_cast<py::ssize_t>(s.n_layer), py::ssize_t{3}});
+        std::copy(s.drops.begin(), s.drops.end(), a.mutable_data());
+        d["drops"] = a;
+    }
     if (!s.ffn_out.empty() && s.n_embd > 0) {
         py::array_t<float> f({static_cast<py::ssize_t>(s.tokens),
                               static_cast<py::ssize_t>(s.n_layer),
@@ -99,6 +121,15 @@ void bind_engine(py::module_& m) {
         return cuda_available(&why) ? std::string() : why;
     });
     m.def("simd_level", [] { return std::string(cpu::simd_level()); });
+    m.def(
+        "channel_hist_edges",
+        [] {
+            py::array_t<float> e(ChannelHist::kBins);
+            for (int b = 0; b < ChannelHist::kBins; ++b)
+                e.mutable_data()[b] = ChannelHist::lower_edge(b);
+            return e;
+        },
+        "Lower edges of the bins of SkipStats' channel histograms (hist_h/hist_g/hist_m).");
     m.def("physical_cores", [] { return cpu::physical_cores(); });
     m.def(
         "measure_read_bandwidth",
@@ -117,8 +148,12 @@ void bind_engine(py::module_& m) {
         .def_readwrite("cold_end", &SkipConfig::cold_end)
         .def_readwrite("threshold", &SkipConfig::threshold)
         .def_readwrite("span", &SkipConfig::span)
+        .def_readwrite("t_in", &SkipConfig::t_in)
+        .def_readwrite("t_gate", &SkipConfig::t_gate)
+        .def_readwrite("t_mid", &SkipConfig::t_mid)
         .def_readwrite("record_gates", &SkipConfig::record_gates)
         .def_readwrite("record_ffn", &SkipConfig::record_ffn)
+        .def_readwrite("record_channels", &SkipConfig::record_channels)
         .def_property(
             "compensation",
             [](const SkipConfig& c) {

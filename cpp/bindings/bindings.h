@@ -8,6 +8,7 @@ void bind_gguf(pybind11::module_& m);       // bind_gguf.cpp: GGUF inspection (i
 void bind_tokenizer(pybind11::module_& m);  // bind_tokenizer.cpp: Tokenizer
 void bind_engine(pybind11::module_& m);     // bind_engine.cpp: Engine, SkipConfig, stats
 void bind_testing(pybind11::module_& m);    // bind_testing.cpp: `_testing` kernels for the tests
+void bind_channel_testing(pybind11::module_& m);  // bind_channel_testing.cpp: sparse kernels
 void bind_sampler(pybind11::module_& m);    // bind_sampler.cpp: Sampler
 void bind_quality(pybind11::module_& m);    // bind_quality.cpp: log-softmax row statistics
 void bind_batch(pybind11::module_& m);      // bind_batch.cpp: BatchEngine (serving)

@@ -43,6 +43,7 @@ PYBIND11_MODULE(_core, m) {
     ffnskip::bindings::bind_tokenizer(m);
     ffnskip::bindings::bind_engine(m);
     ffnskip::bindings::bind_testing(m);
+    ffnskip::bindings::bind_channel_testing(m);
     ffnskip::bindings::bind_sampler(m);
     ffnskip::bindings::bind_quality(m);
     ffnskip::bindings::bind_batch(m);

@@ -48,6 +48,7 @@ void Backend::forward(const int32_t* tokens, int n, float* logits, bool all_logi
     if (skip) {
         skip->trace->resize(hp_.n_layer, n);
         if (skip->policy->config().record_ffn) skip->trace->record_ffn(hp_.n_embd);
+        if (skip->policy->config().record_channels) skip->trace->record_channels();
     }
     const int start = n_past();
     try {

@@ -47,6 +47,10 @@ class Backend {
     // own budget walk). Rows of a batch only interact through the KV cache, which a skipped FFN
     // does not touch, so this equals feeding the tokens one at a time.
     virtual bool batched_skip() const { return false; }
+    // Readies the backend for decoding under `policy` (null: dense): the CPU backend builds the
+    // weight layouts its channel filters need and frees those no longer needed. forward() also
+    // builds missing ones on demand; this just moves the work (and the freeing) to set-up time.
+    virtual void prepare_skip(const SkipPolicy* /*policy*/) {}
     // Keep the first n_keep cache entries (0 <= n_keep <= n_past()); later entries are never
     // read again and get overwritten.
     void kv_truncate(int n_keep);

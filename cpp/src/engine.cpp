@@ -49,7 +49,6 @@ Engine::Engine(std::shared_ptr<Model> model, const std::string& backend, int n_c
     // From here on a file truncated under the process cannot crash it (Model::detach_weights).
     model_->detach_weights(backend_->unread_weights());
     backend_->set_cancel_flag(&cancel_);
-    stats_.reset(model_->hparams().n_layer);
     set_skip(model_->skip_profile());
 }
 
@@ -60,8 +59,17 @@ void Engine::set_skip(const std::optional<SkipConfig>& cfg) {
     } else {
         policy_.reset();
     }
+    backend_->prepare_skip(policy_.get());
     skip_cfg_ = cfg;
     reset_skip_stats();
+}
+
+void Engine::reset_skip_stats() {
+    stats_.ffn_bytes_dense.clear();
+    for (const LayerWeights& L : model_->layers) {
+        stats_.ffn_bytes_dense.push_back(static_cast<int64_t>(L.ffn_bytes()));
+    }
+    stats_.reset(model_->hparams().n_layer);
 }
 
 void Engine::eval(const int32_t* tokens, int n, bool all_logits, float* out) {

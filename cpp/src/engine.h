@@ -45,7 +45,7 @@ class Engine {
     void set_skip(const std::optional<SkipConfig>& cfg);
     const std::optional<SkipConfig>& skip_config() const { return skip_cfg_; }
     const SkipStats& skip_stats() const { return stats_; }
-    void reset_skip_stats() { stats_.reset(model_->hparams().n_layer); }
+    void reset_skip_stats();
 
     void cancel() { cancel_.store(true); }
     void clear_cancel() { cancel_.store(false); }

@@ -26,6 +26,23 @@ void SkipConfig::validate(int n_layer, int n_embd) const {
                 " is outside [-1, 1] (use NaN for 'never')");
         }
     }
+    auto check_channel = [&](const std::vector<float>& t, const char* name) {
+        if (t.size() > 1 && t.size() != static_cast<size_t>(n_layer)) {
+            bad(std::string(name) + " has " + std::to_string(t.size()) + " values; the model has " +
+                std::to_string(n_layer) + " layers (give none, 1 or " + std::to_string(n_layer) +
+                ")");
+        }
+        for (size_t i = 0; i < t.size(); ++i) {
+            // NaN: the filter is off in that layer; +inf drops every entry.
+            if (t[i] < 0.0f) {
+                bad(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(t[i]) +
+                    " is negative (use NaN for 'off')");
+            }
+        }
+    };
+    check_channel(t_in, "t_in");
+    check_channel(t_gate, "t_gate");
+    check_channel(t_mid, "t_mid");
     if (!compensation.empty()) {
         const size_t layers = static_cast<size_t>(std::max(n_layer, 1));
         const size_t want = static_cast<size_t>(n_layer) * static_cast<size_t>(n_embd);
@@ -44,14 +61,27 @@ void SkipConfig::validate(int n_layer, int n_embd) const {
     }
 }
 
+float ChannelHist::lower_edge(int bin) {
+    if (bin <= 0) return 0.0f;
+    const int k = bin - 1;
+    const int e = kHistMinExp + k / kHistPerOctave;
+    return std::ldexp(1.0f + static_cast<float>(k % kHistPerOctave) / kHistPerOctave, e);
+}
+
 void SkipStats::reset(int layers) {
+    const size_t n = static_cast<size_t>(layers);
     n_layer = layers;
     tokens = 0;
-    evaluated.assign(static_cast<size_t>(layers), 0);
-    skipped.assign(static_cast<size_t>(layers), 0);
+    evaluated.assign(n, 0);
+    skipped.assign(n, 0);
     gates.clear();
     n_embd = 0;
     ffn_out.clear();
+    ffn_bytes_read.assign(n, 0);
+    if (ffn_bytes_dense.size() != n) ffn_bytes_dense.assign(n, 0);  // the engine sets them
+    for (auto* v : {&channel_runs, &dropped_in, &dropped_gate, &dropped_mid}) v->assign(n, 0);
+    for (auto* v : {&hist_h, &hist_g, &hist_m}) v->clear();
+    drops.clear();
 }
 
 int64_t SkipStats::total_skipped() const {
@@ -63,6 +93,14 @@ int64_t SkipStats::total_skipped() const {
 double SkipStats::skip_ratio() const {
     if (tokens == 0 || n_layer == 0) return 0.0;
     return static_cast<double>(total_skipped()) / (static_cast<double>(tokens) * n_layer);
+}
+
+double SkipStats::ffn_bytes_saved() const {
+    double read = 0, dense = 0;
+    for (int64_t b : ffn_bytes_read) read += static_cast<double>(b);
+    for (int64_t b : ffn_bytes_dense) dense += static_cast<double>(b);
+    if (tokens == 0 || dense == 0) return 0.0;
+    return 1.0 - read / (dense * static_cast<double>(tokens));
 }
 
 SkipPolicy::SkipPolicy(SkipConfig cfg, int n_layer, int n_embd)
@@ -77,6 +115,17 @@ SkipPolicy::SkipPolicy(SkipConfig cfg, int n_layer, int n_embd)
     grant_.assign(n, 0);
     const int hot_end = n_layer - cfg_.cold_end;
     for (int l = cfg_.cold_start; l < hot_end; ++l) hot_[static_cast<size_t>(l)] = 1;
+    const float off = std::numeric_limits<float>::quiet_NaN();
+    auto per_layer = [&](const std::vector<float>& t, int l) {
+        if (t.empty()) return off;
+        return t.size() == 1 ? t[0] : t[static_cast<size_t>(l)];
+    };
+    chan_.resize(n);
+    for (int l = 0; l < n_layer; ++l) {
+        ChannelThresholds& c = chan_[static_cast<size_t>(l)];
+        c = {per_layer(cfg_.t_in, l), per_layer(cfg_.t_gate, l), per_layer(cfg_.t_mid, l)};
+        channel_any_ = channel_any_ || c.on();
+    }
     for (int l = 0; l < n_layer; ++l) {
         thr_[static_cast<size_t>(l)] = cfg_.threshold_for(l);
         grant_[static_cast<size_t>(l)] = rules::block_grant(cfg_.span, l, hot_end);
@@ -107,6 +156,15 @@ void SkipTrace::resize(int layers, int tokens) {
     gate.assign(n, std::numeric_limits<float>::quiet_NaN());
     ffn_out.clear();
     n_embd = 0;
+    ffn_bytes.assign(n, -1);
+    channel_run.assign(n, 0);
+    for (auto* v : {&dropped_in, &dropped_gate, &dropped_mid}) v->assign(n, 0);
+    for (auto* v : {&hist_h, &hist_g, &hist_m}) v->clear();
+}
+
+void SkipTrace::record_channels() {
+    const size_t n = static_cast<size_t>(n_layer) * ChannelHist::kBins;
+    for (auto* v : {&hist_h, &hist_g, &hist_m}) v->assign(n, 0);
 }
 
 void SkipTrace::record_ffn(int embd) {
@@ -133,14 +191,40 @@ void accumulate(SkipStats& stats, const SkipTrace& trace, bool record_gates, boo
     const size_t n_tokens = trace.skipped.size() / n_layer;
     if (stats.n_layer != static_cast<int>(n_layer)) stats.reset(static_cast<int>(n_layer));
     stats.tokens += static_cast<int64_t>(n_tokens);
+    const bool with_bytes = trace.ffn_bytes.size() == trace.skipped.size();
+    const bool with_channels = trace.channel_run.size() == trace.skipped.size();
     for (size_t i = 0; i < trace.skipped.size(); ++i) {
+        const size_t l = i % n_layer;
         if (trace.skipped[i]) {
-            ++stats.skipped[i % n_layer];
-        } else {
-            ++stats.evaluated[i % n_layer];
+            ++stats.skipped[l];
+            continue;
+        }
+        ++stats.evaluated[l];
+        const int64_t b = with_bytes ? trace.ffn_bytes[i] : -1;
+        stats.ffn_bytes_read[l] += b >= 0 ? b : stats.ffn_bytes_dense[l];
+        if (with_channels && trace.channel_run[i]) {
+            ++stats.channel_runs[l];
+            stats.dropped_in[l] += trace.dropped_in[i];
+            stats.dropped_gate[l] += trace.dropped_gate[i];
+            stats.dropped_mid[l] += trace.dropped_mid[i];
         }
     }
-    if (record_gates) stats.gates.insert(stats.gates.end(), trace.gate.begin(), trace.gate.end());
+    const std::vector<int64_t>* from[3] = {&trace.hist_h, &trace.hist_g, &trace.hist_m};
+    std::vector<int64_t>* to[3] = {&stats.hist_h, &stats.hist_g, &stats.hist_m};
+    for (int k = 0; k < 3; ++k) {
+        if (from[k]->empty()) continue;
+        if (to[k]->size() != from[k]->size()) to[k]->assign(from[k]->size(), 0);
+        for (size_t i = 0; i < from[k]->size(); ++i) (*to[k])[i] += (*from[k])[i];
+    }
+    if (record_gates) {
+        stats.gates.insert(stats.gates.end(), trace.gate.begin(), trace.gate.end());
+        for (size_t i = 0; i < trace.skipped.size(); ++i) {
+            const bool ran = with_channels && trace.channel_run[i];
+            stats.drops.push_back(ran ? trace.dropped_in[i] : -1);
+            stats.drops.push_back(ran ? trace.dropped_gate[i] : -1);
+            stats.drops.push_back(ran ? trace.dropped_mid[i] : -1);
+        }
+    }
     if (record_ffn && !trace.ffn_out.empty()) {
         stats.n_embd = trace.n_embd;
         stats.ffn_out.insert(stats.ffn_out.end(), trace.ffn_out.begin(), trace.ffn_out.end());

@@ -181,9 +181,30 @@ int profile_count(const gguf::File& f, const std::string& key, int def) {
     return static_cast<int>(v);
 }
 
-// Skip profile keys written by the calibration tool (ffnskip.*).
+// A float array key (or a single float) as floats; absent: empty.
+std::vector<float> float_list(const gguf::File& f, const std::string& key) {
+    std::vector<float> out;
+    const gguf::Value* value = f.find(key);
+    if (value == nullptr) return out;
+    if (value->type == gguf::ValueType::ARRAY) {
+        for (double v : *f.get_float_array(key)) {
+            // Out-of-range doubles would become inf here; validate() rejects them by name.
+            out.push_back(std::isnan(v) || std::fabs(v) < 3e38 ? static_cast<float>(v)
+                                                               : std::copysign(INFINITY, v));
+        }
+    } else {
+        out.push_back(static_cast<float>(f.get_float(key, NAN)));
+    }
+    return out;
+}
+
+// Skip profile keys written by the calibration tool (ffnskip.*). A profile exists when the file
+// has kind 1's threshold or any of kind 2's thresholds; without ffnskip.threshold kind 1 is off.
 std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer, int n_embd) {
-    if (!f.find("ffnskip.threshold")) return std::nullopt;
+    const bool block = f.find("ffnskip.threshold") != nullptr;
+    const bool channel =
+        f.find("ffnskip.t_in") || f.find("ffnskip.t_gate") || f.find("ffnskip.t_mid");
+    if (!block && !channel) return std::nullopt;
     SkipConfig cfg;
     cfg.enabled = f.get_bool("ffnskip.enabled", true);
     cfg.warmup = profile_count(f, "ffnskip.warmup", cfg.warmup);
@@ -192,9 +213,14 @@ std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer, in
     cfg.span = profile_count(f, "ffnskip.span", cfg.span);
     if (const auto* arr = f.get_float_array("ffnskip.threshold")) {
         cfg.threshold.assign(arr->begin(), arr->end());
-    } else {
+    } else if (block) {
         cfg.threshold = {static_cast<float>(f.get_float("ffnskip.threshold", 0.98))};
+    } else {
+        cfg.threshold = {NAN};
     }
+    cfg.t_in = float_list(f, "ffnskip.t_in");
+    cfg.t_gate = float_list(f, "ffnskip.t_gate");
+    cfg.t_mid = float_list(f, "ffnskip.t_mid");
     if (f.find("ffnskip.compensation")) {
         const auto* comp = f.get_float_array("ffnskip.compensation");
         if (comp == nullptr) fail("ffnskip.compensation is not an array of floats");

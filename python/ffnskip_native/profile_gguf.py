@@ -15,13 +15,18 @@ from .errors import InvalidArgumentError
 from .skip import SkipConfig
 
 PREFIX = "ffnskip."
+CHANNEL_KEYS = ("t_in", "t_gate", "t_mid")
 _ARCH_KEY = "general.architecture"
 _ALIGN_KEY = "general.alignment"
 
 
 def profile_metadata(cfg: SkipConfig) -> dict[str, Any]:
-    """The ``ffnskip.*`` keys for ``cfg`` (the layout cpp/src/model.cpp read_skip_profile reads)."""
-    return {
+    """The ``ffnskip.*`` keys for ``cfg`` (the layout cpp/src/model.cpp read_skip_profile reads).
+
+    Kind 2's thresholds (``ffnskip.t_in`` / ``t_gate`` / ``t_mid``, float arrays) are written only
+    when set; an absent key is a filter that is off.
+    """
+    meta: dict[str, Any] = {
         "ffnskip.enabled": bool(cfg.enabled),
         "ffnskip.warmup": int(cfg.warmup),
         "ffnskip.cold_start": int(cfg.cold_start),
@@ -29,6 +34,11 @@ def profile_metadata(cfg: SkipConfig) -> dict[str, Any]:
         "ffnskip.span": int(cfg.span),
         "ffnskip.threshold": [float(t) for t in cfg.threshold_list()],
     }
+    for name in CHANNEL_KEYS:
+        values = cfg.channel_list(name)
+        if values:
+            meta[PREFIX + name] = values
+    return meta
 
 
 def write_profile_gguf(src: Union[str, Path], dst: Union[str, Path], cfg: SkipConfig) -> Path:
@@ -63,6 +73,9 @@ def write_profile_gguf(src: Union[str, Path], dst: Union[str, Path], cfg: SkipCo
         for key in ("warmup", "cold_start", "cold_end", "span"):
             writer.add_uint32(PREFIX + key, meta[PREFIX + key])
         writer.add_array("ffnskip.threshold", meta["ffnskip.threshold"])
+        for name in CHANNEL_KEYS:
+            if PREFIX + name in meta:
+                writer.add_array(PREFIX + name, meta[PREFIX + name])
         if cfg.compensation is not None:
             # Flat float32 array, row-major (n_layer, n_embd), as model.cpp reads it.
             writer.add_array("ffnskip.compensation", cfg.compensation.ravel().tolist())
@@ -96,9 +109,14 @@ def same_profile(a: SkipConfig, b: SkipConfig) -> bool:
     """Field-by-field equality with NaN == NaN and thresholds compared as float32."""
     import numpy as np
 
-    ta = np.asarray(a.threshold_list(), dtype=np.float32)
-    tb = np.asarray(b.threshold_list(), dtype=np.float32)
-    same_th = ta.shape == tb.shape and bool(np.all((ta == tb) | (np.isnan(ta) & np.isnan(tb))))
+    def same_floats(xa: list[float], xb: list[float]) -> bool:
+        ta = np.asarray(xa, dtype=np.float32)
+        tb = np.asarray(xb, dtype=np.float32)
+        return ta.shape == tb.shape and bool(np.all((ta == tb) | (np.isnan(ta) & np.isnan(tb))))
+
+    same_th = same_floats(a.threshold_list(), b.threshold_list()) and all(
+        same_floats(a.channel_list(n), b.channel_list(n)) for n in CHANNEL_KEYS
+    )
     fields = ("enabled", "warmup", "cold_start", "cold_end", "span")
     ca, cb = a.compensation, b.compensation
     same_comp = (ca is None and cb is None) or (

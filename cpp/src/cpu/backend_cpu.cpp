@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "cpu/attention.h"
+#include "cpu/channel_ffn.h"
 #include "cpu/kernels.h"
 #include "cpu/ops.h"
 #include "cpu/repack.h"
@@ -43,7 +44,9 @@ struct MatmulJob {
 class CpuBackend final : public Backend {
   public:
     CpuBackend(std::shared_ptr<const Model> model, int n_ctx, int n_threads, int n_slots)
-        : Backend(std::move(model), n_ctx, kChunk, n_slots), pool_(n_threads) {
+        : Backend(std::move(model), n_ctx, kChunk, n_slots),
+          pool_(n_threads),
+          channel_(model_->layers, hp_.n_embd, hp_.n_ff, pool_) {
         const int64_t kvd = static_cast<int64_t>(hp_.n_head_kv) * hp_.head_dim;
         const int64_t qd = static_cast<int64_t>(hp_.n_head) * hp_.head_dim;
         const size_t C = kChunk;
@@ -85,6 +88,7 @@ class CpuBackend final : public Backend {
 
     const char* name() const override { return "cpu"; }
     bool batched_skip() const override { return true; }
+    void prepare_skip(const SkipPolicy* policy) override { channel_.prepare(policy); }
 
     std::vector<const uint8_t*> unread_weights() const override { return unread_; }
 
@@ -142,6 +146,7 @@ class CpuBackend final : public Backend {
         row_pos_.resize(C);
         row_gen_.resize(C);
         step_tokens_.resize(C);
+        chan_rows_.resize(C);
         // One prepared-activation buffer per distinct weight type of a fused matmul group.
         acts_.resize(acts_bytes);
     }
@@ -254,6 +259,7 @@ class CpuBackend final : public Backend {
                 states_[static_cast<size_t>(t)] =
                     policy->begin_token(row_gen_[static_cast<size_t>(t)]);
             }
+            if (policy->channel_any()) channel_.ensure(*policy);
         }
         for (int l = 0; l < hp_.n_layer; ++l) {
             const LayerWeights& L = layers_[static_cast<size_t>(l)];
@@ -263,24 +269,45 @@ class CpuBackend final : public Backend {
                 add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
                 continue;
             }
-            // Each row walks its own budget; rows whose FFN is skipped read no FFN weight.
-            int n_run = 0;
+            // Each row walks its own budget; rows whose FFN is skipped read no FFN weight. Of
+            // the others, gated rows in a layer with a channel filter take the channel-sparse
+            // FFN, one row at a time; the rest the dense FFN, batched.
+            const SkipPolicy::ChannelThresholds th = policy->channel(l);
+            int n_dense = 0, n_chan = 0;
             for (int t = 0; t < T; ++t) {
                 const size_t at = static_cast<size_t>(trace_row0 + t) * hp_.n_layer + l;
-                if (policy->skip_ffn(states_[static_cast<size_t>(t)], l)) {
+                SkipPolicy::TokenState& st = states_[static_cast<size_t>(t)];
+                if (policy->skip_ffn(st, l)) {
                     trace->skipped[at] = 1;
                     // A compensated skip adds the layer's calibrated mean update instead.
                     if (const float* c = policy->compensation(l)) {
                         add_inplace(&x_[static_cast<size_t>(t) * d], c, d);
                     }
+                } else if (st.gated && th.on()) {
+                    chan_rows_[static_cast<size_t>(n_chan++)] = t;
                 } else {
-                    run_rows_[static_cast<size_t>(n_run++)] = t;
+                    run_rows_[static_cast<size_t>(n_dense++)] = t;
                 }
             }
-            if (n_run == 0) continue;
-            ffn_block(L, run_rows_.data(), n_run);  // tmp row i <- FFN(n(h of row run_rows_[i]))
-            for (int i = 0; i < n_run; ++i) {
-                const int t = run_rows_[static_cast<size_t>(i)];
+            if (n_dense > 0) ffn_block(L, run_rows_.data(), n_dense, policy, trace, l);
+            for (int c = 0; c < n_chan; ++c) {
+                const int t = chan_rows_[static_cast<size_t>(c)];
+                const size_t at = static_cast<size_t>(trace_row0 + t) * hp_.n_layer + l;
+                float* hn = &xn_[static_cast<size_t>(n_dense + c) * d];
+                cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.ffn_norm.data(), hn, d,
+                             hp_.rms_eps);
+                const cpu::ChannelCounts cc = channel_.run(
+                    l, th, L, hn, &tmp_[static_cast<size_t>(n_dense + c) * d], hists(*trace, l));
+                SkipTrace& tr = *trace;
+                tr.ffn_bytes[at] = cc.bytes;
+                tr.channel_run[at] = 1;
+                tr.dropped_in[at] = cc.dropped_in;
+                tr.dropped_gate[at] = cc.dropped_gate;
+                tr.dropped_mid[at] = cc.dropped_mid;
+            }
+            for (int i = 0; i < n_dense + n_chan; ++i) {
+                const int t = i < n_dense ? run_rows_[static_cast<size_t>(i)]
+                                          : chan_rows_[static_cast<size_t>(i - n_dense)];
                 float* x = &x_[static_cast<size_t>(t) * d];
                 const float* f = &tmp_[static_cast<size_t>(i) * d];
                 const size_t at = static_cast<size_t>(trace_row0 + t) * hp_.n_layer + l;
@@ -364,8 +391,10 @@ class CpuBackend final : public Backend {
     }
 
     // tmp row i <- W_down · (silu(W_gate · n(h)) * (W_up · n(h))) with h = x row rows[i]
-    // (rows == nullptr: every row, in order).
-    void ffn_block(const LayerWeights& L, const int* rows, int n) {
+    // (rows == nullptr: every row, in order). With a skip request that records channel
+    // histograms, the gated rows' |h|, |g| and |m| of layer l are counted.
+    void ffn_block(const LayerWeights& L, const int* rows, int n,
+                   const SkipPolicy* policy = nullptr, SkipTrace* trace = nullptr, int l = 0) {
         const int d = hp_.n_embd, ff = hp_.n_ff;
         for_rows(n, d, [&](int i) {
             const int t = rows ? rows[i] : i;
@@ -375,11 +404,41 @@ class CpuBackend final : public Backend {
         matmuls({{&L.w_gate, xn_.data(), gate_.data(), ff, nullptr},
                  {&L.w_up, xn_.data(), up_.data(), ff, nullptr}},
                 n);
+        // Rows to count into the histograms: gated ones, when recording.
+        const bool record = policy && rows && policy->config().record_channels;
+        if (record) {
+            for (int i = 0; i < n; ++i) {
+                if (!states_[static_cast<size_t>(rows[i])].gated) continue;
+                const size_t at = static_cast<size_t>(i) * ff;
+                // m is not there yet: count h and g now, m after the activation below.
+                cpu::ChannelHists h = hists(*trace, l);
+                h.m = nullptr;
+                channel_.count_dense(&xn_[static_cast<size_t>(i) * d], &gate_[at], nullptr, h);
+            }
+        }
         for_rows(n, 8 * ff, [&](int i) {
             const size_t at = static_cast<size_t>(i) * ff;
             cpu::swiglu(&gate_[at], &up_[at], ff);
         });
+        if (record) {
+            for (int i = 0; i < n; ++i) {
+                if (!states_[static_cast<size_t>(rows[i])].gated) continue;
+                const cpu::ChannelHists h = hists(*trace, l);
+                h.count(h.m, &gate_[static_cast<size_t>(i) * ff], ff);
+            }
+        }
         matmuls({{&L.w_down, gate_.data(), tmp_.data(), d, nullptr}}, n);
+    }
+
+    // The histograms of layer l in the request's trace (all null when not recording).
+    static cpu::ChannelHists hists(SkipTrace& tr, int l) {
+        cpu::ChannelHists h;
+        if (tr.hist_h.empty()) return h;
+        const size_t at = static_cast<size_t>(l) * ChannelHist::kBins;
+        h.h = tr.hist_h.data() + at;
+        h.g = tr.hist_g.data() + at;
+        h.m = tr.hist_m.data() + at;
+        return h;
     }
 
     // ---- parallel matmuls -----------------------------------------------------------------
@@ -549,8 +608,10 @@ class CpuBackend final : public Backend {
     std::vector<uint8_t> acts_;
     size_t act_stride_ = 0;
     std::vector<SkipPolicy::TokenState> states_;  // per row of the chunk
-    std::vector<int> run_rows_;                   // rows whose FFN runs at the current layer
-    std::vector<LayerWeights> layers_;            // the views the matmuls read (group_weights)
+    std::vector<int> run_rows_;                   // rows whose dense FFN runs at the current layer
+    std::vector<int> chan_rows_;        // rows whose channel-sparse FFN runs at the current layer
+    cpu::ChannelFfn channel_;           // kind 2: layouts by input channel and the per-token FFN
+    std::vector<LayerWeights> layers_;  // the views the matmuls read (group_weights)
     WeightView output_;
     std::vector<uint8_t> grouped_;        // the grouped copies' bytes
     std::vector<const uint8_t*> unread_;  // model weights read only to group them

@@ -167,6 +167,48 @@ void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_
     K().matmul(w, x, acts, n_tok, y, ldy, r0, r1);
 }
 
+void matvec_rows(const WeightView& w, const float* x, const uint8_t* acts, const int32_t* rows,
+                 int64_t n, float* y) {
+    check_weight_type(w.type, "matvec_rows");
+    check_cols(w.type, w.cols, "matvec_rows");
+    for (int64_t k = 0; k < n; ++k) {
+        if (rows[k] < 0 || rows[k] >= w.rows) {
+            throw InvalidArgument("matvec_rows: row " + std::to_string(rows[k]) + " outside 0.." +
+                                  std::to_string(w.rows));
+        }
+    }
+    if (act_kind(w.type) == ActKind::kF32) {  // float weights: their one-token kernel per row
+        for (int64_t k = 0; k < n; ++k) K().matmul(w, x, acts, 1, y, 1, rows[k], rows[k] + 1);
+        return;
+    }
+    if (acts == nullptr) {
+        throw InvalidArgument(std::string("matvec_rows: ") + type_name(w.type) +
+                              " weights need prepared activations");
+    }
+#if defined(FFNSKIP_X86)
+    const bool grouped_kernels = &K() == &kAvx2Kernels;
+#else
+    const bool grouped_kernels = false;
+#endif
+    if (is_grouped(w.type) && !grouped_kernels) {
+        for (int64_t k = 0; k < n; ++k) matmul_ungrouped(w, x, acts, 1, y, 1, rows[k], rows[k] + 1);
+        return;
+    }
+    K().matvec_rows(w, acts, rows, n, y);
+}
+
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
+                   int64_t o1) {
+    if (o0 < 0 || o1 > t.n_out || o0 > o1 || o0 % kTGroup != 0 ||
+        (o1 % kTGroup != 0 && o1 != t.n_out)) {
+        throw InvalidArgument("sparse_matvec: output range [" + std::to_string(o0) + ", " +
+                              std::to_string(o1) + ") is not a group-aligned part of 0.." +
+                              std::to_string(t.n_out));
+    }
+    if (o0 == o1) return;
+    K().sparse_matvec(t, x, y, o0, o1);
+}
+
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
     if (is_grouped(type)) throw InvalidArgument("dequantize: grouped rows are matmul-only");
     check_weight_type(type, "dequantize");

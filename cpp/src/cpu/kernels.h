@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cpu/transposed.h"
 #include "weight_view.h"
 
 namespace ffnskip::cpu {
@@ -24,6 +25,16 @@ void prepare_acts(uint32_t weight_type, const float* x, int64_t cols, int64_t t0
 // `x` is f32 (row stride w.cols), `acts` its prepared form (may be null when act_row_bytes is 0).
 void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok, float* y,
             int64_t ldy, int64_t r0, int64_t r1);
+
+// One token, listed rows only: y[rows[k]] = dot(W row rows[k], x row 0) for k in [0, n), with x
+// and acts as for matmul (n_tok = 1). The gate-first FFN's W_up, rows of kept neurons.
+void matvec_rows(const WeightView& w, const float* x, const uint8_t* acts, const int32_t* rows,
+                 int64_t n, float* y);
+// Channel-sparse product on weights laid out by input channel (transposed.h): y[o] = sum over
+// x's active channels i of x_i W[o, i], for o in [o0, o1) (o0 a multiple of kTGroup; o1 one too,
+// or t.n_out). Reads only those channels' codes and their blocks' scales.
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
+                   int64_t o1);
 
 // Fast dequantization of one row (embedding lookup); same values as dequantize_row_ref.
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);

@@ -113,12 +113,19 @@ inline void scale_min_k4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
 
 }  // namespace ffnskip::cpu::avx2
 
+#include "cpu/transposed.h"
 #include "weight_view.h"
 
 namespace ffnskip::cpu::avx2 {
 // Quantized-weight matmul on prepared 16-bit activations (kernels_matmul_avx2.cpp).
 void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                   int64_t r0, int64_t r1);
+// One token, listed rows only: y[rows[k]] = dot(W row rows[k], acts) (quantized types).
+void matvec_rows(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
+                 float* y);
+// Channel-sparse matvec on weights laid out by input channel (kernels_sparse_avx2.cpp).
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
+                   int64_t o1);
 // Prompt-sized matmul: f32 GEMM over dequantized weight panels (kernels_gemm_avx2.cpp); used for
 // the float weight types, reads only the f32 x.
 void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy,

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "cpu/transposed.h"
 #include "weight_view.h"
 
 namespace ffnskip::cpu {
@@ -52,7 +53,16 @@ struct KernelTable {
     float (*dot_f16_f32)(const uint16_t* a, const float* b, int64_t n);
     void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);
     void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n);
+    // One token, listed rows of a quantized (plain or grouped) matrix (kernels.h matvec_rows).
+    void (*matvec_rows)(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
+                        float* y);
+    void (*sparse_matvec)(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
+                          int64_t o1);
 };
+
+// The scalar channel-sparse matvec (kernels_sparse_scalar.cpp).
+void sparse_matvec_scalar(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
+                          int64_t o1);
 
 extern const KernelTable kScalarKernels;  // kernels_scalar.cpp
 #if defined(FFNSKIP_X86)

@@ -874,6 +874,32 @@ void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, in
     }
 }
 
+// ---- one token on a list of rows (the gate-first FFN's W_up: rows of kept neurons only) -------
+// The one-token tiles on 4 listed rows at a time; the prefetch covers 4 rows' length from the
+// next listed row, which holds most of the next tile when the kept rows are dense.
+template <class T>
+void drive_rows(const WeightView& w, const uint8_t* acts, const int32_t* list, int64_t n,
+                float* y) {
+    const int64_t nb = w.cols / kActBlock;
+    auto row = [&](int64_t k) { return w.data + static_cast<size_t>(list[k]) * w.row_bytes; };
+    int64_t k = 0;
+    for (; k + kDecodeRows <= n; k += kDecodeRows) {
+        const uint8_t* rows[kDecodeRows];
+        for (int i = 0; i < kDecodeRows; ++i) rows[i] = row(k + i);
+        const char* pf = reinterpret_cast<const char*>(row(k + kDecodeRows < n ? k + kDecodeRows : k));
+        float out[kDecodeRows];
+        if constexpr (IsGrouped<T>::value) {
+            tile_1tok_grouped<typename T::Plain::Inner>(rows, acts, nb, out, pf);
+        } else if constexpr (T::kGroup == 1) {
+            tile_1tok<T>(rows, acts, nb, out, pf, kDecodeRows * T::kUnitBytes);
+        } else {
+            tile_1tok_k<T>(rows, acts, nb, out, pf, kDecodeRows * T::kUnitBytes);
+        }
+        for (int i = 0; i < kDecodeRows; ++i) y[list[k + i]] = out[i];
+    }
+    for (; k < n; ++k) drive<T>(w, acts, 1, y, 1, list[k], list[k] + 1);
+}
+
 }  // namespace
 
 void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
@@ -901,6 +927,36 @@ void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float
             return drive<Grouped<Q4_1>>(w, acts, n_tok, y, ldy, r0, r1);
         case GGML_Q4_K | kGroupedFlag:
             return drive<Q4KGrouped>(w, acts, n_tok, y, ldy, r0, r1);
+        default:
+            return;
+    }
+}
+
+void matvec_rows(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
+                 float* y) {
+    switch (w.type) {
+        case GGML_Q4_0:
+            return drive_rows<Simple<Q4_0>>(w, acts, rows, n, y);
+        case GGML_Q4_1:
+            return drive_rows<Simple<Q4_1>>(w, acts, rows, n, y);
+        case GGML_Q5_0:
+            return drive_rows<Simple<Q5_0>>(w, acts, rows, n, y);
+        case GGML_Q5_1:
+            return drive_rows<Simple<Q5_1>>(w, acts, rows, n, y);
+        case GGML_Q8_0:
+            return drive_rows<Simple<Q8_0>>(w, acts, rows, n, y);
+        case GGML_Q4_K:
+            return drive_rows<Q45K<block_q4_K>>(w, acts, rows, n, y);
+        case GGML_Q5_K:
+            return drive_rows<Q45K<block_q5_K>>(w, acts, rows, n, y);
+        case GGML_Q6_K:
+            return drive_rows<Q6K>(w, acts, rows, n, y);
+        case GGML_Q4_0 | kGroupedFlag:
+            return drive_rows<Grouped<Q4_0>>(w, acts, rows, n, y);
+        case GGML_Q4_1 | kGroupedFlag:
+            return drive_rows<Grouped<Q4_1>>(w, acts, rows, n, y);
+        case GGML_Q4_K | kGroupedFlag:
+            return drive_rows<Q4KGrouped>(w, acts, rows, n, y);
         default:
             return;
     }

@@ -164,10 +164,15 @@ class CudaBackend final : public Backend {
         ctl->mode = kGateDense;
         if (skip) {
             const SkipPolicy& p = *skip->policy;
-            if (p.config().record_ffn) {
+            if (p.config().record_ffn || p.config().record_channels) {
                 throw InvalidArgument(
-                    "SkipConfig.record_ffn (FFN output recording for calibration) runs on the "
-                    "CPU backend only");
+                    "SkipConfig.record_ffn / record_channels (recording for calibration) run on "
+                    "the CPU backend only");
+            }
+            if (p.channel_any()) {
+                throw InvalidArgument(
+                    "SkipConfig.t_in / t_gate / t_mid (channel sparsity) run on the CPU backend "
+                    "only");
             }
             upload_compensation(p);
             ctl->mode = p.begin_token(skip->gen_index).gated ? kGateActive : kGateObserve;

@@ -1,0 +1,247 @@
+#include "cpu/channel_ffn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "cpu/kernels.h"
+#include "cpu/ops.h"
+#include "ffn_rules.h"
+
+namespace ffnskip::cpu {
+
+namespace {
+
+constexpr uint8_t kWantGateUp = 1, kWantDown = 2;
+
+uint8_t wanted(const SkipPolicy::ChannelThresholds& th) {
+    uint8_t w = 0;
+    if (!std::isnan(th.in)) w |= kWantGateUp;
+    if (!std::isnan(th.gate) || !std::isnan(th.mid)) w |= kWantDown;
+    return w;
+}
+
+// The outputs [o0, o1) of slice `k` of n over n_out outputs, whole code groups each.
+std::pair<int64_t, int64_t> group_slice(int64_t n_out, int k, int n) {
+    const int64_t groups = (n_out + kTGroup - 1) / kTGroup;
+    const int64_t g0 = groups * k / n, g1 = groups * (k + 1) / n;
+    return {std::min(n_out, g0 * kTGroup), std::min(n_out, g1 * kTGroup)};
+}
+
+}  // namespace
+
+void ChannelHists::count(int64_t* hist, const float* v, int64_t n) const {
+    if (hist == nullptr) return;
+    for (int64_t i = 0; i < n; ++i) ++hist[channel_hist_bin(v[i])];
+}
+
+ChannelFfn::ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_ff,
+                       ThreadPool& pool)
+    : file_(file), n_embd_(n_embd), n_ff_(n_ff), pool_(pool) {
+    layouts_.resize(file.size());
+    want_.assign(file.size(), 0);
+    const size_t ff = static_cast<size_t>(n_ff);
+    gate_.resize(ff);
+    up_.resize(ff);
+    m_.resize(ff);
+    ones_.assign(ff, 1.0f);
+    active_.reserve(std::max<size_t>(ff, static_cast<size_t>(n_embd)));
+    kept_.reserve(ff);
+    size_t act = 0;
+    for (const LayerWeights& L : file) {
+        for (const WeightView* w : {&L.w_gate, &L.w_up, &L.w_down}) {
+            act = std::max(act, act_row_bytes(w->type, w->cols));
+        }
+    }
+    acts_.resize(act + 64);
+}
+
+void ChannelFfn::build(const WeightView& w, std::vector<uint8_t>& bytes, TransposedView& view) {
+    view = plan_transposed(w);
+    bytes.assign(view.bytes(), 0);
+    const int64_t groups = view.n_pad / kTGroup;
+    const int n_tasks = static_cast<int>(std::min<int64_t>(groups, 4 * pool_.size()));
+    pool_.run(n_tasks, [&](int task, int) {
+        const int64_t g0 = groups * task / n_tasks, g1 = groups * (task + 1) / n_tasks;
+        fill_transposed(w, view, bytes.data(), g0 * kTGroup, g1 * kTGroup);
+    });
+    view = bind_transposed(view, bytes.data());
+}
+
+void ChannelFfn::update(size_t l, uint8_t want, bool free) {
+    Layouts& T = layouts_[l];
+    const LayerWeights& W = file_[l];
+    if ((want & kWantGateUp) && T.gate_bytes.empty()) {
+        build(W.w_gate, T.gate_bytes, T.gate);
+        build(W.w_up, T.up_bytes, T.up);
+    }
+    if ((want & kWantDown) && T.down_bytes.empty()) build(W.w_down, T.down_bytes, T.down);
+    if (free && !(want & kWantGateUp)) {
+        std::vector<uint8_t>().swap(T.gate_bytes);
+        std::vector<uint8_t>().swap(T.up_bytes);
+    }
+    if (free && !(want & kWantDown)) std::vector<uint8_t>().swap(T.down_bytes);
+    want_[l] = free ? want : static_cast<uint8_t>(want_[l] | want);
+}
+
+void ChannelFfn::prepare(const SkipPolicy* policy) {
+    for (size_t l = 0; l < layouts_.size(); ++l) {
+        const uint8_t want = policy ? wanted(policy->channel(static_cast<int>(l))) : 0;
+        if (want != want_[l]) update(l, want, true);
+    }
+}
+
+void ChannelFfn::ensure(const SkipPolicy& policy) {
+    for (size_t l = 0; l < layouts_.size(); ++l) {
+        const uint8_t want = wanted(policy.channel(static_cast<int>(l)));
+        if ((want & ~want_[l]) != 0) update(l, want, false);
+    }
+}
+
+void ChannelFfn::count_dense(const float* hn, const float* gate, const float* m,
+                             const ChannelHists& hists) {
+    const int64_t ff = n_ff_;
+    hists.count(hists.h, hn, n_embd_);
+    std::copy(gate, gate + ff, gate_.begin());
+    swiglu(gate_.data(), ones_.data(), ff);
+    hists.count(hists.g, gate_.data(), ff);
+    hists.count(hists.m, m, ff);
+}
+
+size_t ChannelFfn::layout_bytes() const {
+    size_t b = 0;
+    for (const Layouts& T : layouts_) b += T.gate_bytes.size() + T.up_bytes.size() + T.down_bytes.size();
+    return b;
+}
+
+void ChannelFfn::dense_matvec(const WeightView& w, const float* x, float* y) {
+    const size_t arb = act_row_bytes(w.type, w.cols);
+    if (arb) prepare_acts(w.type, x, w.cols, 0, 1, acts_.data());
+    // One contiguous range of rows per thread, as the backend's one-token matmuls.
+    const int n = pool_.size();
+    int64_t block = (w.rows + n - 1) / n;
+    block = std::max<int64_t>(16, (block + 15) / 16 * 16);
+    const int n_tasks = static_cast<int>((w.rows + block - 1) / block);
+    pool_.run(n_tasks, [&](int task, int) {
+        const int64_t r0 = task * block, r1 = std::min(w.rows, r0 + block);
+        matmul(w, x, arb ? acts_.data() : nullptr, 1, y, w.rows, r0, r1);
+    });
+}
+
+void ChannelFfn::sparse_matvec(const TransposedView& a, const SparseInput& xa, float* ya,
+                               const TransposedView* b, float* yb) {
+    const int n = pool_.size();
+    pool_.run(n, [&](int task, int) {
+        const auto [o0, o1] = group_slice(a.n_out, task, n);
+        cpu::sparse_matvec(a, xa, ya, o0, o1);
+        if (b != nullptr) {
+            const auto [p0, p1] = group_slice(b->n_out, task, n);
+            cpu::sparse_matvec(*b, xa, yb, p0, p1);
+        }
+    });
+}
+
+ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
+                              const LayerWeights& dense, const float* hn, float* out,
+                              const ChannelHists& hists) {
+    const Layouts& T = layouts_[static_cast<size_t>(layer)];
+    const uint8_t want = wanted(th);
+    if ((want & ~want_[static_cast<size_t>(layer)]) != 0) {
+        throw InvalidArgument("channel FFN: layer " + std::to_string(layer) +
+                              " has no weight layout for these thresholds (prepare first)");
+    }
+    const int64_t d = n_embd_, ff = n_ff_;
+    ChannelCounts c;
+    hists.count(hists.h, hn, d);
+
+    // gate and up from h~.
+    const bool in_on = !std::isnan(th.in), gate_on = !std::isnan(th.gate);
+    if (in_on) {
+        active_.clear();
+        for (int64_t i = 0; i < d; ++i) {
+            if (rules::channel_keep(hn[i], th.in)) active_.push_back(static_cast<int32_t>(i));
+        }
+        c.dropped_in = static_cast<int32_t>(d - static_cast<int64_t>(active_.size()));
+        const int64_t na = static_cast<int64_t>(active_.size());
+        in_.prepare(T.gate, hn, active_.data(), na);
+        c.bytes += static_cast<int64_t>(in_.bytes_read(T.gate));
+        if (T.up.blk == T.gate.blk && T.up.super == T.gate.super) {
+            // The same blocks: one prepared input and one pool run for both products.
+            sparse_matvec(T.gate, in_, gate_.data(), &T.up, up_.data());
+            c.bytes += static_cast<int64_t>(in_.bytes_read(T.up));
+        } else {
+            sparse_matvec(T.gate, in_, gate_.data());
+            up_in_.prepare(T.up, hn, active_.data(), na);
+            sparse_matvec(T.up, up_in_, up_.data());
+            c.bytes += static_cast<int64_t>(up_in_.bytes_read(T.up));
+        }
+    } else {
+        dense_matvec(dense.w_gate, hn, gate_.data());
+        c.bytes += static_cast<int64_t>(dense.w_gate.bytes());
+    }
+    swiglu(gate_.data(), ones_.data(), ff);  // g = silu(W_gate h~), the dense path's rounding
+    hists.count(hists.g, gate_.data(), ff);
+    kept_.clear();
+    if (gate_on) {
+        for (int64_t j = 0; j < ff; ++j) {
+            if (rules::channel_keep(gate_[j], th.gate)) kept_.push_back(static_cast<int32_t>(j));
+        }
+        c.dropped_gate = static_cast<int32_t>(ff - static_cast<int64_t>(kept_.size()));
+    }
+    if (!in_on) {
+        if (gate_on) {  // gate-first: only the kept neurons' rows of W_up, in the file's layout
+            const WeightView& w = dense.w_up;
+            const size_t arb = act_row_bytes(w.type, w.cols);
+            if (arb) prepare_acts(w.type, hn, w.cols, 0, 1, acts_.data());
+            const int n = pool_.size();
+            const int64_t nk = static_cast<int64_t>(kept_.size());
+            pool_.run(n, [&](int task, int) {
+                const int64_t k0 = nk * task / n, k1 = nk * (task + 1) / n;
+                matvec_rows(w, hn, arb ? acts_.data() : nullptr, kept_.data() + k0, k1 - k0,
+                            up_.data());
+            });
+            c.bytes += nk * static_cast<int64_t>(w.row_bytes);
+        } else {
+            dense_matvec(dense.w_up, hn, up_.data());
+            c.bytes += static_cast<int64_t>(dense.w_up.bytes());
+        }
+    }
+
+    // m = g * k * up; the histogram of |m| counts the neurons t_gate kept.
+    if (gate_on) {
+        std::fill(m_.begin(), m_.end(), 0.0f);
+        for (int32_t j : kept_) m_[j] = gate_[j] * up_[j];
+        if (hists.m) {
+            for (int32_t j : kept_) ++hists.m[channel_hist_bin(m_[j])];
+        }
+    } else {
+        for (int64_t j = 0; j < ff; ++j) m_[j] = gate_[j] * up_[j];
+        hists.count(hists.m, m_.data(), ff);
+    }
+
+    // out = W_down m~.
+    const bool mid_on = !std::isnan(th.mid);
+    if (gate_on || mid_on) {
+        active_.clear();
+        if (gate_on) {
+            for (int32_t j : kept_) {
+                if (rules::channel_keep(m_[j], th.mid)) active_.push_back(j);
+            }
+            c.dropped_mid = static_cast<int32_t>(kept_.size() - active_.size());
+        } else {
+            for (int64_t j = 0; j < ff; ++j) {
+                if (rules::channel_keep(m_[j], th.mid)) active_.push_back(static_cast<int32_t>(j));
+            }
+            c.dropped_mid = static_cast<int32_t>(ff - static_cast<int64_t>(active_.size()));
+        }
+        mid_.prepare(T.down, m_.data(), active_.data(), static_cast<int64_t>(active_.size()));
+        sparse_matvec(T.down, mid_, out);
+        c.bytes += static_cast<int64_t>(mid_.bytes_read(T.down));
+    } else {
+        dense_matvec(dense.w_down, m_.data(), out);
+        c.bytes += static_cast<int64_t>(dense.w_down.bytes());
+    }
+    return c;
+}
+
+}  // namespace ffnskip::cpu

@@ -1,0 +1,92 @@
+// The channel-sparse FFN of one token on the CPU (kind 2, shared/DESIGN.md "Conditional FFN —
+// two kinds"; the keep rule is rules::channel_keep of ffn_rules.h):
+//
+//     h~ = h * [|h| >= t_in]        W_gate, W_up read by input channel (active channels only)
+//     g  = silu(W_gate h~)
+//     k  = [|g| >= t_gate]          W_up reads only the rows of kept neurons (file layout)
+//     m  = g * k * (W_up h~)
+//     m~ = m * [|m| >= t_mid]       W_down read by input channel (nonzero m~ only)
+//     out = W_down m~
+//
+// A matrix whose input no filter of the layer thins runs the dense one-token kernels on the
+// file's layout. The layouts by input channel (transposed.h) are built for the matrices the
+// active policy needs and freed when no policy needs them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "cpu/threadpool.h"
+#include "cpu/transposed.h"
+#include "ffn_skip.h"
+#include "model.h"
+
+namespace ffnskip::cpu {
+
+// What one token's channel FFN read and dropped (SkipTrace's per-(token, layer) fields).
+struct ChannelCounts {
+    int64_t bytes = 0;
+    int32_t dropped_in = 0, dropped_gate = 0, dropped_mid = 0;
+};
+
+// Where a token's |h|, |g| and |m| are counted (ChannelHist bins of one layer), or all null.
+struct ChannelHists {
+    int64_t* h = nullptr;
+    int64_t* g = nullptr;
+    int64_t* m = nullptr;
+    void count(int64_t* hist, const float* v, int64_t n) const;
+    bool on() const { return h != nullptr; }
+};
+
+class ChannelFfn {
+  public:
+    // `file` holds the file's views (the layouts are built from them); the pool runs the
+    // products. Both outlive this object.
+    ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_ff, ThreadPool& pool);
+
+    // Builds the layouts `policy` needs (null: none) and frees the others.
+    void prepare(const SkipPolicy* policy);
+    // Builds the layouts `policy` needs that are missing, frees nothing. Cheap when none is
+    // missing, so the backend calls it for every skip request.
+    void ensure(const SkipPolicy& policy);
+    // Bytes of the layouts held now.
+    size_t layout_bytes() const;
+
+    // out (n_embd) = the FFN above for layer `layer` with thresholds th, one token whose FFN
+    // input (ffn_norm(x)) is hn. `dense` are the views the dense kernels read (possibly grouped).
+    // prepare() must have seen a policy with these thresholds.
+    ChannelCounts run(int layer, SkipPolicy::ChannelThresholds th, const LayerWeights& dense,
+                      const float* hn, float* out, const ChannelHists& hists);
+    // Counts a dense FFN's |h|, |silu(gate)| and |m| (hn, gate before the activation, and m
+    // = silu(gate) * up, n_ff each) into hists.
+    void count_dense(const float* hn, const float* gate, const float* m, const ChannelHists& hists);
+
+  private:
+    struct Layouts {  // one layer's matrices by input channel (empty: not built)
+        std::vector<uint8_t> gate_bytes, up_bytes, down_bytes;
+        TransposedView gate, up, down;
+    };
+    // y = W x for one token on the dense kernels, output rows split over the pool.
+    void dense_matvec(const WeightView& w, const float* x, float* y);
+    // y = W x over x's active channels on a layout by input channel, outputs split over the pool
+    // (two matrices with the same input in one pool run when b is given).
+    void sparse_matvec(const TransposedView& a, const SparseInput& xa, float* ya,
+                       const TransposedView* b = nullptr, float* yb = nullptr);
+    void build(const WeightView& w, std::vector<uint8_t>& bytes, TransposedView& view);
+    // Builds the layouts of layer l in `want` that are missing; frees the others when `free`.
+    void update(size_t l, uint8_t want, bool free);
+
+    const std::vector<LayerWeights>& file_;
+    int n_embd_, n_ff_;
+    ThreadPool& pool_;
+    std::vector<Layouts> layouts_;
+    std::vector<uint8_t> want_;  // per layer: bit 0 gate/up, bit 1 down (what prepare() built)
+    // Per-token scratch.
+    std::vector<float> gate_, up_, m_, ones_;
+    std::vector<int32_t> active_, kept_;
+    std::vector<uint8_t> acts_;
+    SparseInput in_, up_in_, mid_;
+};
+
+}  // namespace ffnskip::cpu

@@ -33,6 +33,8 @@ PYBIND11_MODULE(_core, m) {
             raise_as("BackendUnavailableError", e);
         } catch (const ffnskip::Cancelled& e) {
             raise_as("CancelledError", e);
+        } catch (const ffnskip::Busy& e) {
+            raise_as("BusyError", e);
         } catch (const ffnskip::Error& e) {
             raise_as("Error", e);
         }

@@ -11,6 +11,7 @@ if _os.environ.get("FFNSKIP_CORE_DIR"):
 
 from .errors import (  # noqa: E402
     BackendUnavailableError,
+    BusyError,
     CancelledError,
     ContextOverflowError,
     Error,
@@ -42,6 +43,7 @@ else:
 
 __all__ = [
     "BackendUnavailableError",
+    "BusyError",
     "CancelledError",
     "ContextOverflowError",
     "Error",

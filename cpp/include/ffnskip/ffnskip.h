@@ -38,6 +38,11 @@ struct BackendUnavailable : Error {
 struct Cancelled : Error {
     using Error::Error;
 };
+// Another call is using the engine right now: calls that touch its state run one at a time, and
+// a second one is refused at once instead of waiting (RuntimeError in Python).
+struct Busy : Error {
+    using Error::Error;
+};
 
 // FFN skipping configuration. Semantics (shared/DESIGN.md, "FFN skipping — exact semantics"):
 // dense for prompt tokens, the first `warmup` generated tokens and the cold layers

@@ -98,6 +98,7 @@ class Stress:
         self.failures: list[str] = []
         self.stats_lock = threading.Lock()
         self.end = 0.0
+        self.phase = 0
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class Stress:
     # ---- workers ------------------------------------------------------------------------------
 
     def worker(self, index: int) -> None:
-        rng = random.Random(self.seed * 1000 + index)
+        rng = random.Random(f"{self.seed}-{self.phase}-{index}")
         shared_actions: list[tuple[Callable[..., None], int]] = [
             (self.generate, 6),
             (self.sample, 2),
@@ -243,6 +244,7 @@ class Stress:
 
     def run(self, seconds: float) -> bool:
         """One phase; False if a worker did not finish within GRACE_S after it."""
+        self.phase += 1
         self.shared = [open_generator(self.path) for _ in range(2)]
         self.end = time.monotonic() + seconds
         workers = [

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from concurrency_cases import CASES
+from concurrency_cases import CASES, LONG_PROMPT, wait_engine_busy
 from ffnskip_native import BusyError, Error, Generator
 
 HERE = Path(__file__).resolve().parent
@@ -146,3 +146,25 @@ def test_use_after_close_raises_error(smollm2_path):
 
 def test_busy_error_type():
     assert issubclass(BusyError, Error) and issubclass(BusyError, RuntimeError)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
+def test_close_from_a_signal_handler_inside_the_running_generation(smollm2_path):
+    """close() from a signal handler runs inside the operation it must wait for: it cannot
+    wait (that would hang), so it cancels, and the model is freed as the operation ends."""
+    g = Generator(smollm2_path, backend="cpu", n_ctx=512, seed=0)
+    previous = signal.signal(signal.SIGUSR1, lambda *_: g.close())
+    try:
+        it = g.generate(LONG_PROMPT, max_new_tokens=5, **GREEDY)
+        main = threading.main_thread().ident
+        sender = threading.Thread(
+            target=lambda: (wait_engine_busy(g), signal.pthread_kill(main, signal.SIGUSR1))
+        )
+        sender.start()
+        assert list(it) == []  # the handler ran during the prompt: cancelled there
+        sender.join(60)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert g.closed and g.last_finish_reason == "cancelled"
+    with pytest.raises(Error, match="closed"):
+        g.logits([1])

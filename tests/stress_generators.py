@@ -268,12 +268,15 @@ class Stress:
 
 
 def anon_rss_bytes() -> int:
-    """Anonymous resident memory (mapped model pages excluded), after returning free heap."""
+    """Anonymous resident memory (mapped model pages excluded), after returning free heap to
+    the OS: glibc keeps it in per-thread arenas, ASan in its quarantine and size-class caches
+    (without the purge, a 30 s ASan run "grew" by 98 MiB while a plain one stayed flat)."""
     gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):  # not glibc
-        pass
+    process = ctypes.CDLL(None)
+    if hasattr(process, "__sanitizer_purge_allocator"):
+        process.__sanitizer_purge_allocator()
+    elif hasattr(process, "malloc_trim"):
+        process.malloc_trim(0)
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("RssAnon:"):

@@ -237,8 +237,10 @@ class Stress:
             self.note(name, "busy")
         elif isinstance(exc, CancelledError):
             self.note(name, "cancelled")
-        elif type(exc) is Error and ("closed" in str(exc) or "superseded" in str(exc)):
-            self.note(name, "closed" if "closed" in str(exc) else "superseded")
+        elif type(exc) is Error and "superseded" in str(exc):
+            self.note(name, "superseded")
+        elif type(exc) is Error and "closed" in str(exc):
+            self.note(name, "closed")
         else:
             self.fail(name, exc)
 

@@ -17,7 +17,7 @@ from .errors import BusyError, Error
 CLOSED = "Generator is closed"
 SUPERSEDED = (
     "this generation was superseded: another operation (generate, chat, logits or setting skip) "
-    "started on the Generator while the iterator was suspended, and closed it"
+    "started on the Generator while the iterator was suspended, and ended it"
 )
 
 

@@ -355,11 +355,13 @@ def test_closing_the_iterator_stops_generation(fake):
     assert g.last_finish_reason == "cancelled"
     assert g.stats["generated_tokens"] == 2
     assert len(engine_of(g).generated) == 1  # "b" was sampled but never evaluated
-    # Starting a new generation closes an unfinished one.
+    # Starting a new generation closes an unfinished one, which then says so (issue 16: it
+    # used to end silently, so a thread whose iterator was superseded got an empty text).
     first = g.generate("x", **GREEDY)
     next(first)
     assert "".join(g.generate("x", max_new_tokens=2, **GREEDY)) == "ab"
-    assert list(first) == []
+    with pytest.raises(Error, match="superseded"):
+        next(first)
 
 
 def test_prompt_evaluation_is_cancellable(fake):

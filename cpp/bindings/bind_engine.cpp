@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "bindings.h"
@@ -19,17 +20,59 @@ namespace ffnskip::bindings {
 
 namespace {
 
-// Owns the Engine; close() frees the model, KV cache and threads before garbage collection.
+// Owns the Engine. Calls that use its mutable state (KV cache, skip policy, statistics, cancel
+// flag reset) run one at a time: a second one, from any thread, raises Busy at once instead of
+// racing the first (issue 16: corrupted logits, crashes). close() instead cancels the running
+// call and waits for it, then frees the engine. Everything else reads the immutable model.
+//
+// Lock order: a thread takes mutex_ only while holding the GIL and only with try_lock, then
+// releases the GIL for the compute and takes it back before unlocking. So no thread ever blocks
+// on mutex_ while holding the GIL, and close(), which blocks on mutex_ without the GIL, cannot
+// deadlock with the call it waits for.
 class PyEngine {
   public:
     PyEngine(const std::string& path, const std::string& backend, int n_ctx, int n_threads) {
         py::gil_scoped_release nogil;
         engine_ = std::make_unique<Engine>(path, backend, n_ctx, n_threads);
     }
+
+    // Exclusive use of the engine for the lifetime of this object (one bound call).
+    class Call {
+      public:
+        explicit Call(PyEngine& p) : lock_(p.mutex_, std::defer_lock) {
+            if (p.closing_ || !p.engine_) throw Error("the engine is closed");
+            if (!lock_.try_lock()) {
+                throw Busy("the engine is busy: another thread is running a call on it");
+            }
+            engine_ = p.engine_.get();
+        }
+        Engine& engine() const { return *engine_; }
+
+      private:
+        std::unique_lock<std::mutex> lock_;
+        Engine* engine_ = nullptr;
+    };
+
     void close() {
+        if (!engine_) return;
+        closing_ = true;  // no new call starts
+        engine_->cancel();
+        std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+        {
+            py::gil_scoped_release nogil;
+            lock.lock();  // the running call, if any, stops at its next cancel check
+        }
+        // Detached with the GIL held: a reader holding the GIL sees the engine or nullptr.
+        std::unique_ptr<Engine> doomed = std::move(engine_);
         py::gil_scoped_release nogil;
-        engine_.reset();
+        doomed.reset();
     }
+    // Lock-free, and a no-op once closed: cancel() must work from any thread at any time.
+    void cancel() {
+        if (engine_) engine_->cancel();
+    }
+    // For the immutable parts (model, tokenizer, sizes); the GIL must stay held while the
+    // reference is used, since close() detaches the engine under the GIL.
     Engine& e() {
         if (!engine_) throw Error("the engine is closed");
         return *engine_;
@@ -37,6 +80,8 @@ class PyEngine {
 
   private:
     std::unique_ptr<Engine> engine_;
+    std::mutex mutex_;
+    bool closing_ = false;  // guarded by the GIL
 };
 
 py::object metadata_value(const gguf::Value& v) {
@@ -181,7 +226,8 @@ void bind_engine(py::module_& m) {
         .def("close", &PyEngine::close)
         .def_property_readonly("backend", [](PyEngine& p) { return p.e().backend().name(); })
         .def_property_readonly("n_ctx", [](PyEngine& p) { return p.e().backend().n_ctx(); })
-        .def_property_readonly("n_past", [](PyEngine& p) { return p.e().backend().n_past(); })
+        .def_property_readonly(
+            "n_past", [](PyEngine& p) { return PyEngine::Call(p).engine().backend().n_past(); })
         .def_property_readonly("n_vocab",
                                [](PyEngine& p) { return p.e().model().hparams().n_vocab; })
         .def_property_readonly("n_layer",
@@ -234,24 +280,26 @@ void bind_engine(py::module_& m) {
             "tokenize",
             [](PyEngine& p, const py::object& text, const py::object& add_special,
                const py::object& parse_special) {
-                Engine& e = p.e();
                 const std::string s = text_arg(text, "text");
                 const bool add = flag_arg(add_special, "add_special");
                 const bool parse = flag_arg(parse_special, "parse_special");
+                // The tokenizer is immutable (const, per-call caches only): no engine lock, but
+                // the model must outlive a close() from another thread while the GIL is off.
+                const std::shared_ptr<const Model> m = p.e().shared_model();
                 py::gil_scoped_release nogil;
-                return e.model().tokenizer().encode(s, add, parse);
+                return m->tokenizer().encode(s, add, parse);
             },
             py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false)
         .def(
             "detokenize",
             [](PyEngine& p, const py::object& ids, const py::object& special) {
-                Engine& e = p.e();
                 const std::vector<int32_t> v = token_ids_arg(ids);
                 const bool sp = flag_arg(special, "special");
+                const std::shared_ptr<const Model> m = p.e().shared_model();
                 std::string s;
                 {
                     py::gil_scoped_release nogil;
-                    s = e.model().tokenizer().decode(v, sp);
+                    s = m->tokenizer().decode(v, sp);
                 }
                 return py::str(s);
             },
@@ -282,7 +330,8 @@ void bind_engine(py::module_& m) {
         .def(
             "eval",
             [](PyEngine& p, const py::object& tokens, const py::object& all_logits_obj) {
-                Engine& e = p.e();
+                const PyEngine::Call call(p);
+                Engine& e = call.engine();
                 const std::vector<int32_t> ids = token_ids_arg(tokens);
                 const bool all_logits = flag_arg(all_logits_obj, "all_logits");
                 if (ids.empty()) throw InvalidArgument("eval: no tokens");
@@ -302,7 +351,8 @@ void bind_engine(py::module_& m) {
         .def(
             "eval_generated",
             [](PyEngine& p, const py::object& token, int64_t gen_index) {
-                Engine& e = p.e();
+                const PyEngine::Call call(p);
+                Engine& e = call.engine();
                 const int32_t id = token_id_arg(token);
                 py::array_t<float> out(e.model().hparams().n_vocab);
                 float* dst = out.mutable_data();
@@ -313,13 +363,14 @@ void bind_engine(py::module_& m) {
                 return out;
             },
             py::arg("token"), py::arg("gen_index"))
-        .def("kv_truncate", [](PyEngine& p, int n) { p.e().kv_truncate(n); })
-        .def("reset", [](PyEngine& p) { p.e().kv_truncate(0); })
+        .def("kv_truncate", [](PyEngine& p, int n) { PyEngine::Call(p).engine().kv_truncate(n); })
+        .def("reset", [](PyEngine& p) { PyEngine::Call(p).engine().kv_truncate(0); })
         .def(
             "logits",
             [](PyEngine& p, const py::object& tokens, const py::object& all_positions_obj,
                std::optional<SkipConfig> skip, const py::object& prompt_len_obj) {
-                Engine& e = p.e();
+                const PyEngine::Call call(p);
+                Engine& e = call.engine();
                 const std::vector<int32_t> ids = token_ids_arg(tokens);
                 const bool all_positions = flag_arg(all_positions_obj, "all_positions");
                 if (ids.empty()) throw InvalidArgument("logits: no tokens");
@@ -343,11 +394,18 @@ void bind_engine(py::module_& m) {
             },
             py::arg("tokens"), py::arg("all_positions") = false, py::arg("skip") = py::none(),
             py::arg("prompt_len") = py::none())
-        .def("set_skip", [](PyEngine& p, std::optional<SkipConfig> cfg) { p.e().set_skip(cfg); })
-        .def("skip_stats", [](PyEngine& p) { return skip_stats_dict(p.e().skip_stats()); })
-        .def("reset_skip_stats", [](PyEngine& p) { p.e().reset_skip_stats(); })
-        .def("cancel", [](PyEngine& p) { p.e().cancel(); })
-        .def("clear_cancel", [](PyEngine& p) { p.e().clear_cancel(); });
+        .def("set_skip",
+             [](PyEngine& p, std::optional<SkipConfig> cfg) {
+                 PyEngine::Call(p).engine().set_skip(cfg);
+             })
+        .def("skip_stats",
+             [](PyEngine& p) {
+                 const PyEngine::Call call(p);
+                 return skip_stats_dict(call.engine().skip_stats());
+             })
+        .def("reset_skip_stats", [](PyEngine& p) { PyEngine::Call(p).engine().reset_skip_stats(); })
+        .def("cancel", &PyEngine::cancel)
+        .def("clear_cancel", [](PyEngine& p) { PyEngine::Call(p).engine().clear_cancel(); });
 }
 
 }  // namespace ffnskip::bindings

@@ -35,6 +35,8 @@ PYBIND11_MODULE(_core, m) {
             raise_as("ResourceError", e);
         } catch (const ffnskip::Cancelled& e) {
             raise_as("CancelledError", e);
+        } catch (const ffnskip::Busy& e) {
+            raise_as("BusyError", e);
         } catch (const ffnskip::Error& e) {
             raise_as("Error", e);
         }

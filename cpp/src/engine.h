@@ -23,6 +23,8 @@ class Engine {
     Engine(std::shared_ptr<Model> model, const std::string& backend, int n_ctx, int n_threads);
 
     const Model& model() const { return *model_; }
+    // Keeps the model (tokenizer, weights) alive while the caller uses it without the engine.
+    std::shared_ptr<const Model> shared_model() const { return model_; }
     const Backend& backend() const { return *backend_; }
     int n_threads() const { return n_threads_; }
 

@@ -11,6 +11,7 @@ if _os.environ.get("FFNSKIP_CORE_DIR"):
 
 from .errors import (  # noqa: E402
     BackendUnavailableError,
+    BusyError,
     CancelledError,
     ContextLengthWarning,
     ContextOverflowError,
@@ -44,6 +45,7 @@ else:
 
 __all__ = [
     "BackendUnavailableError",
+    "BusyError",
     "CancelledError",
     "ContextLengthWarning",
     "ContextOverflowError",

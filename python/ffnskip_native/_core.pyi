@@ -72,7 +72,10 @@ class SkipConfig:
     def validate(self, n_layer: int, n_embd: int = 0) -> None: ...
 
 class Engine:
-    """One loaded model + backend + KV cache. Not thread-safe; long calls release the GIL."""
+    """One loaded model + backend + KV cache; long calls release the GIL. Calls that use its
+    state (eval, eval_generated, logits, reset, kv_truncate, n_past, set_skip, skip stats,
+    clear_cancel) run one at a time: another one meanwhile raises BusyError at once. cancel()
+    works at any time; close() cancels the running call and waits for it."""
 
     def __init__(
         self, path: _Path, backend: str = "auto", n_ctx: int = 4096, n_threads: int = 0

@@ -36,6 +36,10 @@ class CancelledError(Error):
     """Work was stopped by cancel() or by a callback."""
 
 
+class BusyError(Error, RuntimeError):
+    """Another thread is using the Generator (or engine) right now: one operation at a time."""
+
+
 class TemplateError(Error, ValueError):
     """A chat template is invalid or tried to do something the sandbox forbids."""
 

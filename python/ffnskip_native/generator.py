@@ -9,8 +9,10 @@ import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Generator as PyGenerator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -36,6 +38,7 @@ from .errors import (
     Error,
     InvalidArgumentError,
 )
+from .exclusive import OperationGate, TextStream
 from .hub import hf_download
 from .skip import SkipConfig
 from .streaming import StopMatcher, Utf8Assembler, normalize_stop
@@ -73,9 +76,16 @@ class Generator:
     ``None`` (the skip profile stored in the file if there is one, else dense) or ``False``
     (dense even if the file has a profile).
 
-    A Generator is not thread-safe: use it from one thread at a time. The exception is
-    :meth:`cancel`, which may be called from any thread. Use it as a context manager or call
-    :meth:`close` to release the model promptly.
+    Threads: one operation at a time per Generator. An operation is a call that uses the
+    engine: :meth:`generate` or :meth:`chat` (the call, and each ``next()`` on the iterator it
+    returns), :meth:`logits`, setting :attr:`skip`, :meth:`close`. One started while another
+    runs in another thread raises :class:`BusyError` at once (nothing waits). An iterator
+    suspended between ``next()`` calls holds nothing: the next other operation supersedes it
+    (it is closed, finish reason ``"cancelled"``, and its next ``next()`` raises Error). An
+    iterator may be consumed from any thread. :meth:`cancel` works from any thread at any time;
+    :meth:`close` from any thread cancels the running operation, waits for it, then frees the
+    model. Tokenizing, chat templates and the read-only properties are safe concurrently.
+    Use it as a context manager or call :meth:`close` to release the model promptly.
     """
 
     def __init__(
@@ -89,7 +99,8 @@ class Generator:
     ) -> None:
         self._engine: Optional[_core.Engine] = None  # first, so __del__ works if loading fails
         self._executor: Optional[ThreadPoolExecutor] = None
-        self._active: Optional[Iterator[str]] = None
+        self._cancel_event = threading.Event()
+        self._gate = OperationGate()
         path = path_arg("model", model)
         backend = str_arg("backend", backend)
         n_ctx = int_arg("n_ctx", n_ctx, 1)
@@ -110,7 +121,6 @@ class Generator:
         self._tokenizer = tok if tok is not None else _core.Tokenizer(path)
         self._eog = frozenset(self._tokenizer.eog_ids)
         self._sampler = _core.Sampler(seed)
-        self._cancel_event = threading.Event()
         self._template: Optional[ChatTemplate] = None
         self._skip: Optional[SkipConfig] = None
         self._stats: dict[str, Any] = {}
@@ -138,14 +148,12 @@ class Generator:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop any unfinished generation and free the model. Idempotent; afterwards every
-        other method raises Error."""
-        active, self._active = self._active, None
-        if active is not None:
-            try:
-                active.close()  # type: ignore[attr-defined]
-            except ValueError:  # running in another thread: make it stop at its next step
-                self.cancel()
+        """Stop any unfinished generation and free the model. From any thread: an operation
+        running in another thread is cancelled and waited for first. Idempotent; afterwards
+        every other method (and an unfinished iterator) raises Error."""
+        self._gate.close(self._free, self.cancel)
+
+    def _free(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -212,7 +220,10 @@ class Generator:
 
     @skip.setter
     def skip(self, skip: SkipArg) -> None:
-        engine = self._eng()
+        with self._operation() as engine:
+            self._set_skip(engine, skip)
+
+    def _set_skip(self, engine: _core.Engine, skip: SkipArg) -> None:
         cfg: Optional[SkipConfig]
         if skip is None:
             profile = engine.skip_profile
@@ -269,17 +280,17 @@ class Generator:
         position, or (len(tokens), n_vocab). With a SkipConfig the policy applies as in
         decoding: ``tokens[:prompt_len]`` are the prompt (dense), later ones count as
         generated tokens. ``skip=None`` is dense (not the file's profile)."""
-        engine = self._eng()
+        loaded = self._eng()
         if skip is not None and skip is not False and not isinstance(skip, SkipConfig):
             raise InvalidArgumentError("skip must be a SkipConfig, None or False")
         if isinstance(skip, SkipConfig):
-            _check_compensation_shape(skip, engine)
+            _check_compensation_shape(skip, loaded)
         prompt_len = optional_int_arg("prompt_len", prompt_len, 0)
         core_skip = skip.to_core() if isinstance(skip, SkipConfig) else None
-        engine.clear_cancel()
-        return engine.logits(
-            tokens, all_positions=all_positions, skip=core_skip, prompt_len=prompt_len
-        )
+        with self._operation(clear_cancel=True) as engine:
+            return engine.logits(
+                tokens, all_positions=all_positions, skip=core_skip, prompt_len=prompt_len
+            )
 
     # ---- generation -----------------------------------------------------------------------
 
@@ -309,7 +320,8 @@ class Generator:
         ``n_ctx``; if prompt + generated tokens fill the context, generation ends with
         ``finish_reason == "length"``. Closing the iterator, :meth:`cancel` or Ctrl-C
         (KeyboardInterrupt, re-raised) stop it within one token; prompt evaluation is
-        interrupted between chunks. Starting another generation closes an unfinished one.
+        interrupted between chunks. Starting another operation (e.g. another generation)
+        closes an unfinished one; its iterator then raises Error (class docstring: threads).
         """
         self._eng()
         if not isinstance(prompt, str):
@@ -373,6 +385,23 @@ class Generator:
         if engine is not None:
             engine.cancel()
 
+    def _clear_cancel(self) -> None:
+        # Called by the gate as an operation starts, under its lock, so that a cancel() from a
+        # close() that has begun is never undone.
+        self._cancel_event.clear()
+        if self._engine is not None:
+            self._engine.clear_cancel()
+
+    @contextmanager
+    def _operation(self, clear_cancel: bool = False) -> Iterator[_core.Engine]:
+        """Hold the gate (one operation at a time) around a use of the engine."""
+        token = object()
+        try:
+            self._gate.begin(token, clear_cancel=self._clear_cancel if clear_cancel else None)
+            yield self._eng()
+        finally:
+            self._gate.end(token)
+
     def _start(
         self,
         ids: list[int],
@@ -384,7 +413,7 @@ class Generator:
         repetition_penalty: float = 1.0,
         seed: Optional[int] = None,
         stop: Union[str, Iterable[str], None] = None,
-    ) -> Iterator[str]:
+    ) -> TextStream:
         engine = self._eng()
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
             raise InvalidArgumentError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
@@ -399,18 +428,17 @@ class Generator:
             raise ContextOverflowError(
                 f"prompt of {len(ids)} tokens does not fit in the context (n_ctx={engine.n_ctx})"
             )
-        if self._active is not None:
-            previous, self._active = self._active, None
-            try:
-                previous.close()  # type: ignore[attr-defined]
-            except ValueError:
-                raise Error("Generator is busy generating in another thread") from None
-        # Cleared here, not when iteration starts, so a cancel() issued in between counts.
-        self._cancel_event.clear()
-        engine.clear_cancel()
-        it = self._stream(ids, params, max_new_tokens, stops, seed)
-        self._active = it
-        return it
+        # The cancel flags are cleared here, not when iteration starts, so that a cancel()
+        # issued in between counts.
+        token = object()
+        try:
+            self._gate.begin(token, clear_cancel=self._clear_cancel)
+            steps = self._stream(ids, params, max_new_tokens, stops, seed)
+            stream = TextStream(self._gate, steps, self.cancel)
+            self._gate.install(token, stream)
+        finally:
+            self._gate.end(token)
+        return stream
 
     def _stream(
         self,
@@ -419,7 +447,7 @@ class Generator:
         max_new_tokens: int,
         stops: list[str],
         seed: Optional[int],
-    ) -> Iterator[str]:
+    ) -> PyGenerator[str, None, None]:
         engine = self._eng()
         tok = self._tokenizer
         sampler = self._sampler

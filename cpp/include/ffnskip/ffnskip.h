@@ -44,6 +44,11 @@ struct ResourceError : Error {
 struct Cancelled : Error {
     using Error::Error;
 };
+// Another call is using the engine right now: calls that touch its state run one at a time, and
+// a second one is refused at once instead of waiting (RuntimeError in Python).
+struct Busy : Error {
+    using Error::Error;
+};
 
 // Conditional-FFN configuration: two kinds of gate that compose (shared/DESIGN.md, "FFN skipping
 // — exact semantics" and "Conditional FFN — two kinds").

@@ -110,7 +110,8 @@ void ChannelFfn::count_dense(const float* hn, const float* gate, const float* m,
 
 size_t ChannelFfn::layout_bytes() const {
     size_t b = 0;
-    for (const Layouts& T : layouts_) b += T.gate_bytes.size() + T.up_bytes.size() + T.down_bytes.size();
+    for (const Layouts& T : layouts_)
+        b += T.gate_bytes.size() + T.up_bytes.size() + T.down_bytes.size();
     return b;
 }
 

@@ -195,7 +195,8 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "ffnskip_native.cli", "serve", args.model, "--port", "0"]
     cmd += ["--parallel", str(args.parallel), "--n-ctx", str(args.n_ctx)]
     cmd += ["--max-queue", str(max(64, args.clients))]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # stdout carries uvicorn's access log: one line per request, not wanted in the report.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     found: list[str] = []
     ready = threading.Event()
 
@@ -238,8 +239,8 @@ def main() -> int:
         p.error("give exactly one of --url and --model")
     proc: Optional[subprocess.Popen[str]] = None
     if args.model:
-        proc, base, pid = *start_server(args), None
-        pid = proc.pid
+        proc, base = start_server(args)
+        pid: Optional[int] = proc.pid
     else:
         base, pid = args.url.rstrip("/"), args.server_pid
     try:

@@ -44,12 +44,14 @@ class TokenLogprob:
 
 @dataclass
 class Event:
-    """A piece of a request's output. ``finish`` is set on the last event ("stop", "length" or
-    "cancelled"); ``logprobs`` holds one entry per token whose text is in ``text`` when asked."""
+    """A piece of a request's output. ``finish`` is set on the last event ("stop", "length",
+    "cancelled" or "error", the latter with ``error`` saying what failed); ``logprobs`` holds one
+    entry per token whose text is in ``text`` when asked."""
 
     text: str
     finish: Optional[str] = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    error: Optional[str] = None
 
 
 @dataclass
@@ -158,7 +160,26 @@ class BatchGenerator:
     # ---- the step ---------------------------------------------------------------------------
 
     def step(self) -> bool:
-        """One engine step over the active sequences. Returns False when there was nothing to do."""
+        """One engine step over the active sequences. Returns False when there was nothing to do.
+
+        If the step raises, every active request is finished with an "error" event, its slot is
+        emptied (its cache may be half written) and the exception propagates; queued requests
+        stay queued, so the generator keeps serving."""
+        try:
+            return self._step()
+        except Exception as exc:
+            self._fail_active(f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _fail_active(self, message: str) -> None:
+        failed = list(self._active.values())
+        self._active.clear()
+        for a in failed:
+            a.req.on_event(Event("", finish="error", error=message))
+        for a in failed:
+            self.engine.truncate(a.slot, 0)
+
+    def _step(self) -> bool:
         self._admit()
         for a in [a for a in self._active.values() if a.req.cancelled]:
             self._finish(a, "cancelled", "")
@@ -193,10 +214,16 @@ class BatchGenerator:
                     req.on_event(Event("", finish="cancelled"))
                     continue
                 free = [s for s in range(self.n_parallel) if s not in self._active]
-                # The free slot whose cache shares the longest prefix with the prompt.
-                best = max(free, key=lambda s: _common_prefix(self.engine.cached(s), req.prompt))
-                kept = self.engine.reuse_prefix(best, req.prompt)
-                self._active[best] = _Active(req, best, kept)
+                try:
+                    # The free slot whose cache shares the longest prefix with the prompt.
+                    best = max(
+                        free, key=lambda s: _common_prefix(self.engine.cached(s), req.prompt)
+                    )
+                    kept = self.engine.reuse_prefix(best, req.prompt)
+                    self._active[best] = _Active(req, best, kept)
+                except Exception as exc:
+                    req.on_event(Event("", finish="error", error=f"{type(exc).__name__}: {exc}"))
+                    raise
 
     def _advance(self, a: _Active, logits: npt.NDArray[np.float32]) -> None:
         req = a.req

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import threading
 import time
@@ -31,6 +32,12 @@ from ..chat_tokens import chat_prompt_ids
 from ..errors import Error
 from .scheduler import Scheduler
 
+log = logging.getLogger("ffnskip_native.server")
+
+# A request body larger than this is refused (413) before parsing: a prompt that fits any context
+# this engine serves is far smaller, and the whole body is held in memory.
+MAX_BODY_BYTES = 8 << 20
+
 
 @dataclass
 class ServerConfig:
@@ -41,6 +48,8 @@ class ServerConfig:
     api_key: Optional[str] = None
     max_queue: int = 64
     model_id: Optional[str] = None  # the name /v1/models reports (default: the file's stem)
+    # On shutdown (SIGTERM) a running stream gets this long to finish before it is cut.
+    drain_timeout: float = 60.0
 
 
 class ApiError(Exception):
@@ -49,10 +58,22 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.param = status, message, type_, param
 
 
+def _error_body(message: str, type_: str, param: Optional[str] = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": None}}
+
+
 def _error(status: int, message: str, type_: str, param: Optional[str] = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
     headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_error_body(message, type_, param), status_code=status, headers=headers)
+
+
+async def _disconnected(http: HttpRequest) -> None:
+    """Returns when the client of a request whose body was read disconnects."""
+    while True:
+        message = await http.receive()
+        if message["type"] == "http.disconnect":
+            return
+        await asyncio.sleep(0.05)  # bounded polling should a server hand out other messages
 
 
 def _bad(message: str, param: Optional[str] = None) -> ApiError:
@@ -155,9 +176,19 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
         return st.gen, st.sched
 
     async def read_body(req: HttpRequest) -> dict[str, Any]:
+        ctype = req.headers.get("content-type", "application/json").split(";")[0].strip()
+        if ctype.lower() != "application/json":
+            raise ApiError(415, "the body must be application/json", "invalid_request_error")
+        raw = bytearray()
+        async for chunk in req.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                raise ApiError(
+                    413, f"the body exceeds {MAX_BODY_BYTES} bytes", "invalid_request_error"
+                )
         try:
-            body = json.loads(await req.body())
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise _bad("the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise _bad("the body must be a JSON object")
@@ -242,6 +273,9 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
                 "total_tokens": len(prompt) + req.completion_tokens,
             }
 
+        def failed(ev: Event) -> ApiError:
+            return ApiError(500, f"generation failed: {ev.error}", "server_error")
+
         def finish_of(ev: Event) -> Optional[str]:
             if ev.finish == "cancelled":
                 return "length" if req.max_tokens == 0 else "stop"
@@ -253,6 +287,10 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
                 try:
                     while True:
                         ev = await q.get()
+                        if ev.finish == "error":
+                            e = failed(ev)
+                            yield json.dumps(_error_body(e.message, e.type, e.param))
+                            return
                         if chat:
                             delta = {"content": ev.text} if ev.text else {}
                             choice: dict[str, Any] = {"index": 0, "delta": delta}
@@ -281,19 +319,29 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
                     gen.cancel(req)  # a disconnected client frees its slot at the next step
                     st.gen_tokens.inc(req.completion_tokens)
 
-            return EventSourceResponse(events(), ping=15)
+            return EventSourceResponse(events(), ping=15, shutdown_grace_period=cfg.drain_timeout)
         texts: list[str] = []
         lps: list[Event] = []
+        gone = asyncio.ensure_future(_disconnected(http))
         try:
             while True:
-                ev = await q.get()
+                got = asyncio.ensure_future(q.get())
+                await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not got.done():
+                    got.cancel()
+                    # The client left: its slot is freed at the next step; nobody reads a reply.
+                    return Response(status_code=499)
+                ev = got.result()
                 texts.append(ev.text)
                 lps.append(ev)
                 if ev.finish:
                     break
         finally:
+            gone.cancel()
             gen.cancel(req)
-        st.gen_tokens.inc(req.completion_tokens)
+            st.gen_tokens.inc(req.completion_tokens)
+        if ev.finish == "error":
+            raise failed(ev)
         text = "".join(texts)
         merged = Event(text, finish=ev.finish, logprobs=[x for e in lps for x in e.logprobs])
         if chat:
@@ -326,6 +374,9 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
                 resp = _error(e.status, e.message, e.type, e.param)
             except Error as e:  # a library error on input we could not check up front
                 resp = _error(400, str(e), "invalid_request_error")
+            except Exception as e:
+                log.exception("unexpected error in %s", name)
+                resp = _error(500, f"internal error: {type(e).__name__}", "server_error")
             st.requests.labels(name, str(resp.status_code)).inc()
             return resp
 

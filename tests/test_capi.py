@@ -48,6 +48,7 @@ CASES = [
     "busy",
     "reentry_from_callback",
     "skip_config",
+    "channel_sparse",
 ]
 DUMPS = ["dump_profile", "dump_skip_stats", "dump_smollm2"]
 

@@ -25,6 +25,12 @@ auto& array_of(Cfg& cfg, ffnskip_skip_array key) {
             return cfg.threshold;
         case FFNSKIP_SKIP_COMPENSATION:
             return cfg.compensation;
+        case FFNSKIP_SKIP_CHANNEL_IN:
+            return cfg.t_in;
+        case FFNSKIP_SKIP_CHANNEL_GATE:
+            return cfg.t_gate;
+        case FFNSKIP_SKIP_CHANNEL_MID:
+            return cfg.t_mid;
     }
     fail(FFNSKIP_ERR_INVALID_ARGUMENT,
          "unknown ffnskip_skip_array " + std::to_string(static_cast<int>(key)));
@@ -186,6 +192,12 @@ FFNSKIP_API ffnskip_status ffnskip_context_skip_stats(ffnskip_context* ctx,
         out.ffn_evaluated = std::accumulate(s.evaluated.begin(), s.evaluated.end(), int64_t{0});
         out.ffn_skipped = s.total_skipped();
         out.skip_ratio = s.skip_ratio();
+        out.ffn_bytes_read =
+            std::accumulate(s.ffn_bytes_read.begin(), s.ffn_bytes_read.end(), int64_t{0});
+        const int64_t dense_per_token =
+            std::accumulate(s.ffn_bytes_dense.begin(), s.ffn_bytes_dense.end(), int64_t{0});
+        out.ffn_bytes_dense = dense_per_token * s.tokens;
+        out.ffn_bytes_saved = s.ffn_bytes_saved();
         write_struct(stats, out, kSkipStatsV1, "stats");
     });
 }

@@ -1201,6 +1201,54 @@ static void test_skip_config(void) {
     EXPECT_OK(ffnskip_model_free(m));
 }
 
+/* The channel-sparse kind through the keyed arrays: round trip, a check against the model, and
+ * bytes actually saved on generated tokens (dense reads every FFN byte). */
+static void test_channel_sparse(void) {
+    ffnskip_skip_config* cfg = NULL;
+    REQUIRE_OK(ffnskip_skip_config_create(&cfg));
+    float out[8];
+    int32_t n = -1;
+    EXPECT_OK(ffnskip_skip_config_get_array(cfg, FFNSKIP_SKIP_CHANNEL_GATE, out, 8, &n));
+    CHECK(n == 0);
+    const float off = NAN;
+    EXPECT_OK(ffnskip_skip_config_set_array(cfg, FFNSKIP_SKIP_THRESHOLD, &off, 1));
+    EXPECT_OK(ffnskip_skip_config_set_int(cfg, FFNSKIP_SKIP_WARMUP, 0));
+    EXPECT_OK(ffnskip_skip_config_set_int(cfg, FFNSKIP_SKIP_COLD_START, 0));
+    EXPECT_OK(ffnskip_skip_config_set_int(cfg, FFNSKIP_SKIP_COLD_END, 0));
+    const float gate[6] = {0.05f, 0.05f, 0.05f, NAN, 0.05f, 0.05f};
+    EXPECT_OK(ffnskip_skip_config_set_array(cfg, FFNSKIP_SKIP_CHANNEL_GATE, gate, 6));
+    EXPECT_OK(ffnskip_skip_config_get_array(cfg, FFNSKIP_SKIP_CHANNEL_GATE, out, 8, &n));
+    CHECK(n == 6 && out[0] == 0.05f && isnan(out[3]));
+
+    ffnskip_model* m = load(g_tiny); /* 6 layers */
+    ffnskip_context* c = make_ctx(m, 64);
+    EXPECT_OK(ffnskip_skip_config_set_array(cfg, FFNSKIP_SKIP_CHANNEL_MID, gate, 5));
+    EXPECT_ERR(FFNSKIP_ERR_INVALID_ARGUMENT, "t_mid", ffnskip_context_set_skip(c, cfg));
+    EXPECT_OK(ffnskip_skip_config_set_array(cfg, FFNSKIP_SKIP_CHANNEL_MID, NULL, 0));
+    EXPECT_OK(ffnskip_context_set_skip(c, cfg));
+
+    int32_t np = 0;
+    int32_t* ids = tokenize(m, "channel sparse", &np);
+    EXPECT_OK(ffnskip_eval(c, ids, np));
+    for (int32_t i = 0; i < 4; ++i) EXPECT_OK(ffnskip_eval_generated(c, ids[0], i));
+    ffnskip_skip_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    EXPECT_OK(ffnskip_context_skip_stats(c, &st));
+    CHECK(st.tokens == 4);
+    CHECK(st.ffn_skipped == 0);
+    CHECK(st.ffn_bytes_dense > 0);
+    CHECK(st.ffn_bytes_read > 0 && st.ffn_bytes_read < st.ffn_bytes_dense);
+    CHECK(st.ffn_bytes_saved > 0.0 &&
+          fabs(st.ffn_bytes_saved -
+               (1.0 - (double)st.ffn_bytes_read / (double)st.ffn_bytes_dense)) < 1e-12);
+
+    free(ids);
+    EXPECT_OK(ffnskip_skip_config_free(cfg));
+    EXPECT_OK(ffnskip_context_free(c));
+    EXPECT_OK(ffnskip_model_free(m));
+}
+
 /* Prints the stored profile and the one a new context starts with (checked by pytest against
  * what it wrote into the file). */
 static void dump_profile(void) {
@@ -1358,6 +1406,7 @@ static const struct {
     {"busy", test_busy},
     {"reentry_from_callback", test_reentry_from_callback},
     {"skip_config", test_skip_config},
+    {"channel_sparse", test_channel_sparse},
     {"dump_profile", dump_profile},
     {"dump_skip_stats", dump_skip_stats},
     {"dump_smollm2", dump_smollm2},

@@ -301,13 +301,20 @@ typedef enum ffnskip_skip_int FFNSKIP_ENUM_BASE {
     FFNSKIP_SKIP_SPAN = 5        /* >= 0; default 3 */
 } ffnskip_skip_int;
 
-/* Per-layer float arrays. Later conditional-FFN kinds add their arrays as new keys (the
- * channel-sparse kind's per-layer t_in, t_gate and t_mid), which keeps the ABI. */
+/* Per-layer float arrays. A later conditional-FFN kind adds its arrays as new keys, which keeps
+ * the ABI. The channel-sparse kind (kind 2) zeroes, inside an FFN that runs for a generated token
+ * past warm-up, the entries below a layer's threshold: of the FFN input h (t_in), of the gate
+ * activation act(W_gate h) (t_gate: the neuron's W_up row and W_down column are not read), of
+ * the product m (t_mid). NaN turns a layer's filter off; an empty array (default) turns it off
+ * everywhere. */
 typedef enum ffnskip_skip_array FFNSKIP_ENUM_BASE {
-    FFNSKIP_SKIP_THRESHOLD = 1,   /* block gate thresholds in [-1, 1] or NaN (never): 1 value for
-                                   * every layer or n_layer values; default {0.98} */
-    FFNSKIP_SKIP_COMPENSATION = 2 /* n_layer x n_embd row-major added by a skipped block, or
-                                   * empty (default: none) */
+    FFNSKIP_SKIP_THRESHOLD = 1,    /* block gate thresholds in [-1, 1] or NaN (never): 1 value for
+                                    * every layer or n_layer values; default {0.98} */
+    FFNSKIP_SKIP_COMPENSATION = 2, /* n_layer x n_embd row-major added by a skipped block, or
+                                    * empty (default: none) */
+    FFNSKIP_SKIP_CHANNEL_IN = 3,   /* kind 2: t_in, n_layer values >= 0 or NaN, or empty */
+    FFNSKIP_SKIP_CHANNEL_GATE = 4, /* kind 2: t_gate, likewise */
+    FFNSKIP_SKIP_CHANNEL_MID = 5   /* kind 2: t_mid, likewise */
 } ffnskip_skip_array;
 
 /* The defaults above. */
@@ -346,6 +353,10 @@ typedef struct ffnskip_skip_stats {
     int64_t ffn_evaluated; /* FFN blocks computed for them, all layers */
     int64_t ffn_skipped;   /* FFN blocks skipped */
     double skip_ratio;     /* ffn_skipped / (tokens * n_layer); 0 without tokens */
+    /* ABI 1 callers may stop here; the fields below are written when struct_size covers them. */
+    int64_t ffn_bytes_read;  /* FFN weight bytes those tokens read (both kinds, layout included) */
+    int64_t ffn_bytes_dense; /* what they would have read dense */
+    double ffn_bytes_saved;  /* 1 - read / dense; 0 without tokens */
 } ffnskip_skip_stats;
 
 FFNSKIP_API ffnskip_status ffnskip_context_skip_stats(ffnskip_context* ctx,

@@ -189,8 +189,8 @@ void bind_channel_testing(py::module_& m) {
           py::arg("cols"), py::arg("x"), py::arg("active"), py::arg("n_threads") = 1,
           "(y, bytes_read, layout_bytes): y (rows,) = W[:, active] @ x[active] on the layout by\n"
           "input channel (cpu/transposed.h), built from W's file rows.");
-    t.def("transposed_shape", &transposed_shape, py::arg("type"), py::arg("rows"),
-          py::arg("cols"), "Row sizes of the layout by input channel of a rows x cols matrix.");
+    t.def("transposed_shape", &transposed_shape, py::arg("type"), py::arg("rows"), py::arg("cols"),
+          "Row sizes of the layout by input channel of a rows x cols matrix.");
     t.def("matvec_rows", &matvec_rows, py::arg("type"), py::arg("weight"), py::arg("rows"),
           py::arg("cols"), py::arg("x"), py::arg("rows_list"), py::arg("grouped") = false,
           "y (rows,): W[r] @ x for the listed rows r, NaN elsewhere (one-token kernels).");

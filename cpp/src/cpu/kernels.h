@@ -33,8 +33,7 @@ void matvec_rows(const WeightView& w, const float* x, const uint8_t* acts, const
 // Channel-sparse product on weights laid out by input channel (transposed.h): y[o] = sum over
 // x's active channels i of x_i W[o, i], for o in [o0, o1) (o0 a multiple of kTGroup; o1 one too,
 // or t.n_out). Reads only those channels' codes and their blocks' scales.
-void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
-                   int64_t o1);
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0, int64_t o1);
 
 // Fast dequantization of one row (embedding lookup); same values as dequantize_row_ref.
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);

@@ -124,8 +124,7 @@ void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float
 void matvec_rows(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
                  float* y);
 // Channel-sparse matvec on weights laid out by input channel (kernels_sparse_avx2.cpp).
-void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
-                   int64_t o1);
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0, int64_t o1);
 // Prompt-sized matmul: f32 GEMM over dequantized weight panels (kernels_gemm_avx2.cpp); used for
 // the float weight types, reads only the f32 x.
 void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy,

@@ -886,7 +886,8 @@ void drive_rows(const WeightView& w, const uint8_t* acts, const int32_t* list, i
     for (; k + kDecodeRows <= n; k += kDecodeRows) {
         const uint8_t* rows[kDecodeRows];
         for (int i = 0; i < kDecodeRows; ++i) rows[i] = row(k + i);
-        const char* pf = reinterpret_cast<const char*>(row(k + kDecodeRows < n ? k + kDecodeRows : k));
+        const char* pf =
+            reinterpret_cast<const char*>(row(k + kDecodeRows < n ? k + kDecodeRows : k));
         float out[kDecodeRows];
         if constexpr (IsGrouped<T>::value) {
             tile_1tok_grouped<typename T::Plain::Inner>(rows, acts, nb, out, pf);

@@ -206,8 +206,8 @@ void matmul_scalar(const WeightView& w, const float* x, const uint8_t* acts, int
 void matvec_rows_scalar(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
                         float* y) {
     for (int64_t k = 0; k < n; ++k) {
-        y[rows[k]] =
-            dot_row_quant(w.type, w.data + static_cast<size_t>(rows[k]) * w.row_bytes, acts, w.cols);
+        y[rows[k]] = dot_row_quant(w.type, w.data + static_cast<size_t>(rows[k]) * w.row_bytes,
+                                   acts, w.cols);
     }
 }
 
@@ -228,8 +228,8 @@ void f32_to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
 
 }  // namespace
 
-const KernelTable kScalarKernels = {prepare_row_scalar, matmul_scalar,      dequantize_row_ref,
-                                    dot_f16_f32_scalar, axpy_f16_scalar,    f32_to_f16_scalar,
+const KernelTable kScalarKernels = {prepare_row_scalar, matmul_scalar,       dequantize_row_ref,
+                                    dot_f16_f32_scalar, axpy_f16_scalar,     f32_to_f16_scalar,
                                     matvec_rows_scalar, sparse_matvec_scalar};
 
 }  // namespace ffnskip::cpu

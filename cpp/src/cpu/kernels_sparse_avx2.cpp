@@ -73,10 +73,12 @@ inline __m256 halves8(const uint8_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 inline __m256 u8x8(const uint8_t* p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 inline __m256 i8x8(const uint8_t* p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
 // ---- folds: a block's integer sums into the group's outputs ------------------------------------
@@ -105,7 +107,8 @@ struct FoldPlain {
             __m256 inner = _mm256_mul_ps(vdx, _mm256_cvtepi32_ps(acc[v]));
             if constexpr (kOffset != 0) inner = _mm256_sub_ps(inner, off);
             y[v] = _mm256_fmadd_ps(D, inner, y[v]);
-            if constexpr (kMin) y[v] = _mm256_fmadd_ps(halves8(sc + 2 * (P + O + 8 * v)), vsx, y[v]);
+            if constexpr (kMin)
+                y[v] = _mm256_fmadd_ps(halves8(sc + 2 * (P + O + 8 * v)), vsx, y[v]);
         }
     }
     void finish() {}
@@ -201,8 +204,8 @@ constexpr int64_t kChunkInputs = 256;
 // (in-cache SmolLM2 ffn_down, all rows active: 30 us against 27 us).
 template <class C, class F>
 void pass(const TransposedView& t, const SparseInput& x, const uint8_t* const* pa,
-          const uint8_t* const* pb, int64_t kb0, int64_t kb1, int64_t o, size_t goff,
-          size_t pf_off, float* part) {
+          const uint8_t* const* pb, int64_t kb0, int64_t kb1, int64_t o, size_t goff, size_t pf_off,
+          float* part) {
     const int32_t p0 = x.first[kb0], p_end = x.first[kb1];
     F fold;
     fold.init(t, o);
@@ -222,14 +225,10 @@ void pass(const TransposedView& t, const SparseInput& x, const uint8_t* const* p
             C::codes(pa[i] + goff, la, ha);
             C::codes(pb[i] + goff, lb, hb);
             const __m256i w = _mm256_set1_epi32(x.packed[p]);
-            acc[0] =
-                _mm256_add_epi32(acc[0], _mm256_madd_epi16(_mm256_unpacklo_epi16(la, lb), w));
-            acc[1] =
-                _mm256_add_epi32(acc[1], _mm256_madd_epi16(_mm256_unpackhi_epi16(la, lb), w));
-            acc[2] =
-                _mm256_add_epi32(acc[2], _mm256_madd_epi16(_mm256_unpacklo_epi16(ha, hb), w));
-            acc[3] =
-                _mm256_add_epi32(acc[3], _mm256_madd_epi16(_mm256_unpackhi_epi16(ha, hb), w));
+            acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(_mm256_unpacklo_epi16(la, lb), w));
+            acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(_mm256_unpackhi_epi16(la, lb), w));
+            acc[2] = _mm256_add_epi32(acc[2], _mm256_madd_epi16(_mm256_unpacklo_epi16(ha, hb), w));
+            acc[3] = _mm256_add_epi32(acc[3], _mm256_madd_epi16(_mm256_unpackhi_epi16(ha, hb), w));
         }
         fold.block(x.block[kb], x.d[kb], x.s[kb], acc);
     }
@@ -293,7 +292,8 @@ inline __m256 weights8(const uint8_t* p) {
     } else if constexpr (kType == GGML_F16) {
         return halves8(p);
     } else {  // BF16: the upper half of an f32
-        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        const __m256i h =
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
     }
 }
@@ -308,7 +308,8 @@ void sparse_float(const TransposedView& t, const SparseInput& x, float* y, int64
         for (int64_t k = 0; k < x.n_active; ++k) {
             if (k + kPairsAhead < x.n_active) {
                 _mm_prefetch(reinterpret_cast<const char*>(
-                                 t.codes + static_cast<size_t>(x.index[k + kPairsAhead]) * t.code_row + goff),
+                                 t.codes +
+                                 static_cast<size_t>(x.index[k + kPairsAhead]) * t.code_row + goff),
                              _MM_HINT_T0);
             }
             const uint8_t* row = t.codes + static_cast<size_t>(x.index[k]) * t.code_row + goff;

@@ -113,7 +113,8 @@ float output_value(const TransposedView& t, const SparseInput& x, int64_t o) {
         float inner = dx * static_cast<float>(isum);
         if (off != 0.0f) inner -= off * sx;
         acc += fp16_to_fp32(u16_at(sc, o)) * inner;
-        if (t.type == GGML_Q4_1 || t.type == GGML_Q5_1) acc += fp16_to_fp32(u16_at(sc + 2 * P, o)) * sx;
+        if (t.type == GGML_Q4_1 || t.type == GGML_Q5_1)
+            acc += fp16_to_fp32(u16_at(sc + 2 * P, o)) * sx;
     }
     fold_super();
     return acc;

@@ -160,7 +160,8 @@ void decode_row(uint32_t type, const uint8_t* row, int64_t n_in, RawRow& r) {
             for (int64_t S = 0; S < ns; ++S) {
                 const auto& b = reinterpret_cast<const block_q6_K*>(row)[S];
                 r.sup[S] = load_u16(&b.d);
-                for (int k = 0; k < 16; ++k) r.scale[16 * S + k] = static_cast<uint8_t>(b.scales[k]);
+                for (int k = 0; k < 16; ++k)
+                    r.scale[16 * S + k] = static_cast<uint8_t>(b.scales[k]);
                 for (int g = 0; g < 8; ++g) {
                     const int h = g / 4, k = g % 4;
                     const uint8_t* ql = b.ql + 64 * h + 32 * (k & 1);
@@ -189,8 +190,10 @@ void put_code(Codes c, uint8_t* g, int pos, int32_t v) {
         case Codes::kNib5:
         case Codes::kNib6: {
             g[pos & 15] |= static_cast<uint8_t>((v & 0xF) << (pos & 16 ? 4 : 0));
-            if (c == Codes::kNib5 && (v & 0x10)) g[16 + pos / 8] |= static_cast<uint8_t>(1 << (pos % 8));
-            if (c == Codes::kNib6) g[16 + (pos & 7)] |= static_cast<uint8_t>(((v >> 4) & 3) << (2 * (pos >> 3)));
+            if (c == Codes::kNib5 && (v & 0x10))
+                g[16 + pos / 8] |= static_cast<uint8_t>(1 << (pos % 8));
+            if (c == Codes::kNib6)
+                g[16 + (pos & 7)] |= static_cast<uint8_t>(((v >> 4) & 3) << (2 * (pos >> 3)));
             return;
         }
         case Codes::kInt8:
@@ -280,8 +283,8 @@ void fill_transposed(const WeightView& w, const TransposedView& plan, uint8_t* b
     for (int64_t o = o0; o < o1 && o < w.rows; ++o) {
         decode_row(w.type, w.data + static_cast<size_t>(o) * w.row_bytes, w.cols, r);
         const size_t g = static_cast<size_t>(o / kTGroup);
-        const int pos = perm ? group_position(static_cast<int>(o % kTGroup))
-                             : static_cast<int>(o % kTGroup);
+        const int pos =
+            perm ? group_position(static_cast<int>(o % kTGroup)) : static_cast<int>(o % kTGroup);
         for (int64_t i = 0; i < w.cols; ++i) {
             put_code(c, codes + static_cast<size_t>(i) * t.code_row + g * gbytes, pos, r.code[i]);
         }
@@ -361,9 +364,9 @@ void SparseInput::prepare(const TransposedView& t, const float* x, const int32_t
             sum += qa + qb;
             row_a.push_back(active[k]);
             row_b.push_back(two ? active[k + 1] : active[k]);
-            packed.push_back(static_cast<int32_t>(static_cast<uint16_t>(qa) |
-                                                  static_cast<uint32_t>(static_cast<uint16_t>(qb))
-                                                      << 16));
+            packed.push_back(
+                static_cast<int32_t>(static_cast<uint16_t>(qa) |
+                                     static_cast<uint32_t>(static_cast<uint16_t>(qb)) << 16));
         }
         const float db = finite ? amax / kActMax : std::numeric_limits<float>::quiet_NaN();
         d.push_back(db);

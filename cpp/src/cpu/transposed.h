@@ -6,8 +6,7 @@
 // + M[o, b], b = i's block along the input. The transposed copy keeps the codes q at the file's
 // width, one row per input channel i holding its n_out codes, and the per-(block, output) scale
 // tables as the file has them, so that
-//     y[o] = sum_b ( D[o, b] * sum_{i in b, active} x_i q[o, i]  +  M[o, b] * sum_{i in b, active}
-//     x_i )
+//     y[o] = sum_b ( D[o, b] * sum_{i in b, act} x_i q[o, i]  +  M[o, b] * sum_{i in b, act} x_i )
 // reads only the codes of the active channels and the scales of blocks with an active channel.
 // Measured on SmolLM2: re-quantizing ffn_down at 4 bits instead costs +7-9% perplexity.
 //

@@ -131,14 +131,14 @@ class CpuBackend final : public Backend {
         }
         x_.resize(C * hp_.n_embd);
         xn_.resize(C * hp_.n_embd);
-        tmp_.resize(C * hp_.n_embd);
-        hnext_.resize(hp_.n_embd);
+        block_out_.resize(C * hp_.n_embd);
+        h_after_ffn_.resize(hp_.n_embd);
         q_.resize(C * qd);
         k_.resize(C * kvd);
         v_.resize(C * kvd);
         att_.resize(C * qd);
-        gate_.resize(C * hp_.n_ff);
-        up_.resize(C * hp_.n_ff);
+        ffn_gate_.resize(C * hp_.n_ff);
+        ffn_up_.resize(C * hp_.n_ff);
         rope_cos_.resize(C * std::max(1, hp_.n_rot / 2));
         rope_sin_.resize(C * std::max(1, hp_.n_rot / 2));
         states_.resize(C);
@@ -265,8 +265,8 @@ class CpuBackend final : public Backend {
             const LayerWeights& L = layers_[static_cast<size_t>(l)];
             attention_block(L, l, T);  // x <- h
             if (!policy) {
-                ffn_block(L, nullptr, T);  // tmp <- FFN(n(h)) for every row
-                add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
+                ffn_block(L, nullptr, T);  // block_out <- FFN(n(h)) for every row
+                add_inplace(x_.data(), block_out_.data(), static_cast<int64_t>(T) * d);
                 continue;
             }
             // Each row walks its own budget; rows whose FFN is skipped read no FFN weight. Of
@@ -296,8 +296,9 @@ class CpuBackend final : public Backend {
                 float* hn = &xn_[static_cast<size_t>(n_dense + c) * d];
                 cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.ffn_norm.data(), hn, d,
                              hp_.rms_eps);
-                const cpu::ChannelCounts cc = channel_.run(
-                    l, th, L, hn, &tmp_[static_cast<size_t>(n_dense + c) * d], hists(*trace, l));
+                const cpu::ChannelCounts cc =
+                    channel_.run(l, th, L, hn, &block_out_[static_cast<size_t>(n_dense + c) * d],
+                                 hists(*trace, l));
                 SkipTrace& tr = *trace;
                 tr.ffn_bytes[at] = cc.bytes;
                 tr.channel_run[at] = 1;
@@ -309,17 +310,17 @@ class CpuBackend final : public Backend {
                 const int t = i < n_dense ? run_rows_[static_cast<size_t>(i)]
                                           : chan_rows_[static_cast<size_t>(i - n_dense)];
                 float* x = &x_[static_cast<size_t>(t) * d];
-                const float* f = &tmp_[static_cast<size_t>(i) * d];
+                const float* f = &block_out_[static_cast<size_t>(i) * d];
                 const size_t at = static_cast<size_t>(trace_row0 + t) * hp_.n_layer + l;
                 if (!trace->ffn_out.empty()) {
                     std::memcpy(&trace->ffn_out[at * static_cast<size_t>(d)], f, sizeof(float) * d);
                 }
                 // h' = h + f, kept apart from h for the gate; same float ops as the dense add.
-                for (int k = 0; k < d; ++k) hnext_[k] = x[k] + f[k];
-                const float g = cosine_similarity(x, hnext_.data(), d);
+                for (int k = 0; k < d; ++k) h_after_ffn_[k] = x[k] + f[k];
+                const float g = cosine_similarity(x, h_after_ffn_.data(), d);
                 trace->gate[at] = g;
                 policy->observe_gate(states_[static_cast<size_t>(t)], l, g);
-                std::memcpy(x, hnext_.data(), sizeof(float) * d);
+                std::memcpy(x, h_after_ffn_.data(), sizeof(float) * d);
             }
         }
         const int rows = static_cast<int>(logit_rows_.size());
@@ -386,11 +387,11 @@ class CpuBackend final : public Backend {
             att.scale = 1.0f / std::sqrt(static_cast<float>(hd));
             cpu::attention(att, pool_, attn_ws_, rowwise_ ? 1 : 0);
         }
-        matmuls({{&L.wo, att_.data(), tmp_.data(), d, nullptr}}, T);
-        add_inplace(x_.data(), tmp_.data(), static_cast<int64_t>(T) * d);
+        matmuls({{&L.wo, att_.data(), block_out_.data(), d, nullptr}}, T);
+        add_inplace(x_.data(), block_out_.data(), static_cast<int64_t>(T) * d);
     }
 
-    // tmp row i <- W_down · (silu(W_gate · n(h)) * (W_up · n(h))) with h = x row rows[i]
+    // block_out row i <- W_down · (silu(W_gate · n(h)) * (W_up · n(h))) with h = x row rows[i]
     // (rows == nullptr: every row, in order). With a skip request that records channel
     // histograms, the gated rows' |h|, |g| and |m| of layer l are counted.
     void ffn_block(const LayerWeights& L, const int* rows, int n,
@@ -401,8 +402,8 @@ class CpuBackend final : public Backend {
             cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.ffn_norm.data(),
                          &xn_[static_cast<size_t>(i) * d], d, hp_.rms_eps);
         });
-        matmuls({{&L.w_gate, xn_.data(), gate_.data(), ff, nullptr},
-                 {&L.w_up, xn_.data(), up_.data(), ff, nullptr}},
+        matmuls({{&L.w_gate, xn_.data(), ffn_gate_.data(), ff, nullptr},
+                 {&L.w_up, xn_.data(), ffn_up_.data(), ff, nullptr}},
                 n);
         // Rows to count into the histograms: gated ones, when recording.
         const bool record = policy && rows && policy->config().record_channels;
@@ -413,21 +414,21 @@ class CpuBackend final : public Backend {
                 // m is not there yet: count h and g now, m after the activation below.
                 cpu::ChannelHists h = hists(*trace, l);
                 h.m = nullptr;
-                channel_.count_dense(&xn_[static_cast<size_t>(i) * d], &gate_[at], nullptr, h);
+                channel_.count_dense(&xn_[static_cast<size_t>(i) * d], &ffn_gate_[at], nullptr, h);
             }
         }
         for_rows(n, 8 * ff, [&](int i) {
             const size_t at = static_cast<size_t>(i) * ff;
-            cpu::swiglu(&gate_[at], &up_[at], ff);
+            cpu::swiglu(&ffn_gate_[at], &ffn_up_[at], ff);
         });
         if (record) {
             for (int i = 0; i < n; ++i) {
                 if (!states_[static_cast<size_t>(rows[i])].gated) continue;
                 const cpu::ChannelHists h = hists(*trace, l);
-                h.count(h.m, &gate_[static_cast<size_t>(i) * ff], ff);
+                h.count(h.m, &ffn_gate_[static_cast<size_t>(i) * ff], ff);
             }
         }
-        matmuls({{&L.w_down, gate_.data(), tmp_.data(), d, nullptr}}, n);
+        matmuls({{&L.w_down, ffn_gate_.data(), block_out_.data(), d, nullptr}}, n);
     }
 
     // The histograms of layer l in the request's trace (all null when not recording).
@@ -603,8 +604,11 @@ class CpuBackend final : public Backend {
 
     ThreadPool pool_;
     std::vector<std::vector<uint16_t>> k_cache_, v_cache_;  // [layer][pos * kv_dim + dim], f16
-    std::vector<float> x_, xn_, tmp_, hnext_, q_, k_, v_, att_, gate_, up_, rope_cos_, rope_sin_,
-        attn_ws_;
+    std::vector<float> x_, xn_, q_, k_, v_, att_, rope_cos_, rope_sin_, attn_ws_;
+    std::vector<float> block_out_;  // per row: the attention or FFN output before the residual add
+    std::vector<float> h_after_ffn_;  // one row: h + FFN(n(h)), kept apart from h for the skip gate
+    // Per row: W_gate · n(h) (SwiGLU'd in place) and W_up · n(h).
+    std::vector<float> ffn_gate_, ffn_up_;
     std::vector<uint8_t> acts_;
     size_t act_stride_ = 0;
     std::vector<SkipPolicy::TokenState> states_;  // per row of the chunk

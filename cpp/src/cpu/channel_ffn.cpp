@@ -41,8 +41,8 @@ ChannelFfn::ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_
     layouts_.resize(file.size());
     want_.assign(file.size(), 0);
     const size_t ff = static_cast<size_t>(n_ff);
-    gate_.resize(ff);
-    up_.resize(ff);
+    ffn_gate_.resize(ff);
+    ffn_up_.resize(ff);
     m_.resize(ff);
     ones_.assign(ff, 1.0f);
     active_.reserve(std::max<size_t>(ff, static_cast<size_t>(n_embd)));
@@ -102,9 +102,9 @@ void ChannelFfn::count_dense(const float* hn, const float* gate, const float* m,
                              const ChannelHists& hists) {
     const int64_t ff = n_ff_;
     hists.count(hists.h, hn, n_embd_);
-    std::copy(gate, gate + ff, gate_.begin());
-    swiglu(gate_.data(), ones_.data(), ff);
-    hists.count(hists.g, gate_.data(), ff);
+    std::copy(gate, gate + ff, ffn_gate_.begin());
+    swiglu(ffn_gate_.data(), ones_.data(), ff);
+    hists.count(hists.g, ffn_gate_.data(), ff);
     hists.count(hists.m, m, ff);
 }
 
@@ -168,24 +168,25 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
         c.bytes += static_cast<int64_t>(in_.bytes_read(T.gate));
         if (T.up.blk == T.gate.blk && T.up.super == T.gate.super) {
             // The same blocks: one prepared input and one pool run for both products.
-            sparse_matvec(T.gate, in_, gate_.data(), &T.up, up_.data());
+            sparse_matvec(T.gate, in_, ffn_gate_.data(), &T.up, ffn_up_.data());
             c.bytes += static_cast<int64_t>(in_.bytes_read(T.up));
         } else {
-            sparse_matvec(T.gate, in_, gate_.data());
+            sparse_matvec(T.gate, in_, ffn_gate_.data());
             up_in_.prepare(T.up, hn, active_.data(), na);
-            sparse_matvec(T.up, up_in_, up_.data());
+            sparse_matvec(T.up, up_in_, ffn_up_.data());
             c.bytes += static_cast<int64_t>(up_in_.bytes_read(T.up));
         }
     } else {
-        dense_matvec(dense.w_gate, hn, gate_.data());
+        dense_matvec(dense.w_gate, hn, ffn_gate_.data());
         c.bytes += static_cast<int64_t>(dense.w_gate.bytes());
     }
-    swiglu(gate_.data(), ones_.data(), ff);  // g = silu(W_gate h~), the dense path's rounding
-    hists.count(hists.g, gate_.data(), ff);
+    swiglu(ffn_gate_.data(), ones_.data(), ff);  // g = silu(W_gate h~), the dense path's rounding
+    hists.count(hists.g, ffn_gate_.data(), ff);
     kept_.clear();
     if (gate_on) {
         for (int64_t j = 0; j < ff; ++j) {
-            if (rules::channel_keep(gate_[j], th.gate)) kept_.push_back(static_cast<int32_t>(j));
+            if (rules::channel_keep(ffn_gate_[j], th.gate))
+                kept_.push_back(static_cast<int32_t>(j));
         }
         c.dropped_gate = static_cast<int32_t>(ff - static_cast<int64_t>(kept_.size()));
     }
@@ -199,11 +200,11 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
             pool_.run(n, [&](int task, int) {
                 const int64_t k0 = nk * task / n, k1 = nk * (task + 1) / n;
                 matvec_rows(w, hn, arb ? acts_.data() : nullptr, kept_.data() + k0, k1 - k0,
-                            up_.data());
+                            ffn_up_.data());
             });
             c.bytes += nk * static_cast<int64_t>(w.row_bytes);
         } else {
-            dense_matvec(dense.w_up, hn, up_.data());
+            dense_matvec(dense.w_up, hn, ffn_up_.data());
             c.bytes += static_cast<int64_t>(dense.w_up.bytes());
         }
     }
@@ -211,12 +212,12 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
     // m = g * k * up; the histogram of |m| counts the neurons t_gate kept.
     if (gate_on) {
         std::fill(m_.begin(), m_.end(), 0.0f);
-        for (int32_t j : kept_) m_[j] = gate_[j] * up_[j];
+        for (int32_t j : kept_) m_[j] = ffn_gate_[j] * ffn_up_[j];
         if (hists.m) {
             for (int32_t j : kept_) ++hists.m[channel_hist_bin(m_[j])];
         }
     } else {
-        for (int64_t j = 0; j < ff; ++j) m_[j] = gate_[j] * up_[j];
+        for (int64_t j = 0; j < ff; ++j) m_[j] = ffn_gate_[j] * ffn_up_[j];
         hists.count(hists.m, m_.data(), ff);
     }
 

@@ -83,7 +83,7 @@ class ChannelFfn {
     std::vector<Layouts> layouts_;
     std::vector<uint8_t> want_;  // per layer: bit 0 gate/up, bit 1 down (what prepare() built)
     // Per-token scratch.
-    std::vector<float> gate_, up_, m_, ones_;
+    std::vector<float> ffn_gate_, ffn_up_, m_, ones_;
     std::vector<int32_t> active_, kept_;
     std::vector<uint8_t> acts_;
     SparseInput in_, up_in_, mid_;

@@ -396,7 +396,7 @@ class RefModel:
                 h_new = np.empty_like(h_run)
                 # Gated rows take the layer's channel-sparse FFN when it has a filter on.
                 channel = policy.channel[layer] if policy is not None else None
-                sparse = np.array([s.gated for s in states], dtype=bool)[run]
+                sparse = np.array([s.past_warmup for s in states], dtype=bool)[run]
                 if channel is None or all(math.isnan(t) for t in channel):
                     sparse[:] = False
                 if (~sparse).any():
@@ -470,20 +470,20 @@ class RefModel:
 class _TokenState:
     """One token's walk through the layers (budget never carries across tokens)."""
 
-    def __init__(self, policy: _Policy, gated: bool) -> None:
+    def __init__(self, policy: _Policy, past_warmup: bool) -> None:
         self.policy = policy
-        self.gated = gated
+        self.past_warmup = past_warmup
         self.budget = 0
 
     def skip_ffn(self, layer: int) -> bool:
-        if not self.gated or not self.policy.hot[layer] or self.budget <= 0:
+        if not self.past_warmup or not self.policy.hot[layer] or self.budget <= 0:
             return False
         self.budget -= 1
         return True
 
     def observe_gate(self, layer: int, g: float) -> None:
         # NaN thresholds and NaN gates compare False, so they never trigger.
-        if self.gated and self.policy.hot[layer] and g >= self.policy.threshold[layer]:
+        if self.past_warmup and self.policy.hot[layer] and g >= self.policy.threshold[layer]:
             self.budget = self.policy.grant[layer]
 
 
@@ -557,8 +557,8 @@ class _Policy:
         return _Policy(bool(get("enabled")), int(get("warmup")), hot, thr, grant, comp, channel)
 
     def begin_token(self, gen_index: int | None) -> _TokenState:
-        gated = self.enabled and gen_index is not None and gen_index >= self.warmup
-        return _TokenState(self, gated)
+        past_warmup = self.enabled and gen_index is not None and gen_index >= self.warmup
+        return _TokenState(self, past_warmup)
 
 
 def load(path: str | Path, cache_bytes: int = 3 << 30) -> RefModel:

@@ -243,9 +243,9 @@ def gate_reference(mode, hot, thr, grant, h0, norm_w, f, comp, eps):
     h = h0.astype(np.float32).copy()
     budget = 0
     skipped, gates, hn = [], [], np.zeros_like(f)
-    gated = mode == 2
+    past_warmup = mode == 2
     for layer in range(len(hot)):
-        skip = gated and bool(hot[layer]) and budget > 0
+        skip = past_warmup and bool(hot[layer]) and budget > 0
         if skip:
             budget -= 1
             h = h + comp[layer]
@@ -261,7 +261,7 @@ def gate_reference(mode, hot, thr, grant, h0, norm_w, f, comp, eps):
             a, b = h.astype(np.float64), h2.astype(np.float64)
             g = float(a @ b / np.sqrt((a @ a) * (b @ b)))
             gates.append(g)
-            if gated and hot[layer] and g >= thr[layer]:
+            if past_warmup and hot[layer] and g >= thr[layer]:
                 budget = grant[layer]
         h = h2
     return np.array(skipped), np.array(gates), hn, h

@@ -64,8 +64,8 @@ def test_metrics_match_numpy_on_engine_logits(engine):
     assert r.top1_agreement == pytest.approx((dense.argmax(1) == sk.argmax(1)).mean())
     assert r.kl_mean > 0
     # threshold -1 and span 1 on hot layers 1..4: layers 2 and 4 skip for every gated token.
-    gated = 128 - 16 - 4
-    assert r.skip_ratio == pytest.approx(2 * gated / ((128 - 16) * 6))
+    past_warmup = 128 - 16 - 4
+    assert r.skip_ratio == pytest.approx(2 * past_warmup / ((128 - 16) * 6))
 
 
 def test_generation_agreement_identical_without_skipping(engine):

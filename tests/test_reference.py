@@ -162,18 +162,18 @@ def test_always_firing_gate_follows_the_budget_rule(
     prompt_len = 4
     logits, skipped, gates = tiny.forward_with_skip(TOKENS, prompt_len, cfg)
     dense_logits, _, dense_gates = _dense_run(tiny, prompt_len)
-    gated = prompt_len + cfg.warmup
-    assert not skipped[:gated].any(), "prompt and warm-up tokens are dense"
-    np.testing.assert_array_equal(logits[:gated], dense_logits[:gated])
-    np.testing.assert_array_equal(gates[:gated], dense_gates[:gated])
-    for row in range(gated, len(TOKENS)):
+    first_past_warmup = prompt_len + cfg.warmup
+    assert not skipped[:first_past_warmup].any(), "prompt and warm-up tokens are dense"
+    np.testing.assert_array_equal(logits[:first_past_warmup], dense_logits[:first_past_warmup])
+    np.testing.assert_array_equal(gates[:first_past_warmup], dense_gates[:first_past_warmup])
+    for row in range(first_past_warmup, len(TOKENS)):
         np.testing.assert_array_equal(skipped[row], np.array(want, dtype=bool))
     assert (
         np.isnan(gates[skipped]).all()
         and np.isfinite(gates[prompt_len:][~skipped[prompt_len:]]).all()
     )
-    # Skipped FFNs must change every gated token's logits.
-    diff = np.abs(logits[gated:] - dense_logits[gated:]).max(axis=1)
+    # Skipped FFNs must change every first_past_warmup token's logits.
+    diff = np.abs(logits[first_past_warmup:] - dense_logits[first_past_warmup:]).max(axis=1)
     assert (diff > 1e-3).all()
     batched = tiny.forward_with_skip(TOKENS, prompt_len, cfg, incremental=False)
     np.testing.assert_allclose(batched[0], logits, rtol=1e-9, atol=1e-9)

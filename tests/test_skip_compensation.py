@@ -110,7 +110,7 @@ def test_fit_compensation_is_the_mean_update_of_skipped_tokens():
     cfg = SkipConfig(threshold=0.95, span=1, warmup=10, cold_start=0, cold_end=0)
     comp = fit_compensation(gs, ffn, cfg)
     mask = simulate(gs, np.full(4, 0.95), 1, 0, 0)
-    rows = np.flatnonzero(gs.gated)
+    rows = np.flatnonzero(gs.past_warmup)
     for layer in range(4):
         sel = rows[mask[:, layer]]
         want = ffn[sel, layer].mean(0) if sel.size else np.zeros(3)

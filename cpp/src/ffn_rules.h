@@ -19,24 +19,24 @@ namespace ffnskip::rules {
 // ---- both kinds --------------------------------------------------------------------------------
 // Whether a token falls under the policy: it is a generated token (gen_index >= 0; prompt tokens
 // are negative) past the first `warmup` ones, and the policy is enabled. Other tokens are dense.
-FFNSKIP_HD bool token_gated(bool enabled, int64_t gen_index, int warmup) {
+FFNSKIP_HD bool token_past_warmup(bool enabled, int64_t gen_index, int warmup) {
     return enabled && gen_index >= 0 && gen_index >= warmup;
 }
 
 // ---- kind 1: block skip ------------------------------------------------------------------------
 // Before layer l's FFN, with the token's budget (0 at layer 0; it never carries across tokens):
-// a gated token in a hot layer with budget left skips the FFN and spends one unit.
-FFNSKIP_HD bool block_skip(bool gated, bool hot, int32_t& budget) {
-    if (!gated || !hot || budget <= 0) return false;
+// a token past warm-up in a hot layer with budget left skips the FFN and spends one unit.
+FFNSKIP_HD bool block_skip(bool past_warmup, bool hot, int32_t& budget) {
+    if (!past_warmup || !hot || budget <= 0) return false;
     budget -= 1;
     return true;
 }
 
 // After layer l's FFN ran with gate value g = cos(h, h'): reaching the layer's threshold grants
 // the budget. NaN thresholds (and NaN gate values) compare false: they never trigger.
-FFNSKIP_HD void block_observe(bool gated, bool hot, float g, float threshold, int32_t grant,
+FFNSKIP_HD void block_observe(bool past_warmup, bool hot, float g, float threshold, int32_t grant,
                               int32_t& budget) {
-    if (!gated || !hot) return;
+    if (!past_warmup || !hot) return;
     if (g >= threshold) budget = grant;
 }
 

@@ -134,18 +134,18 @@ SkipPolicy::SkipPolicy(SkipConfig cfg, int n_layer, int n_embd)
 
 SkipPolicy::TokenState SkipPolicy::begin_token(int64_t gen_index) const {
     TokenState s;
-    s.gated = rules::token_gated(cfg_.enabled, gen_index, cfg_.warmup);
+    s.past_warmup = rules::token_past_warmup(cfg_.enabled, gen_index, cfg_.warmup);
     s.budget = 0;
     return s;
 }
 
 bool SkipPolicy::skip_ffn(TokenState& s, int layer) const {
-    return rules::block_skip(s.gated, is_hot(layer), s.budget);
+    return rules::block_skip(s.past_warmup, is_hot(layer), s.budget);
 }
 
 void SkipPolicy::observe_gate(TokenState& s, int layer, float g) const {
     const size_t l = static_cast<size_t>(layer);
-    rules::block_observe(s.gated, is_hot(layer), g, thr_[l], grant_[l], s.budget);
+    rules::block_observe(s.past_warmup, is_hot(layer), g, thr_[l], grant_[l], s.budget);
 }
 
 void SkipTrace::resize(int layers, int tokens) {

@@ -46,7 +46,7 @@ class SkipPolicy {
 
     // State of one token's walk through the layers. Budget never carries across tokens.
     struct TokenState {
-        bool gated = false;  // the policy applies to this token (enabled and past warm-up)
+        bool past_warmup = false;  // the policy applies to this token (enabled and past warm-up)
         int32_t budget = 0;
     };
     // gen_index: 0 for the first generated token; negative for prompt tokens (always dense).

@@ -270,8 +270,8 @@ class CpuBackend final : public Backend {
                 continue;
             }
             // Each row walks its own budget; rows whose FFN is skipped read no FFN weight. Of
-            // the others, gated rows in a layer with a channel filter take the channel-sparse
-            // FFN, one row at a time; the rest the dense FFN, batched.
+            // the others, past-warm-up rows in a layer with a channel filter take the
+            // channel-sparse FFN, one row at a time; the rest the dense FFN, batched.
             const SkipPolicy::ChannelThresholds th = policy->channel(l);
             int n_dense = 0, n_chan = 0;
             for (int t = 0; t < T; ++t) {
@@ -283,7 +283,7 @@ class CpuBackend final : public Backend {
                     if (const float* c = policy->compensation(l)) {
                         add_inplace(&x_[static_cast<size_t>(t) * d], c, d);
                     }
-                } else if (st.gated && th.on()) {
+                } else if (st.past_warmup && th.on()) {
                     chan_rows_[static_cast<size_t>(n_chan++)] = t;
                 } else {
                     run_rows_[static_cast<size_t>(n_dense++)] = t;
@@ -393,7 +393,7 @@ class CpuBackend final : public Backend {
 
     // block_out row i <- W_down · (silu(W_gate · n(h)) * (W_up · n(h))) with h = x row rows[i]
     // (rows == nullptr: every row, in order). With a skip request that records channel
-    // histograms, the gated rows' |h|, |g| and |m| of layer l are counted.
+    // histograms, the past-warm-up rows' |h|, |g| and |m| of layer l are counted.
     void ffn_block(const LayerWeights& L, const int* rows, int n,
                    const SkipPolicy* policy = nullptr, SkipTrace* trace = nullptr, int l = 0) {
         const int d = hp_.n_embd, ff = hp_.n_ff;
@@ -405,11 +405,11 @@ class CpuBackend final : public Backend {
         matmuls({{&L.w_gate, xn_.data(), ffn_gate_.data(), ff, nullptr},
                  {&L.w_up, xn_.data(), ffn_up_.data(), ff, nullptr}},
                 n);
-        // Rows to count into the histograms: gated ones, when recording.
+        // Rows to count into the histograms: past-warm-up ones, when recording.
         const bool record = policy && rows && policy->config().record_channels;
         if (record) {
             for (int i = 0; i < n; ++i) {
-                if (!states_[static_cast<size_t>(rows[i])].gated) continue;
+                if (!states_[static_cast<size_t>(rows[i])].past_warmup) continue;
                 const size_t at = static_cast<size_t>(i) * ff;
                 // m is not there yet: count h and g now, m after the activation below.
                 cpu::ChannelHists h = hists(*trace, l);
@@ -423,7 +423,7 @@ class CpuBackend final : public Backend {
         });
         if (record) {
             for (int i = 0; i < n; ++i) {
-                if (!states_[static_cast<size_t>(rows[i])].gated) continue;
+                if (!states_[static_cast<size_t>(rows[i])].past_warmup) continue;
                 const cpu::ChannelHists h = hists(*trace, l);
                 h.count(h.m, &ffn_gate_[static_cast<size_t>(i) * ff], ff);
             }

@@ -175,7 +175,7 @@ class CudaBackend final : public Backend {
                     "only");
             }
             upload_compensation(p);
-            ctl->mode = p.begin_token(skip->gen_index).gated ? kGateActive : kGateObserve;
+            ctl->mode = p.begin_token(skip->gen_index).past_warmup ? kGateActive : kGateObserve;
             const size_t L = static_cast<size_t>(hp_.n_layer);
             int32_t* hot = reinterpret_cast<int32_t*>(ctl + 1);
             float* thr = reinterpret_cast<float*>(hot + L);

@@ -136,7 +136,7 @@ def sensitivity(
     trigger layer, so it can never be skipped), averaged over pieces of the whole calibration
     text (sensitivity_windows). Without a budget: the layer's mean 1 - g."""
     n_layer = gs.n_layer
-    update = np.clip(1.0 - gs.gates[gs.gated], 0.0, None).mean(axis=0).astype(np.float64)
+    update = np.clip(1.0 - gs.gates[gs.past_warmup], 0.0, None).mean(axis=0).astype(np.float64)
     if n_tokens <= 0:
         return update
     evals = [
@@ -364,6 +364,6 @@ def held_out(
         rows.append(ReportRow(ratio, method, "heldout", best.result, best.config))
         if method == "calibrated" and best.result.gates is not None:
             g = best.result.gates
-            gated = gs.gated[: len(g)]
-            skip_freq = np.isnan(g[gated]).mean(axis=0)
+            past_warmup = gs.past_warmup[: len(g)]
+            skip_freq = np.isnan(g[past_warmup]).mean(axis=0)
     return rows, skip_freq

@@ -64,7 +64,7 @@ def plot_report(result: CalibrationResult, path: Path) -> None:
     fig.suptitle(f"FFN-skip calibration: {Path(result.model).name}", fontsize=12)
 
     ax = axes[0][0]
-    g = result.calib_gates.gates[result.calib_gates.gated]
+    g = result.calib_gates.gates[result.calib_gates.past_warmup]
     lo = float(np.nanpercentile(g[:, 1:], 1)) if n_layer > 1 else 0.0
     ax.boxplot(
         [g[:, layer] for layer in range(n_layer)], positions=range(n_layer), showfliers=False

@@ -26,7 +26,7 @@ class GateSet:
     """Dense gate values of one text split: what the policy sees when nothing is skipped."""
 
     gates: np.ndarray  # (tokens, n_layer) float32: every generated token, warm-up included
-    gated: np.ndarray  # (tokens,) bool: the token is past the warm-up (the policy may skip)
+    past_warmup: np.ndarray  # (tokens,) bool: the token is past the warm-up (the policy may skip)
 
     @property
     def n_layer(self) -> int:
@@ -35,8 +35,8 @@ class GateSet:
     @classmethod
     def from_windows(cls, per_window: Sequence[np.ndarray], warmup: int) -> GateSet:
         gates = np.concatenate(per_window).astype(np.float32)
-        gated = np.concatenate([np.arange(len(w)) >= warmup for w in per_window])
-        return cls(gates, gated)
+        past_warmup = np.concatenate([np.arange(len(w)) >= warmup for w in per_window])
+        return cls(gates, past_warmup)
 
 
 def simulate(gs: GateSet, threshold: np.ndarray, span: int, cold_start: int, cold_end: int):
@@ -44,7 +44,7 @@ def simulate(gs: GateSet, threshold: np.ndarray, span: int, cold_start: int, col
 
     Exact for the first skip of every token; after it, the engine sees gates of a perturbed
     residual stream, which is why candidates are verified with the engine."""
-    g = gs.gates[gs.gated]
+    g = gs.gates[gs.past_warmup]
     n_layer = gs.n_layer
     skip = np.zeros(g.shape, dtype=bool)
     budget = np.zeros(len(g), dtype=np.int64)
@@ -87,7 +87,7 @@ def config_ratio(gs: GateSet, cfg: SkipConfig) -> float:
 def cost_matrix(gs: GateSet, sensitivity: np.ndarray) -> np.ndarray:
     """Predicted loss of skipping layer l at token t: the layer's measured cost per skipped block,
     scaled by how large this token's FFN update is relative to the layer's average (1 - g)."""
-    g = gs.gates[gs.gated].astype(np.float64)
+    g = gs.gates[gs.past_warmup].astype(np.float64)
     update = np.clip(1.0 - g, 0.0, None)
     mean = update.mean(axis=0)
     # Layers that can never be skipped (infinite sensitivity) must not poison the sums with NaN.
@@ -127,7 +127,7 @@ def greedy_path(
     Threshold level k of layer l fires for a fraction k/levels of that layer's gated tokens.
     """
     n_layer = gs.n_layer
-    g = gs.gates[gs.gated]
+    g = gs.gates[gs.past_warmup]
     qs = 1.0 - np.arange(levels + 1) / levels
     table = np.quantile(g, qs, axis=0).T  # (n_layer, levels + 1)
     table[:, 0] = np.nan
@@ -184,7 +184,7 @@ def _profile(th: np.ndarray, span: int, cold_end: int, warmup: int) -> SkipConfi
 def _threshold_grid(gs: GateSet, cold_start: int, cold_end: int, points: int) -> np.ndarray:
     """Global thresholds from firing never to always: quantiles of the hot layers' gates,
     descending (so the paths built on them have increasing skip ratios)."""
-    g = gs.gates[gs.gated][:, cold_start : gs.n_layer - cold_end]
+    g = gs.gates[gs.past_warmup][:, cold_start : gs.n_layer - cold_end]
     return np.unique(np.quantile(g, np.linspace(1.0, 0.0, points)))[::-1]
 
 
@@ -267,13 +267,13 @@ def static_removal_path(gs: GateSet, warmup: int, steps: int = 10) -> tuple[Prof
     growing fraction of tokens (its trigger's threshold at a quantile), so any ratio is reachable.
     """
     n_layer = gs.n_layer
-    mean_gate = np.nanmean(gs.gates[gs.gated], axis=0)
+    mean_gate = np.nanmean(gs.gates[gs.past_warmup], axis=0)
     order: list[int] = []
     for layer in np.argsort(-mean_gate):
         layer = int(layer)
         if layer >= 1 and all(abs(layer - o) > 1 for o in order):
             order.append(layer)
-    g = gs.gates[gs.gated]
+    g = gs.gates[gs.past_warmup]
     configs: list[SkipConfig] = []
     for k in range(len(order)):
         base = [math.nan] * n_layer
@@ -300,7 +300,7 @@ def fit_compensation(gs: GateSet, ffn: np.ndarray, cfg: SkipConfig) -> np.ndarra
     outputs of every recorded token, aligned with ``gs.gates`` (tokens, n_layer, n_embd)."""
     n_layer = gs.n_layer
     mask = config_mask(gs, cfg)
-    rows = np.flatnonzero(gs.gated)
+    rows = np.flatnonzero(gs.past_warmup)
     comp = np.zeros((n_layer, ffn.shape[2]), dtype=np.float32)
     for layer in range(n_layer):
         sel = rows[mask[:, layer]]

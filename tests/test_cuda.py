@@ -276,6 +276,69 @@ def test_compensated_skips_match_cpu(tmp_path_factory, arch: str, wtype: str) ->
     assert max(rel_err(cpu_logits[t], cpu_plain[t]) for t in range(2, len(gen))) > 5 * DECODE_TOL
 
 
+def channel_thresholds_of(
+    cpu: _core.Engine, prompt: list[int], gen: list[int]
+) -> list[list[float]]:
+    """Per-layer thresholds at 40 / 30 / 30% of the CPU's recorded |h|, |g|, |m|."""
+    from ffnskip_native.channel_stats import channel_thresholds
+
+    rec = skip_config(warmup=0, threshold=[float("nan")], record_channels=True)
+    decode_under_policy(cpu, prompt, gen, rec)
+    st = cpu.skip_stats()
+    return [
+        [float(t) for t in channel_thresholds(st[key], f)]
+        for key, f in (("hist_h", 0.4), ("hist_g", 0.3), ("hist_m", 0.3))
+    ]
+
+
+@pytest.mark.parametrize("arch,wtype", [("llama", "Q4_1"), ("qwen2", "Q4_K"), ("llama", "F16")])
+def test_channel_sparsity_matches_cpu(tmp_path_factory, arch: str, wtype: str) -> None:
+    """Kind 2 on the GPU (filters applied by the shared rule, dense GEMVs on the zeroed inputs)
+    against the CPU's channel-sparse FFN: the same (token, layer)s filtered, dropped counts
+    equal up to entries within rounding of a threshold (GPU and CPU values differ by ~1e-3 of a
+    vector's scale: fp32 vs 16-bit activations), logits within DECODE_TOL until the first such
+    flip, and the all-NaN policy bitwise the GPU's dense decode."""
+    path = tiny_model(tmp_path_factory, arch, wtype, n_layer=4)
+    cpu, gpu = engines(path)
+    prompt = prompt_tokens(cpu.n_vocab, 10, seed=21)
+    gen = prompt_tokens(cpu.n_vocab, 24, seed=22)
+    t_in, t_gate, t_mid = channel_thresholds_of(cpu, prompt, gen)
+    cfg = skip_config(
+        warmup=2,
+        threshold=[float("nan")],
+        t_in=t_in,
+        t_gate=t_gate,
+        t_mid=t_mid,
+        record_gates=True,
+    )
+    cpu_logits, _ = decode_under_policy(cpu, prompt, gen, cfg)
+    cpu_drops = cpu.skip_stats()["drops"]
+    gpu_logits, _ = decode_under_policy(gpu, prompt, gen, cfg)
+    st = gpu.skip_stats()
+    gpu_drops = st["drops"]
+    assert np.array_equal(cpu_drops < 0, gpu_drops < 0)
+    assert (gpu_drops[2:] >= 0).all() and (gpu_drops[:2] < 0).all()  # warm-up tokens dense
+    flips = np.abs(cpu_drops - gpu_drops).sum(axis=(1, 2))
+    filtered = cpu.n_layer * (256 + 2 * 512)
+    assert flips.max() <= 0.02 * filtered and np.median(flips) <= 0.005 * filtered
+    first = int(np.flatnonzero(flips)[0]) if flips.any() else len(gen)
+    for t in range(first):
+        assert rel_err(gpu_logits[t], cpu_logits[t]) < DECODE_TOL
+    # The GPU reads every FFN byte (no layout by input channel there yet): nothing saved.
+    assert st["ffn_bytes_saved"] == 0.0 and sum(st["channel_runs"]) == cpu.n_layer * 22
+    # Thresholds of NaN: the dense step, bit for bit.
+    dense, _ = decode_under_policy(gpu, prompt, gen, skip_config(threshold=[float("nan")]))
+    off = skip_config(
+        threshold=[float("nan")],
+        t_in=[float("nan")],
+        t_gate=[float("nan")],
+        t_mid=[float("nan")],
+    )
+    got, _ = decode_under_policy(gpu, prompt, gen, off)
+    for a, b in zip(dense, got):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_dense_requests_after_skip_requests(tmp_path_factory) -> None:
     """Mixing policy tokens and dense tokens in one graph: a dense eval after skipped tokens
     equals a dense eval on a fresh engine given the same cache."""

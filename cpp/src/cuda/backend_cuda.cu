@@ -169,28 +169,32 @@ class CudaBackend final : public Backend {
                     "SkipConfig.record_ffn / record_channels (recording for calibration) run on "
                     "the CPU backend only");
             }
-            if (p.channel_any()) {
-                throw InvalidArgument(
-                    "SkipConfig.t_in / t_gate / t_mid (channel sparsity) run on the CPU backend "
-                    "only");
-            }
             upload_compensation(p);
             ctl->mode = p.begin_token(skip->gen_index).past_warmup ? kGateActive : kGateObserve;
             const size_t L = static_cast<size_t>(hp_.n_layer);
             int32_t* hot = reinterpret_cast<int32_t*>(ctl + 1);
             float* thr = reinterpret_cast<float*>(hot + L);
             int32_t* grant = reinterpret_cast<int32_t*>(thr + L);
+            float* t_in = reinterpret_cast<float*>(grant + L);
             for (size_t l = 0; l < L; ++l) {
                 hot[l] = p.hot_table()[l];
                 thr[l] = p.threshold_table()[l];
                 grant[l] = p.grant_table()[l];
+                const SkipPolicy::ChannelThresholds c = p.channel(static_cast<int>(l));
+                t_in[l] = c.in;
+                t_in[L + l] = c.gate;
+                t_in[2 * L + l] = c.mid;
             }
         }
+        // A policy with channel filters takes the step with the filtering kernels; the others
+        // keep the fused gate/up GEMV (bitwise the dense step when every threshold is NaN).
+        const bool channel = skip && skip->policy->channel_any();
         if (use_graphs_) {
-            if (!graph_exec_) capture_decode();
-            FFNSKIP_CUDA_CHECK(cudaGraphLaunch(graph_exec_.get(), stream_.get()));
+            auto& exec = channel ? graph_channel_ : graph_exec_;
+            if (!exec) capture_decode(channel, exec);
+            FFNSKIP_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream_.get()));
         } else {
-            decode_step();
+            decode_step(channel);
         }
         FFNSKIP_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
         if (logits)
@@ -199,9 +203,18 @@ class CudaBackend final : public Backend {
             const size_t L = static_cast<size_t>(hp_.n_layer);
             const int32_t* skipped = h_trace_;
             const float* gate = reinterpret_cast<const float*>(h_trace_ + L);
+            const int32_t* drops = h_trace_ + 2 * L;
+            SkipTrace& tr = *skip->trace;
             for (size_t l = 0; l < L; ++l) {
-                skip->trace->skipped[l] = skipped[l] ? 1 : 0;
-                skip->trace->gate[l] = gate[l];
+                tr.skipped[l] = skipped[l] ? 1 : 0;
+                tr.gate[l] = gate[l];
+                // The GPU reads every FFN weight byte (dense GEMVs on the filtered inputs), so
+                // ffn_bytes stays "dense".
+                if (!channel || drops[3 * l] < 0) continue;
+                tr.channel_run[l] = 1;
+                tr.dropped_in[l] = drops[3 * l];
+                tr.dropped_gate[l] = drops[3 * l + 1];
+                tr.dropped_mid[l] = drops[3 * l + 2];
             }
         }
     }
@@ -226,12 +239,13 @@ class CudaBackend final : public Backend {
         }
     }
 
-    void capture_decode() {
+    template <class Exec>
+    void capture_decode(bool channel, Exec& out) {
         cudaStream_t s = stream_.get();
         FFNSKIP_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
         cudaGraph_t graph = nullptr;
         try {
-            decode_step();
+            decode_step(channel);
         } catch (...) {
             cudaStreamEndCapture(s, &graph);  // leave the stream usable
             if (graph) cudaGraphDestroy(graph);
@@ -242,12 +256,13 @@ class CudaBackend final : public Backend {
         const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
         cudaGraphDestroy(graph);
         if (err != cudaSuccess) throw_cuda_error(err, "cudaGraphInstantiate", __FILE__, __LINE__);
-        graph_exec_.reset(exec);
+        out.reset(exec);
     }
 
     // The fixed kernel sequence of one decode step; everything that varies per token is read
     // from d_ctl_ on the device. Only launches and async copies: it is also what gets captured.
-    void decode_step() {
+    // channel: gate and up unfused, then channel_swiglu applies kind 2's t_gate and t_mid.
+    void decode_step(bool channel) {
         const int d = hp_.n_embd, ff = hp_.n_ff;
         cudaStream_t s = stream_.get();
         FFNSKIP_CUDA_CHECK(cudaMemcpyAsync(d_ctl_, h_ctl_, token_ctl_bytes(hp_.n_layer),
@@ -264,7 +279,7 @@ class CudaBackend final : public Backend {
 
             const int32_t* skip_flag = gate_.skipped + l;
             ffn_begin(gate_, l, x_, L.ffn_norm, xn_, d, hp_.rms_eps, s);
-            if (L.gate.type == L.up.type && L.gate.stride == L.up.stride) {
+            if (!channel && L.gate.type == L.up.type && L.gate.stride == L.up.stride) {
                 gemv_swiglu(L.gate, L.up, xn_, ffa_, skip_flag, s);
             } else {
                 GemvArgs g = gemv_args(L.gate, xn_, ffa_, nullptr, false);
@@ -273,7 +288,11 @@ class CudaBackend final : public Backend {
                 GemvArgs u = gemv_args(L.up, xn_, ffb_, nullptr, false);
                 u.skip = skip_flag;
                 gemv(L.up.type, u, s);
-                swiglu(ffa_, ffb_, ffa_, ff, skip_flag, s);
+                if (channel) {
+                    channel_swiglu(gate_, l, ffa_, ffb_, ffa_, ff, s);
+                } else {
+                    swiglu(ffa_, ffb_, ffa_, ff, skip_flag, s);
+                }
             }
             GemvArgs down = gemv_args(L.down, ffa_, x_, nullptr, true);
             down.skip = skip_flag;
@@ -287,7 +306,7 @@ class CudaBackend final : public Backend {
                                            sizeof(float) * static_cast<size_t>(hp_.n_vocab),
                                            cudaMemcpyDeviceToHost, s));
         FFNSKIP_CUDA_CHECK(cudaMemcpyAsync(
-            h_trace_, gate_.skipped, 2 * sizeof(int32_t) * hp_.n_layer, cudaMemcpyDeviceToHost, s));
+            h_trace_, gate_.skipped, 5 * sizeof(int32_t) * hp_.n_layer, cudaMemcpyDeviceToHost, s));
     }
 
     // q, k and v in one launch when their types allow (they share the input and column count).
@@ -543,8 +562,9 @@ class CudaBackend final : public Backend {
         p.tokens = state_.reserve(C * sizeof(int32_t));
         p.ctl = state_.reserve(token_ctl_bytes(hp_.n_layer));
         p.budget = state_.reserve(sizeof(int32_t));
-        p.trace = state_.reserve(2 * L * sizeof(int32_t));  // skipped flags, then gate values
-        p.comp = state_.reserve(L * d * sizeof(float));     // skip compensation rows
+        // Skipped flags, gate values, then kind 2's drops (3 per layer).
+        p.trace = state_.reserve(5 * L * sizeof(int32_t));
+        p.comp = state_.reserve(L * d * sizeof(float));  // skip compensation rows
     }
 
     void bind_state() {
@@ -571,7 +591,7 @@ class CudaBackend final : public Backend {
         d_ctl_ = state_.at<void>(p.ctl);
         int32_t* trace = state_.at<int32_t>(p.trace);
         gate_ = gate_view(d_ctl_, hp_.n_layer, state_.at<int32_t>(p.budget), trace,
-                          reinterpret_cast<float*>(trace + hp_.n_layer));
+                          reinterpret_cast<float*>(trace + hp_.n_layer), trace + 2 * hp_.n_layer);
         gate_.comp = state_.at<float>(p.comp);
         // A zeroed cache keeps never-written entries finite (they are never read, but a bug
         // that read them would show up as wrong values rather than NaN poisoning everything).
@@ -591,7 +611,7 @@ class CudaBackend final : public Backend {
         h_ctl_ = alloc_pinned(token_ctl_bytes(hp_.n_layer), h_ctl_owner_);
         h_logits_ = static_cast<float*>(
             alloc_pinned(sizeof(float) * static_cast<size_t>(hp_.n_vocab), h_logits_owner_));
-        h_trace_ = static_cast<int32_t*>(alloc_pinned(2 * sizeof(int32_t) * L, h_trace_owner_));
+        h_trace_ = static_cast<int32_t*>(alloc_pinned(5 * sizeof(int32_t) * L, h_trace_owner_));
     }
 
     void check_memory() const {
@@ -653,7 +673,7 @@ class CudaBackend final : public Backend {
 
     std::unique_ptr<CUstream_st, DestroyStream> stream_;
     std::unique_ptr<Gemm> gemm_;
-    std::unique_ptr<CUgraphExec_st, DestroyGraph> graph_exec_;
+    std::unique_ptr<CUgraphExec_st, DestroyGraph> graph_exec_, graph_channel_;
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -299,10 +300,14 @@ GateWalk gate_walk(int mode, const int32_t* hot, const float* thr, const int32_t
     std::memcpy(tables, hot, sizeof(int32_t) * L);
     std::memcpy(tables + sizeof(int32_t) * L, thr, sizeof(float) * L);
     std::memcpy(tables + 2 * sizeof(int32_t) * L, grant, sizeof(int32_t) * L);
+    // Kind 2's t_in, t_gate, t_mid: NaN, every channel filter off (this walk is the block gate's).
+    const std::vector<float> off(3 * L, std::numeric_limits<float>::quiet_NaN());
+    std::memcpy(tables + 3 * sizeof(int32_t) * L, off.data(), sizeof(float) * off.size());
     DevBuf<uint8_t> dctl(ctl.data(), ctl.size());
-    DevBuf<int32_t> budget(1), skipped(L);
+    DevBuf<int32_t> budget(1), skipped(L), drops(3 * L);
     DevBuf<float> gate(L), dcomp(comp, L * d), dh(h0, d), dw(norm_w, d), hn(d), df(f, L * d);
-    GateView g = gate_view(dctl.get(), n_layer, budget.get(), skipped.get(), gate.get());
+    GateView g =
+        gate_view(dctl.get(), n_layer, budget.get(), skipped.get(), gate.get(), drops.get());
     g.comp = dcomp.get();
 
     // The FFN stand-in: an identity F32 matrix, so the GEMV adds f[l] exactly.

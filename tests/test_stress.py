@@ -1,8 +1,8 @@
 """Threads hammering shared and private Generators (issue 16's stress test), in a child process
 so that a crash or a hang fails this test instead of ending the suite.
 
-FFNSKIP_STRESS_SECONDS sets the duration (default 10; CI's sanitizer stage runs 30 under ASan,
-and the issue asks for 60 once: FFNSKIP_STRESS_SECONDS=60 pytest tests/test_stress.py).
+FFNSKIP_STRESS_SECONDS sets the duration (default 10; CI's sanitizer stage runs the issue's 60 s
+under ASan).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from ._checks import (
     str_arg,
 )
 from .chat import CHATML_TEMPLATE, ChatTemplate
+from .chat_tokens import chat_prompt_ids
 from .errors import (
     CancelledError,
     ContextLengthWarning,
@@ -344,6 +345,9 @@ class Generator:
     ) -> str:
         """The prompt text for ``messages`` from the file's ``tokenizer.chat_template``
         (ChatML when it has none), rendered in a sandbox (TemplateError on failure)."""
+        return self._chat_template().render(messages, add_generation_prompt=add_generation_prompt)
+
+    def _chat_template(self) -> ChatTemplate:
         self._eng()
         if self._template is None:
             source = self.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
@@ -351,17 +355,18 @@ class Generator:
             bos = tok.decode([tok.bos_id], special=True) if tok.bos_id >= 0 else ""
             eos = tok.decode([tok.eos_id], special=True) if tok.eos_id >= 0 else ""
             self._template = ChatTemplate(source, bos_token=bos, eos_token=eos)
-        return self._template.render(messages, add_generation_prompt=add_generation_prompt)
+        return self._template
 
     def chat(
         self, messages: Sequence[Mapping[str, Any]], stream: bool = True, **sampling: Any
     ) -> Union[Iterator[str], str]:
         """Answer the conversation ``messages`` (``[{"role": ..., "content": ...}, ...]``).
 
-        The prompt comes from :meth:`apply_chat_template`; control tokens in it are parsed,
-        and no BOS is added when the template already starts with one. ``sampling`` takes
-        the keyword arguments of :meth:`generate`. ``stream=True`` returns an iterator of text
-        pieces, ``stream=False`` the whole answer.
+        The prompt comes from :meth:`apply_chat_template`: the template's own control tokens
+        are parsed, message contents are tokenized as plain text (a "<|im_start|>" typed by a
+        user stays text, chat_tokens.py), and no BOS is added when the template starts with one.
+        ``sampling`` takes the keyword arguments of :meth:`generate`. ``stream=True`` returns an
+        iterator of text pieces, ``stream=False`` the whole answer.
         """
         unknown = set(sampling) - _SAMPLING_ARGS
         if unknown:
@@ -369,11 +374,7 @@ class Generator:
                 f"chat(): unknown keyword argument(s) {sorted(unknown)}; it takes generate()'s "
                 f"{sorted(_SAMPLING_ARGS)}"
             )
-        text = self.apply_chat_template(messages, add_generation_prompt=True)
-        tok = self._tokenizer
-        bos = self._template.bos_token if self._template is not None else ""
-        add_special = not (bos and text.startswith(bos))
-        ids = tok.encode(text, add_special=add_special, parse_special=True)
+        ids = chat_prompt_ids(self._tokenizer, self._chat_template(), messages)
         pieces = self._start(ids, **sampling)
         return pieces if stream else "".join(pieces)
 

@@ -107,7 +107,7 @@ void convert_q4k_row(const uint8_t* src, uint8_t* dst, int64_t n_super, bool gro
 
 }  // namespace
 
-bool groups_pay(uint32_t type) {
+bool grouped_layout_pays_off(uint32_t type) {
     BlockShape s;
     const char* level = simd_level();
     const bool avx2 = std::strcmp(level, "avx2") == 0;

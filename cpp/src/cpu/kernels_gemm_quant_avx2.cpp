@@ -227,6 +227,7 @@ void tile_decoded(const DecodedRow* rows, const uint8_t* const* acts, int64_t nb
 #pragma GCC unroll 16
         for (int t = 0; t < NT; ++t) out[t][r] = hsum(acc[r][t]);
 }
+
 // ---- drivers -------------------------------------------------------------------------------
 using TileFn = void (*)(const Tile&, int64_t);
 
@@ -316,6 +317,7 @@ void drive_decoded(const WeightView& w, const uint8_t* acts, int64_t n_tok, floa
         }
     }
 }
+
 constexpr size_t kPrefetchTiles = 2;
 
 // Fewer than kDecodedMinTokens tokens: codes are decoded inside the tile, 2 rows x 2-3 tokens,

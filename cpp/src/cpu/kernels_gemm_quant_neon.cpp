@@ -185,6 +185,7 @@ void drive_decoded(const WeightView& w, const uint8_t* acts, int64_t n_tok, floa
         }
     }
 }
+
 }  // namespace
 
 void gemm_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,

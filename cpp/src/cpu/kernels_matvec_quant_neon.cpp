@@ -122,6 +122,7 @@ void tile_1tok_grouped(const uint8_t* const* rows, const ActRow& a, int64_t nb, 
         plain_block_1tok<typename G::Plain>(rows, full * G::kBlock, b - full, a, b, acc, mins);
     for (int r = 0; r < kDecodeRows; ++r) out[r] = vaddvq_f32(vaddq_f32(acc[r], macc[r])) + mins[r];
 }
+
 template <class T>
 void drive(const WeightView& w, const uint8_t* acts, float* y, int64_t r0, int64_t r1) {
     const int64_t nb = w.cols / kActBlock;

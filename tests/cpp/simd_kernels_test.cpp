@@ -191,6 +191,50 @@ void check_matmul(const char* level, uint32_t type, bool grouped, test::Report& 
                  fmt("%.2e", worst) + " <= " + fmt("%.0e", tol));
 }
 
+// The channel-sparse FFN's two kernels at `level` against scalar: listed rows of a quantized
+// matrix (gate-first W_up) and the sparse product on the layout by input channel (W_down). Both
+// are dispatched through the level's kernel table, so a level without its own version must still
+// fill the entry (the scalar one): a null entry would crash here.
+void check_channel_kernels(const char* level, test::Report& rep) {
+    double worst = 0;
+    int cases = 0;
+    for (uint32_t type : {GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0, GGML_Q4_K, GGML_Q6_K}) {
+        const int64_t cols = type_info(type)->block_size == 256 ? 512 : 96, rows = 70;
+        const std::vector<uint8_t> data = random_rows(type, rows, cols);
+        const WeightView w = view(type, data, rows, cols);
+        const std::vector<float> x = activations(1, cols);
+        std::vector<uint8_t> acts(cpu::act_row_bytes(type, cols));
+        at_level("scalar", [&] { cpu::prepare_acts(type, x.data(), cols, 0, 1, acts.data()); });
+        const std::vector<int32_t> listed = {0, 3, 4, 17, 31, 32, 33, 64, 69};
+        std::vector<float> want(rows, 0.0f), got(rows, 0.0f);
+        at_level("scalar", [&] {
+            cpu::matvec_rows(w, x.data(), acts.data(), listed.data(), 9, want.data());
+        });
+        at_level(level,
+                 [&] { cpu::matvec_rows(w, x.data(), acts.data(), listed.data(), 9, got.data()); });
+        worst = std::max(worst, rel_l2(got, want));
+        ++cases;
+
+        // W^T layout; every third input channel active.
+        cpu::TransposedView t = cpu::plan_transposed(w);
+        std::vector<uint8_t> base(t.bytes());
+        cpu::fill_transposed(w, t, base.data(), 0, t.n_pad);
+        t = cpu::bind_transposed(t, base.data());
+        std::vector<int32_t> active;
+        for (int32_t i = 0; i < cols; i += 3) active.push_back(i);
+        cpu::SparseInput in;
+        in.prepare(t, x.data(), active.data(), static_cast<int64_t>(active.size()));
+        std::vector<float> ws(rows), gs(rows);
+        at_level("scalar", [&] { cpu::sparse_matvec(t, in, ws.data(), 0, rows); });
+        at_level(level, [&] { cpu::sparse_matvec(t, in, gs.data(), 0, rows); });
+        worst = std::max(worst, rel_l2(gs, ws));
+        ++cases;
+    }
+    rep.line(worst <= 1e-6, "channel-sparse kernels (matvec_rows, sparse_matvec)",
+             std::to_string(cases) + " cases (F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), max rel L2 " +
+                 fmt("%.2e", worst) + " <= 1e-06");
+}
+
 void check_dequantize(const char* level, test::Report& rep) {
     bool ok = true;
     std::string types;
@@ -371,6 +415,7 @@ int main(int argc, char** argv) {
         check_matmul(lv, type, false, rep);
     check_matmul(lv, GGML_Q4_0, true, rep);
     check_matmul(lv, GGML_Q4_1, true, rep);
+    check_channel_kernels(lv, rep);
     check_dequantize(lv, rep);
     check_f16(lv, rep);
     check_rmsnorm(lv, rep);

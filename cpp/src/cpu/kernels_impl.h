@@ -60,7 +60,10 @@ struct KernelTable {
                           int64_t o1);
 };
 
-// The scalar channel-sparse matvec (kernels_sparse_scalar.cpp).
+// The scalar channel-sparse kernels (kernels_scalar.cpp, kernels_sparse_scalar.cpp): also the
+// entries of a level without its own version (every entry of a table must be set).
+void matvec_rows_scalar(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
+                        float* y);
 void sparse_matvec_scalar(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
                           int64_t o1);
 

@@ -291,7 +291,9 @@ void f32_to_f16(const float* x, uint16_t* y, int64_t n) {
 }  // namespace
 }  // namespace neon
 
-const KernelTable kNeonKernels = {neon::prepare_row, neon::matmul,   neon::dequantize_row,
-                                  neon::dot_f16_f32, neon::axpy_f16, neon::f32_to_f16};
+// The channel-sparse kernels have no NEON version yet: the scalar ones.
+const KernelTable kNeonKernels = {neon::prepare_row,  neon::matmul,        neon::dequantize_row,
+                                  neon::dot_f16_f32,  neon::axpy_f16,      neon::f32_to_f16,
+                                  matvec_rows_scalar, sparse_matvec_scalar};
 
 }  // namespace ffnskip::cpu

@@ -202,15 +202,6 @@ void matmul_scalar(const WeightView& w, const float* x, const uint8_t* acts, int
     }
 }
 
-// Plain rows only (kernels.cpp ungroups grouped rows for this level).
-void matvec_rows_scalar(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
-                        float* y) {
-    for (int64_t k = 0; k < n; ++k) {
-        y[rows[k]] = dot_row_quant(w.type, w.data + static_cast<size_t>(rows[k]) * w.row_bytes,
-                                   acts, w.cols);
-    }
-}
-
 // ---- f16 helpers -------------------------------------------------------------------------------
 float dot_f16_f32_scalar(const uint16_t* a, const float* b, int64_t n) {
     float acc = 0.0f;
@@ -227,6 +218,15 @@ void f32_to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
 }
 
 }  // namespace
+
+// Plain rows only (kernels.cpp ungroups grouped rows for the levels without grouped kernels).
+void matvec_rows_scalar(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
+                        float* y) {
+    for (int64_t k = 0; k < n; ++k) {
+        y[rows[k]] = dot_row_quant(w.type, w.data + static_cast<size_t>(rows[k]) * w.row_bytes,
+                                   acts, w.cols);
+    }
+}
 
 const KernelTable kScalarKernels = {prepare_row_scalar, matmul_scalar,       dequantize_row_ref,
                                     dot_f16_f32_scalar, axpy_f16_scalar,     f32_to_f16_scalar,

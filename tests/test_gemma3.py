@@ -1,0 +1,150 @@
+"""gemma3 on the CPU backend against the numpy reference (tests/reference.py).
+
+Random-weight models from tools/make_test_model.py with a sliding window of 8 over 64 tokens, so
+the local layers (l % 6 != 5) drop keys for most positions while the global layer 5 sees them
+all. Tolerances are those of test_forward.py: rel. L2 <= 1e-2 and the same top-1 at every
+position. Both conditional FFN kinds run on the GeGLU FFN with a forced policy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import reference
+from ffnskip_native import BackendUnavailableError, ModelFormatError, SkipConfig, _core
+from test_channel_sparse import compare_to_reference, recorded_thresholds
+from test_forward import rel_err, rewrite, sample_tokens
+from test_skip import check_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from make_test_model import make_model  # noqa: E402
+
+REL_TOL = 1e-2
+WINDOW = 8
+N_TOKENS = 64
+
+
+def gemma(path: Path, wtype: str = "F32", n_layer: int = 7, **kw) -> Path:
+    """A random gemma3 with layers 0-4 and 6 local (window 8, RoPE base 10000) and layer 5 global
+    (RoPE base 1e6, as Gemma 3's)."""
+    return make_model(path, arch="gemma3", wtype=wtype, n_layer=n_layer, rope_base=1e6, **kw)
+
+
+@pytest.mark.parametrize("wtype", ["F32", "Q8_0", "Q4_K"])
+def test_gemma3_matches_reference(tmp_path, wtype):
+    shape = dict(n_embd=256, n_ff=512, n_head=4, n_head_kv=1) if wtype == "Q4_K" else {}
+    path = gemma(tmp_path / "g.gguf", wtype, seed=5, **shape)
+    ref = reference.load(path)
+    tokens = sample_tokens(N_TOKENS, ref.hp.n_vocab, seed=1)
+    expected = ref.forward(tokens)
+    eng = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS, n_threads=2)
+    got = eng.logits(tokens, all_positions=True)
+    err = rel_err(got, expected)
+    assert err.max() <= REL_TOL, f"{wtype}: max rel err {err.max():.3g}"
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+
+
+def test_gemma3_hparams(tmp_path):
+    path = gemma(tmp_path / "g.gguf", n_layer=1)
+    hp = _core.Engine(str(path), backend="cpu", n_ctx=16).hparams
+    assert (hp["arch"], hp["rope"], hp["ffn_act"]) == ("gemma3", "neox", "gelu_tanh")
+    assert (hp["sliding_window"], hp["swa_period"]) == (WINDOW, 6)
+    assert hp["embd_scale"] == pytest.approx(8.0)  # sqrt(n_embd = 64)
+    assert hp["attn_scale"] == pytest.approx(0.25)  # 1 / sqrt(head_dim = 16)
+
+
+def test_sliding_window_changes_only_later_positions(tmp_path):
+    # The reference agreeing means nothing if neither applied the window: a window as long as the
+    # context must give the same logits before position WINDOW and different ones after it.
+    narrow = gemma(tmp_path / "narrow.gguf", seed=4)
+    wide = gemma(tmp_path / "wide.gguf", seed=4, sliding_window=N_TOKENS)
+    tokens = sample_tokens(N_TOKENS, 288, seed=2)
+    a = _core.Engine(str(narrow), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    b = _core.Engine(str(wide), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    assert rel_err(a[:WINDOW], b[:WINDOW]).max() <= 1e-6
+    assert rel_err(a[WINDOW:], b[WINDOW:]).min() > 10 * REL_TOL
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_gemma3_decode_reproduces_batched_prompt(tmp_path, n_threads):
+    path = gemma(tmp_path / "g.gguf", "Q8_0", tied=True, seed=2)
+    eng = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS, n_threads=n_threads)
+    tokens = sample_tokens(48, eng.n_vocab, seed=3)
+    batched = eng.logits(tokens, all_positions=True)
+    eng.reset()
+    stepwise = np.stack([eng.eval([t]) for t in tokens])
+    assert rel_err(stepwise, batched).max() <= 2e-3
+    assert np.array_equal(stepwise.argmax(1), batched.argmax(1))
+
+
+def test_gemma3_forced_block_skip_matches_reference(tmp_path):
+    # threshold -1 fires on every evaluated hot layer: with span 1 the hot layers alternate.
+    path = gemma(tmp_path / "g.gguf", "F16", n_layer=6, seed=3)
+    skip = SkipConfig(threshold=-1.0, span=1, warmup=0, cold_start=1, cold_end=1)
+    stats, _ = check_policy(path, skip)
+    assert stats["skipped"] == [0, 0, 32, 0, 32, 0]
+
+
+def test_gemma3_channel_sparse_matches_reference(tmp_path):
+    path = gemma(tmp_path / "g.gguf", "Q8_0", n_embd=96, n_ff=160, seed=6)
+    tokens = sample_tokens(24, 288, seed=3)
+    eng = _core.Engine(str(path), backend="cpu", n_ctx=128, n_threads=2)
+    # Thresholds of 0 keep every entry but run every matrix by input channel: exact decisions,
+    # logits within the forward tolerance, and the GELU gate's values match the reference's.
+    keep_all = SkipConfig(threshold=math.nan, warmup=2, t_in=0.0, t_gate=0.0, t_mid=0.0)
+    logits = eng.logits(tokens, all_positions=True, skip=keep_all.to_core(), prompt_len=6)
+    assert eng.skip_stats()["channel_runs"] == [16] * 7
+    want, _, _ = reference.load(path).forward_with_skip(tokens, 6, keep_all)
+    assert rel_err(logits, want).max() <= REL_TOL
+    # Real filters at 40/30/30% of the engine's own |h|, |gelu(gate)|, |m| histograms.
+    t_in, t_gate, t_mid = recorded_thresholds(eng, tokens, 6)
+    cfg = SkipConfig(threshold=math.nan, warmup=2, t_in=t_in, t_gate=t_gate, t_mid=t_mid)
+    stats = compare_to_reference(path, cfg, tokens, 6)
+    assert 0.1 < stats["ffn_bytes_saved"] < 0.9
+    assert all(d > 0 for d in stats["dropped_gate"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["blk.0.post_attention_norm.weight", "blk.1.post_ffw_norm.weight", "blk.0.attn_q_norm.weight"],
+)
+def test_gemma3_requires_its_norms(tmp_path, name):
+    src = gemma(tmp_path / "g.gguf", n_layer=2)
+    bad = rewrite(src, tmp_path / "bad.gguf", drop=name)
+    with pytest.raises(ModelFormatError, match=name.replace(".", r"\.")):
+        _core.Engine(str(bad), backend="cpu", n_ctx=16)
+
+
+def test_gemma3_requires_a_sliding_window(tmp_path):
+    src = gemma(tmp_path / "g.gguf", n_layer=1)
+    bad = rewrite(src, tmp_path / "bad.gguf", drop_key="gemma3.attention.sliding_window")
+    with pytest.raises(ModelFormatError, match=r"gemma3\.attention\.sliding_window"):
+        _core.Engine(str(bad), backend="cpu", n_ctx=16)
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ({"gemma3.final_logit_softcapping": 30.0}, r"final_logit_softcapping"),
+        ({"gemma3.attn_logit_softcapping": 50.0}, r"attn_logit_softcapping"),
+        ({"gemma3.attention.sliding_window_pattern": 4}, r"sliding_window_pattern"),
+        ({"gemma3.attention.sliding_window": 0}, r"sliding_window = 0 is out of range"),
+        ({"gemma3.attention.value_length": 8}, r"value_length"),
+    ],
+)
+def test_unsupported_gemma3_metadata_is_an_error(tmp_path, meta, message):
+    path = gemma(tmp_path / "g.gguf", n_layer=1, extra_metadata=meta)
+    with pytest.raises(ModelFormatError, match=message):
+        _core.Engine(str(path), backend="cpu", n_ctx=16)
+
+
+def test_cuda_refuses_gemma3(tmp_path):
+    if not _core.cuda_available():
+        pytest.skip("no CUDA device")
+    path = gemma(tmp_path / "g.gguf", n_layer=1)
+    with pytest.raises(BackendUnavailableError, match="gemma3"):
+        _core.Engine(str(path), backend="cuda", n_ctx=16)

@@ -4,6 +4,10 @@ Random-weight models from tools/make_test_model.py with a sliding window of 8 ov
 the local layers (l % 6 != 5) drop keys for most positions while the global layer 5 sees them
 all. Tolerances are those of test_forward.py: rel. L2 <= 1e-2 and the same top-1 at every
 position. Both conditional FFN kinds run on the GeGLU FFN with a forced policy.
+
+The real Gemma 3 270M Q4_K_M (tools/fetch_models.py; tests marked `big`) is held to the same
+tolerance against the reference over 64 tokens, and its tokenizer to `sentencepiece` built from
+the file's own vocabulary (tests/spm_proto.py).
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference
-from ffnskip_native import BackendUnavailableError, ModelFormatError, SkipConfig, _core
+from chat_templates import STYLES
+from ffnskip_native import BackendUnavailableError, Generator, ModelFormatError, SkipConfig, _core
+from ffnskip_native.chat import GEMMA_TEMPLATE, ChatTemplate
+from spm_proto import sentencepiece_from_gguf
 from test_channel_sparse import compare_to_reference, recorded_thresholds
 from test_forward import rel_err, rewrite, sample_tokens
 from test_skip import check_policy
+from tokenizer_corpus import build_corpus, english_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from make_test_model import make_model  # noqa: E402
@@ -148,3 +156,92 @@ def test_cuda_refuses_gemma3(tmp_path):
     path = gemma(tmp_path / "g.gguf", n_layer=1)
     with pytest.raises(BackendUnavailableError, match="gemma3"):
         _core.Engine(str(path), backend="cuda", n_ctx=16)
+
+
+# ---- the Gemma turn format (files without a template) --------------------------------------------
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi there "}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3+3?"},
+    ],
+]
+
+
+def test_gemma_fallback_template_renders_gemma_turns():
+    text = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>").render(CONVERSATIONS[1])
+    assert text == (
+        "<bos><start_of_turn>user\nBe brief.\n\nWhat is 2+2?<end_of_turn>\n"
+        "<start_of_turn>model\n4<end_of_turn>\n"
+        "<start_of_turn>user\nAnd 3+3?<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+    # The same text as the Gemma 3-style template of the chat tests, for string contents.
+    style = ChatTemplate(STYLES["gemma3"], bos_token="<bos>")
+    for messages in CONVERSATIONS:
+        for prompt in (True, False):
+            fallback = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>")
+            assert fallback.render(messages, prompt) == style.render(messages, prompt)
+
+
+# ---- the real Gemma 3 270M ----------------------------------------------------------------------
+
+PROSE = (
+    "The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein published four papers "
+    "that changed physics: the photoelectric effect, Brownian motion, special relativity, and the "
+    "equivalence of mass and energy. Each of them would have been enough for a career; together "
+    "they opened the century's two great theories."
+)
+
+
+@pytest.mark.big
+def test_real_gemma3_hparams(gemma270_path):
+    hp = _core.Engine(str(gemma270_path), backend="cpu", n_ctx=16).hparams
+    assert (hp["n_layer"], hp["n_embd"], hp["n_head"], hp["n_head_kv"]) == (18, 640, 4, 1)
+    assert (hp["head_dim"], hp["sliding_window"], hp["swa_period"]) == (256, 512, 6)
+    assert (hp["n_vocab"], hp["tied_output"], hp["rope_base"]) == (262144, True, 1e6)
+
+
+@pytest.mark.big
+def test_real_gemma3_matches_reference(gemma270_path):
+    eng = _core.Engine(str(gemma270_path), backend="cpu", n_ctx=N_TOKENS, n_threads=2)
+    tokens = eng.tokenize(PROSE, True, False)[:N_TOKENS]
+    assert len(tokens) == N_TOKENS
+    got = eng.logits(tokens, all_positions=True)
+    expected = reference.load(gemma270_path).forward(tokens)
+    err = rel_err(got, expected)
+    assert err.max() <= REL_TOL, f"max rel err {err.max():.3g}"
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.big
+def test_real_gemma3_tokenizer_matches_sentencepiece(gemma270_path):
+    sp = sentencepiece_from_gguf(gemma270_path)
+    tok = _core.Tokenizer(str(gemma270_path))
+    assert tok.n_vocab == sp.get_piece_size() == 262144
+    corpus = build_corpus() + english_text(20_000).split("\n") + [PROSE]
+    bad = [s for s in corpus if tok.encode(s, add_special=False) != sp.encode(s)]
+    assert not bad, f"{len(bad)} of {len(corpus)} differ, first: {bad[:3]!r}"
+    assert tok.encode("hi", add_special=True) == [2, *sp.encode("hi")]
+    assert sp.id_to_piece(2) == "<bos>"
+
+
+@pytest.mark.big
+def test_real_gemma3_answers_and_formats_chat(gemma270_path):
+    with Generator(str(gemma270_path), backend="cpu", n_ctx=256, n_threads=2) as g:
+        # The file is the pretrained model (no chat template): a completion prompt shows it works.
+        answer = "".join(
+            g.generate(
+                "Question: What is the capital of France?\nAnswer:",
+                temperature=0.0,
+                max_new_tokens=4,
+            )
+        )
+        assert answer.strip().startswith("Paris")
+        text = g.apply_chat_template([{"role": "user", "content": "Hi"}])
+        ids = g.tokenize(text, add_bos=False, special=True)
+    # <bos> <start_of_turn> user \n Hi <end_of_turn> \n <start_of_turn> model \n
+    assert ids[:3] == [2, 105, 2364] and ids[-5:] == [106, 107, 105, 4368, 107]

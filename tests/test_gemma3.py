@@ -21,7 +21,7 @@ import pytest
 import reference
 from chat_templates import STYLES
 from ffnskip_native import BackendUnavailableError, Generator, ModelFormatError, SkipConfig, _core
-from ffnskip_native.chat import GEMMA_TEMPLATE, ChatTemplate
+from ffnskip_native.chat import CHATML_TEMPLATE, GEMMA_TEMPLATE, ChatTemplate, fallback_template
 from spm_proto import sentencepiece_from_gguf
 from test_batch import _greedy_logits
 from test_channel_sparse import compare_to_reference, recorded_thresholds
@@ -168,6 +168,40 @@ def test_unsupported_gemma3_metadata_is_an_error(tmp_path, meta, message):
         _core.Engine(str(path), backend="cpu", n_ctx=16)
 
 
+def with_metadata(src: Path, dst: Path, changes: dict) -> Path:
+    """A copy of src with some metadata values replaced (types kept)."""
+    import gguf
+
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, "gemma3")
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        value = changes.get(key, f.contents())
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_array(key, value)
+        else:
+            w.add_key_value(key, value, f.types[0])
+    for t in r.tensors:
+        data = np.array(t.data)
+        w.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def test_gemma3_27b_scale_needs_a_head_size(tmp_path):
+    # The 62-layer rule divides n_embd by n_head: a file where that is 0 would scale q.k by inf.
+    src = gemma(tmp_path / "g.gguf", n_layer=1, extra_metadata={"gemma3.attention.key_length": 16})
+    bad = with_metadata(
+        src, tmp_path / "bad.gguf", {"gemma3.block_count": 62, "gemma3.embedding_length": 2}
+    )
+    with pytest.raises(ModelFormatError, match="smaller than head_count"):
+        _core.Engine(str(bad), backend="cpu", n_ctx=16)
+
+
 def test_cuda_refuses_gemma3(tmp_path):
     if not _core.cuda_available():
         pytest.skip("no CUDA device")
@@ -203,6 +237,23 @@ def test_gemma_fallback_template_renders_gemma_turns():
         for prompt in (True, False):
             fallback = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>")
             assert fallback.render(messages, prompt) == style.render(messages, prompt)
+
+
+class _MarkerVocab:
+    """A tokenizer whose vocabulary has `markers` as single special tokens."""
+
+    def __init__(self, markers: tuple) -> None:
+        self.markers = markers
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list:
+        return [7] if parse_special and text in self.markers else [1, 2, 3]
+
+
+def test_fallback_template_is_gemma_only_with_its_turn_markers(tmp_path):
+    assert fallback_template(_MarkerVocab(("<start_of_turn>", "<end_of_turn>"))) == GEMMA_TEMPLATE
+    assert fallback_template(_MarkerVocab(("<start_of_turn>",))) == CHATML_TEMPLATE
+    plain = _core.Tokenizer(str(gemma(tmp_path / "g.gguf", n_layer=1)))  # byte-level BPE
+    assert fallback_template(plain) == CHATML_TEMPLATE
 
 
 # ---- the real Gemma 3 270M ----------------------------------------------------------------------

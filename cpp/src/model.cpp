@@ -117,6 +117,7 @@ void read_gemma3(const gguf::File& f, const std::string& a, Hparams& hp) {
     hp.rope_base_local = 10000.0f;
     hp.embd_scale = std::sqrt(static_cast<float>(hp.n_embd));
     if (hp.n_layer == 62) {
+        if (hp.n_embd < hp.n_head) fail("gemma3: embedding_length is smaller than head_count");
         hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.n_embd / hp.n_head));
     }
     for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {

@@ -45,6 +45,17 @@ GEMMA_TEMPLATE = (
 )
 GEMMA_TURN_MARKERS = ("<start_of_turn>", "<end_of_turn>")
 
+
+def fallback_template(tokenizer: Any) -> str:
+    """The template for a file that carries none: Gemma's turn format when each of its turn
+    markers is one (special) token of the vocabulary, else ChatML."""
+
+    def one_token(text: str) -> bool:
+        return len(tokenizer.encode(text, add_special=False, parse_special=True)) == 1
+
+    return GEMMA_TEMPLATE if all(one_token(m) for m in GEMMA_TURN_MARKERS) else CHATML_TEMPLATE
+
+
 # The defaults, and why. Measured with the real Qwen2.5 and SmolLM2 templates and the realistic
 # Llama 3.1-, Gemma 3-, Mistral-, Phi-3- and Qwen3-style ones in tests/data/chat_templates,
 # rendering a 1000-message conversation with 12 tools (~600k characters of prompt):

@@ -30,7 +30,7 @@ from ._checks import (
     seed_arg,
     str_arg,
 )
-from .chat import CHATML_TEMPLATE, GEMMA_TEMPLATE, GEMMA_TURN_MARKERS, ChatTemplate
+from .chat import ChatTemplate, fallback_template
 from .errors import (
     CancelledError,
     ContextLengthWarning,
@@ -343,14 +343,14 @@ class Generator:
         self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
     ) -> str:
         """The prompt text for ``messages`` from the file's ``tokenizer.chat_template``
-        (when it has none: Gemma's turn format if the vocabulary has its turn markers, else
-        ChatML), rendered in a sandbox (TemplateError on failure)."""
+        (chat.fallback_template when it has none), rendered in a sandbox (TemplateError on
+        failure)."""
         self._eng()
         if self._template is None:
-            tok = self._tokenizer
-            source = self.metadata.get("tokenizer.chat_template") or (
-                GEMMA_TEMPLATE if _has_tokens(tok, GEMMA_TURN_MARKERS) else CHATML_TEMPLATE
+            source = self.metadata.get("tokenizer.chat_template") or fallback_template(
+                self._tokenizer
             )
+            tok = self._tokenizer
             bos = tok.decode([tok.bos_id], special=True) if tok.bos_id >= 0 else ""
             eos = tok.decode([tok.eos_id], special=True) if tok.eos_id >= 0 else ""
             self._template = ChatTemplate(source, bos_token=bos, eos_token=eos)
@@ -601,8 +601,3 @@ def _check_compensation_shape(cfg: SkipConfig, engine: _core.Engine) -> None:
             f"SkipConfig.compensation has shape {cfg.compensation.shape}; this model needs "
             f"{want} (n_layer, n_embd)"
         )
-
-
-def _has_tokens(tok: Any, texts: Sequence[str]) -> bool:
-    """Whether each text is one token of the vocabulary (parsed as a special token)."""
-    return all(len(tok.encode(t, add_special=False, parse_special=True)) == 1 for t in texts)

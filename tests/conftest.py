@@ -48,6 +48,11 @@ def qwen15_path() -> Path:
     return big_model("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
 
 
+@pytest.fixture(scope="session")
+def gemma270_path() -> Path:
+    return big_model("gemma-3-270m-q4_k_m.gguf")
+
+
 def pytest_collection_modifyitems(config, items):
     from ffnskip_native import _core
 

@@ -2,11 +2,15 @@
 
 It shares nothing with the C++ engine (weights are dequantized by the `gguf` package), so the engine
 is proven against it rather than against itself. Supported: GGUF `llama` (NORM rope on adjacent
-pairs), `qwen2` (q/k/v bias, NEOX rope on halves) and `qwen3` (NEOX rope, RMSNorm of each q and k
-head before it), rope scaling (linear by `{arch}.rope.scaling.type`, llama3-style by the per-pair
+pairs), `qwen2` (q/k/v bias, NEOX rope on halves), `qwen3` (NEOX rope, RMSNorm of each q and k
+head before it) and `gemma3` (as qwen3, plus: embeddings times sqrt(n_embd), a GELU-tanh gated FFN,
+RMSNorms on the attention and FFN outputs before their residual adds, and llama.cpp's layer rule:
+every 6th layer global, the others attending to the last `attention.sliding_window` positions with
+RoPE base 10000; norm weights are used as stored, llama.cpp's converter having added gemma's +1),
+rope scaling (linear by `{arch}.rope.scaling.type`, llama3-style by the per-pair
 divisors of `rope_freqs.weight`), plus the FFN skip policy of
 shared/DESIGN.md ("FFN skipping — exact semantics") and the channel-sparse FFN ("Conditional FFN —
-two kinds": thresholds t_in / t_gate / t_mid on |h|, |silu(gate)| and |m|, NaN = off).
+two kinds": thresholds t_in / t_gate / t_mid on |h|, |act(gate)| and |m|, NaN = off).
 
     model = load(path)
     logits = model.forward(tokens)                         # (n, n_vocab), dense, empty context
@@ -33,8 +37,10 @@ import gguf
 import numpy as np
 from gguf.quants import dequantize
 
-ARCHS = ("llama", "qwen2", "qwen3")
-ROPE_STYLE = {"llama": "norm", "qwen2": "neox", "qwen3": "neox"}
+ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+ROPE_STYLE = {"llama": "norm", "qwen2": "neox", "qwen3": "neox", "gemma3": "neox"}
+GEMMA3_SWA_PERIOD = 6  # llama.cpp: layer l is global when l % 6 == 5, else sliding-window
+GEMMA3_LOCAL_ROPE_BASE = 10000.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,15 @@ class HParams:
     eps: float
     n_ctx: int
     n_vocab: int
+    act: str = "silu"  # the FFN gate's activation: "silu" or "gelu_tanh"
+    embd_scale: float = 1.0
+    attn_scale: float = 0.0  # q.k multiplier; 1/sqrt(head_dim) unless the architecture says else
+    swa_window: int = 0  # keys a sliding-window layer sees (0: none)
+    swa_period: int = 0
+
+    def sliding(self, layer: int) -> bool:
+        """Whether `layer` attends only to the last swa_window positions."""
+        return self.swa_period > 0 and layer % self.swa_period < self.swa_period - 1
 
 
 @dataclass
@@ -181,6 +196,14 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x * 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU in its tanh approximation: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}
+
+
 class RefModel:
     """A GGUF model evaluated in float64 numpy.
 
@@ -217,9 +240,21 @@ class RefModel:
         n_head = int(_field(r, f"{arch}.attention.head_count"))
         head_dim = int(_field(r, f"{arch}.attention.key_length", n_embd // n_head))
         emb = self._tensors["token_embd.weight"]
+        gemma: dict[str, Any] = {}
+        if arch == "gemma3":
+            gemma = dict(
+                act="gelu_tanh",
+                embd_scale=math.sqrt(n_embd),
+                swa_window=int(_field(r, "gemma3.attention.sliding_window")),
+                swa_period=GEMMA3_SWA_PERIOD,
+            )
+        n_layer = int(_field(r, f"{arch}.block_count"))
+        # llama.cpp's rule: query_pre_attn_scalar is head_dim, except n_embd / n_head for the
+        # 62-layer Gemma 3 27B.
+        scale_dim = n_embd // n_head if arch == "gemma3" and n_layer == 62 else head_dim
         return HParams(
             arch=arch,
-            n_layer=int(_field(r, f"{arch}.block_count")),
+            n_layer=n_layer,
             n_embd=n_embd,
             n_ff=int(_field(r, f"{arch}.feed_forward_length")),
             n_head=n_head,
@@ -231,6 +266,8 @@ class RefModel:
             eps=float(_field(r, f"{arch}.attention.layer_norm_rms_epsilon")),
             n_ctx=int(_field(r, f"{arch}.context_length")),
             n_vocab=int(emb.shape[1]),
+            attn_scale=1.0 / math.sqrt(scale_dim),
+            **gemma,
         )
 
     # ---- weights -------------------------------------------------------------------------------
@@ -261,10 +298,10 @@ class RefModel:
         if ids.size and (ids.min() < 0 or ids.max() >= self.hp.n_vocab):
             raise ValueError(f"token id out of range [0, {self.hp.n_vocab})")
         if "token_embd.weight" in self._cache:
-            return self.weight("token_embd.weight")[ids]
+            return self.weight("token_embd.weight")[ids] * self.hp.embd_scale
         t = self._tensors["token_embd.weight"]
         rows = dequantize(t.data[ids], t.tensor_type).astype(np.float64)
-        return rows.reshape(len(ids), self.hp.n_embd)
+        return rows.reshape(len(ids), self.hp.n_embd) * self.hp.embd_scale
 
     # ---- forward -------------------------------------------------------------------------------
 
@@ -292,6 +329,9 @@ class RefModel:
             k = rms_norm(k, self.weight(p + "attn_k_norm.weight"), hp.eps)
         ff = self.weight("rope_freqs.weight") if self.has("rope_freqs.weight") else None
         args = (pos, hp.n_rot, hp.rope_base, self.rope_style, hp.rope_scale, ff)
+        local = hp.sliding(layer)
+        if local:  # sliding-window layers: their own base, no scaling
+            args = (pos, hp.n_rot, GEMMA3_LOCAL_ROPE_BASE, self.rope_style, 1.0, None)
         q = rope(q, *args)
         k = rope(k, *args)
         v = v.reshape(n, hp.n_head_kv, hp.head_dim)
@@ -303,33 +343,46 @@ class RefModel:
         group = hp.n_head // hp.n_head_kv
         kh = np.repeat(k, group, axis=1)
         vh = np.repeat(v, group, axis=1)
-        scores = np.einsum("qhd,khd->hqk", q, kh) / math.sqrt(hp.head_dim)
+        scores = np.einsum("qhd,khd->hqk", q, kh) * hp.attn_scale
         n_keys = kh.shape[0]
         visible = np.arange(n_keys)[None, :] <= (pos[:, None])  # causal: key pos <= query pos
+        if local:  # and key pos > query pos - window
+            visible &= np.arange(n_keys)[None, :] > pos[:, None] - hp.swa_window
         scores = np.where(visible[None], scores, -np.inf)
         scores -= scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores)
         probs /= probs.sum(axis=-1, keepdims=True)
         out = np.einsum("hqk,khd->qhd", probs, vh).reshape(n, hp.n_head * hp.head_dim)
-        return x + out @ self.weight(p + "attn_output.weight").T
+        return x + self._post_norm(
+            p + "post_attention_norm.weight", out @ self.weight(p + "attn_output.weight").T
+        )
+
+    def _post_norm(self, name: str, out: np.ndarray) -> np.ndarray:
+        """gemma3's RMSNorm of a block's output before the residual add; others: out itself."""
+        return rms_norm(out, self.weight(name), self.hp.eps) if self.has(name) else out
 
     def _ffn(
         self, layer: int, h: np.ndarray, channel: tuple[float, float, float] | None = None
     ) -> np.ndarray:
-        """h' = h + W_down · (silu(W_gate · hn) * (W_up · hn)), hn = rmsnorm(h) * ffn_norm.
+        """h' = h + W_down · (act(W_gate · hn) * (W_up · hn)), hn = rmsnorm(h) * ffn_norm.
 
-        With channel = (t_in, t_gate, t_mid), the channel-sparse FFN: entries of hn with
-        |hn| < t_in, of g = silu(W_gate · hn~) with |g| < t_gate and of m = g * (W_up · hn~)
-        with |m| < t_mid are zeroed (a NaN threshold keeps everything). self._dropped gets
-        (dropped_in, dropped_gate, dropped_mid) per row, dropped_mid counting only neurons that
-        t_gate kept.
+        act is silu, or gelu_tanh for gemma3, whose FFN output is also RMS-normalized
+        (post_ffw_norm) before the add. With channel = (t_in, t_gate, t_mid), the channel-sparse
+        FFN: entries of hn with |hn| < t_in, of g = act(W_gate · hn~) with |g| < t_gate and of
+        m = g * (W_up · hn~) with |m| < t_mid are zeroed (a NaN threshold keeps everything).
+        self._dropped gets (dropped_in, dropped_gate, dropped_mid) per row, dropped_mid counting
+        only neurons that t_gate kept.
         """
         p = f"blk.{layer}."
+        act = ACTIVATIONS[self.hp.act]
+        post = p + "post_ffw_norm.weight"
         hn = rms_norm(h, self.weight(p + "ffn_norm.weight"), self.hp.eps)
         if channel is None:
             gate = hn @ self.weight(p + "ffn_gate.weight").T
             up = hn @ self.weight(p + "ffn_up.weight").T
-            return h + (silu(gate) * up) @ self.weight(p + "ffn_down.weight").T
+            return h + self._post_norm(
+                post, (act(gate) * up) @ self.weight(p + "ffn_down.weight").T
+            )
         t_in, t_gate, t_mid = channel
 
         def keep(v: np.ndarray, t: float) -> np.ndarray:
@@ -337,7 +390,7 @@ class RefModel:
 
         k_in = keep(hn, t_in)
         hn = hn * k_in
-        g = silu(hn @ self.weight(p + "ffn_gate.weight").T)
+        g = act(hn @ self.weight(p + "ffn_gate.weight").T)
         k_gate = keep(g, t_gate)
         m = g * k_gate * (hn @ self.weight(p + "ffn_up.weight").T)
         k_mid = keep(m, t_mid) & k_gate
@@ -345,7 +398,7 @@ class RefModel:
         self._dropped = np.stack(
             [(~k_in).sum(-1), (~k_gate).sum(-1), (k_gate & ~k_mid).sum(-1)], axis=-1
         )
-        return h + (m * k_mid) @ self.weight(p + "ffn_down.weight").T
+        return h + self._post_norm(post, (m * k_mid) @ self.weight(p + "ffn_down.weight").T)
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         xn = rms_norm(x, self.weight("output_norm.weight"), self.hp.eps)
@@ -562,7 +615,7 @@ class _Policy:
 
 
 def load(path: str | Path, cache_bytes: int = 3 << 30) -> RefModel:
-    """Open a llama/qwen2/qwen3 GGUF file for reference evaluation."""
+    """Open a llama/qwen2/qwen3/gemma3 GGUF file for reference evaluation."""
     return RefModel(path, cache_bytes=cache_bytes)
 
 

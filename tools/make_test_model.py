@@ -63,7 +63,7 @@ WEIGHT_TYPES = (
     "Q6_K",
 )
 NORM_TYPES = ("F32", "F16")
-ARCHS = ("llama", "qwen2", "qwen3")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 
 # general.file_type (llama.cpp's LlamaFileType) for a model made of one weight type.
 _FILE_TYPE = {
@@ -181,14 +181,18 @@ def _tensor_plan(
             plan.append((p + "attn_q.bias", (n_embd,), norm_type, 0.1))
             plan.append((p + "attn_k.bias", (kv,), norm_type, 0.1))
             plan.append((p + "attn_v.bias", (kv,), norm_type, 0.1))
-        if arch == "qwen3":
+        if arch in ("qwen3", "gemma3"):
             plan.append((p + "attn_q_norm.weight", (hd,), norm_type, 0.1))
             plan.append((p + "attn_k_norm.weight", (hd,), norm_type, 0.1))
         plan.append((p + "attn_output.weight", (n_embd, n_embd), wtype, n_embd**-0.5))
+        if arch == "gemma3":
+            plan.append((p + "post_attention_norm.weight", (n_embd,), norm_type, 0.1))
         plan.append((p + "ffn_norm.weight", (n_embd,), norm_type, 0.1))
         plan.append((p + "ffn_gate.weight", (n_ff, n_embd), wtype, n_embd**-0.5))
         plan.append((p + "ffn_up.weight", (n_ff, n_embd), wtype, n_embd**-0.5))
         plan.append((p + "ffn_down.weight", (n_embd, n_ff), wtype, n_ff**-0.5))
+        if arch == "gemma3":
+            plan.append((p + "post_ffw_norm.weight", (n_embd,), norm_type, 0.1))
     plan.append(("output_norm.weight", (n_embd,), norm_type, 0.1))
     if not tied:
         plan.append(("output.weight", (n_vocab, n_embd), wtype, io))
@@ -309,12 +313,15 @@ def make_model(
     norm_type: str = "F32",
     vocab_only: bool = False,
     rope_freqs: list[float] | None = None,
+    sliding_window: int = 8,
 ) -> Path:
     """Write a random-weight GGUF model (or, with vocab_only, only its tokenizer) to `path`.
 
     Deterministic for a given seed and arguments. K-quants need n_embd and n_ff to be multiples of
     256, the other block types multiples of 32. `rope_freqs` (head_dim/2 values) is stored as the
-    rope_freqs.weight tensor of llama3-style rope scaling. Returns the path written.
+    rope_freqs.weight tensor of llama3-style rope scaling. `sliding_window` is gemma3's
+    attention.sliding_window (its layers l % 6 != 5 see that many positions). Returns the path
+    written.
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}")
@@ -339,6 +346,8 @@ def make_model(
     w.add_rope_freq_base(rope_base)
     w.add_rope_dimension_count(n_embd // n_head)
     w.add_layer_norm_rms_eps(1e-5 if arch == "llama" else 1e-6)
+    if arch == "gemma3":
+        w.add_sliding_window(sliding_window)
     w.add_vocab_size(n_vocab)
     w.add_file_type(_FILE_TYPE[wtype])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -402,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--rope-base", type=float, default=10000.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sliding-window", type=int, default=8, help="gemma3's window")
     ap.add_argument("--tied", action="store_true", help="no output.weight (reuse token_embd)")
     ap.add_argument("--vocab-only", action="store_true", help="tokenizer metadata only")
     ap.add_argument("--out", type=Path, required=True)
@@ -422,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         norm_type=a.norm_type,
         vocab_only=a.vocab_only,
+        sliding_window=a.sliding_window,
     )
     print(f"wrote {out} ({out.stat().st_size} bytes)")
     return 0

@@ -250,6 +250,11 @@ void bind_engine(py::module_& m) {
                                    d["rope_base"] = h.rope_base;
                                    d["rms_eps"] = h.rms_eps;
                                    d["rope"] = h.rope == RopeStyle::Norm ? "norm" : "neox";
+                                   d["ffn_act"] = h.ffn_act == FfnAct::Silu ? "silu" : "gelu_tanh";
+                                   d["attn_scale"] = h.attn_scale;
+                                   d["embd_scale"] = h.embd_scale;
+                                   d["sliding_window"] = h.swa_window;  // 0: none
+                                   d["swa_period"] = h.swa_period;
                                    d["tied_output"] = p.e().model().tied_output;
                                    return d;
                                })

@@ -368,6 +368,16 @@ void bind_testing(py::module_& m) {
         },
         py::arg("g"), py::arg("u"), "silu(g) * u.");
     t.def(
+        "geglu",
+        [](const F32Array& g, const F32Array& u) {
+            if (g.size() != u.size()) throw InvalidArgument("geglu: g and u differ in length");
+            py::array_t<float> out(g.size());
+            std::memcpy(out.mutable_data(), g.data(), sizeof(float) * g.size());
+            cpu::geglu(out.mutable_data(), u.data(), g.size());
+            return out;
+        },
+        py::arg("g"), py::arg("u"), "gelu_tanh(g) * u.");
+    t.def(
         "rope",
         [](const F32Array& x, int n_rot, int pos, float base, bool neox) {
             if (x.ndim() != 2 || n_rot < 2 || n_rot % 2 != 0 || n_rot > x.shape(1)) {

@@ -106,6 +106,32 @@ void read_rope_scaling(const gguf::File& f, const std::string& a, Hparams& hp) {
     hp.rope_scale = static_cast<float>(1.0 / factor);
 }
 
+// gemma3's metadata and the rules llama.cpp applies to it (the file stores no key for them):
+// every 6th layer is global, the others slide over `attention.sliding_window` keys with RoPE base
+// 10000 and no scaling; embeddings are scaled by sqrt(n_embd); q.k is scaled by 1/sqrt(key_length),
+// except for the 27B model (62 layers), whose query_pre_attn_scalar is n_embd / n_head. Keys
+// that would change the math in ways not implemented here are refused by name.
+void read_gemma3(const gguf::File& f, const std::string& a, Hparams& hp) {
+    hp.swa_period = 6;
+    hp.swa_window = hparam(f, a + "attention.sliding_window", 1, 1 << 24);
+    hp.rope_base_local = 10000.0f;
+    hp.embd_scale = std::sqrt(static_cast<float>(hp.n_embd));
+    if (hp.n_layer == 62) {
+        if (hp.n_embd < hp.n_head) fail("gemma3: embedding_length is smaller than head_count");
+        hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.n_embd / hp.n_head));
+    }
+    for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+        if (f.find(a + key) && f.get_float(a + key, 0.0) != 0.0) {
+            fail("unsupported " + a + key + " (gemma3 has no logit soft-capping)");
+        }
+    }
+    if (f.find(a + "attention.sliding_window_pattern")) {
+        fail("unsupported " + a +
+             "attention.sliding_window_pattern (gemma3 layers follow the fixed 5 local : 1 global "
+             "pattern)");
+    }
+}
+
 Hparams read_hparams(const gguf::File& f) {
     Hparams hp;
     hp.arch_name = f.require_string("general.architecture");
@@ -119,10 +145,16 @@ Hparams read_hparams(const gguf::File& f) {
         hp.arch = Arch::Qwen3;
         hp.rope = RopeStyle::Neox;
         hp.qk_norm = true;
+    } else if (hp.arch_name == "gemma3") {
+        hp.arch = Arch::Gemma3;
+        hp.rope = RopeStyle::Neox;
+        hp.qk_norm = true;
+        hp.ffn_act = FfnAct::GeluTanh;
+        hp.post_norms = true;
     } else {
         // Quoted: the name is raw file bytes (fuzz finding: invalid UTF-8 broke the message).
         fail("unsupported architecture " + gguf::quote(hp.arch_name) +
-             " (supported: llama, qwen2, qwen3)");
+             " (supported: llama, qwen2, qwen3, gemma3)");
     }
     const std::string a = hp.arch_name + ".";
     hp.n_layer = hparam(f, a + "block_count", 1, kMaxLayers);
@@ -168,6 +200,8 @@ Hparams read_hparams(const gguf::File& f) {
     }
     const int64_t ctx = f.get_int(a + "context_length", 2048);
     hp.n_ctx_train = static_cast<int>(ctx < 1 ? 1 : (ctx > (1 << 24) ? (1 << 24) : ctx));
+    hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+    if (hp.arch == Arch::Gemma3) read_gemma3(f, a, hp);
     return hp;
 }
 
@@ -267,6 +301,9 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
     }
 
     // llama3-style frequency scaling: one divisor per rotated pair, shared by all layers.
+    if (f.tensor("rope_freqs.weight") && hp.arch == Arch::Gemma3) {
+        fail("tensor 'rope_freqs.weight' is not supported for gemma3");
+    }
     if (f.tensor("rope_freqs.weight")) {
         hp.rope_freq_factors = vec(f, "rope_freqs.weight", hp.n_rot / 2);
         for (float v : hp.rope_freq_factors) {
@@ -294,7 +331,9 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
             L.q_norm = vec(f, p + "attn_q_norm.weight", hp.head_dim);
             L.k_norm = vec(f, p + "attn_k_norm.weight", hp.head_dim);
         }
+        if (hp.post_norms) L.post_attn_norm = vec(f, p + "post_attention_norm.weight", hp.n_embd);
         L.ffn_norm = vec(f, p + "ffn_norm.weight", hp.n_embd);
+        if (hp.post_norms) L.post_ffn_norm = vec(f, p + "post_ffw_norm.weight", hp.n_embd);
         L.w_gate = matrix(f, p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
         L.w_up = matrix(f, p + "ffn_up.weight", hp.n_ff, hp.n_embd);
         L.w_down = matrix(f, p + "ffn_down.weight", hp.n_embd, hp.n_ff);

@@ -16,7 +16,10 @@
 
 namespace ffnskip {
 
-enum class Arch { Llama, Qwen2, Qwen3 };
+enum class Arch { Llama, Qwen2, Qwen3, Gemma3 };
+// The FFN's gate activation: FFN(x) = W_down (act(W_gate x) * (W_up x)). SiLU (SwiGLU) for llama
+// and qwen; GELU with the tanh approximation (GeGLU) for gemma.
+enum class FfnAct { Silu, GeluTanh };
 // NORM rotates adjacent pairs (x[2i], x[2i+1]); NEOX rotates halves (x[i], x[i + n_rot/2]).
 enum class RopeStyle { Norm, Neox };
 // How RoPE angles are stretched for contexts beyond the trained one (llama.cpp's GGUF keys).
@@ -25,7 +28,7 @@ enum class RopeStyle { Norm, Neox };
 enum class RopeScaling { None, Linear };
 
 struct Hparams {
-    std::string arch_name;  // "llama" | "qwen2" | "qwen3"
+    std::string arch_name;  // "llama" | "qwen2" | "qwen3" | "gemma3"
     Arch arch = Arch::Llama;
     RopeStyle rope = RopeStyle::Norm;
     int n_layer = 0;
@@ -43,8 +46,21 @@ struct Hparams {
     // Per rotated pair i (n_rot/2 values, or empty): angle i is divided by it (rope_freqs.weight,
     // llama3-style frequency scaling). Read by the model loader, not a metadata key.
     std::vector<float> rope_freq_factors;
-    bool qk_norm = false;  // qwen3: RMSNorm of each q and k head before RoPE
+    bool qk_norm = false;  // qwen3, gemma3: RMSNorm of each q and k head before RoPE
     float rms_eps = 1e-5f;
+    FfnAct ffn_act = FfnAct::Silu;
+    // gemma3: the attention and the FFN output are RMS-normalized before their residual add.
+    bool post_norms = false;
+    float embd_scale = 1.0f;  // the embedding row is multiplied by it (gemma3: sqrt(n_embd))
+    float attn_scale = 0.0f;  // applied to q.k before the softmax (1/sqrt(head_dim) by default)
+    // Interleaved sliding-window attention (gemma3). With swa_period > 0, layer l is local when
+    // l % swa_period < swa_period - 1 (the last layer of each period is global): a local query
+    // at position p sees keys p - swa_window + 1 .. p, rotated with rope_base_local and no rope
+    // scaling. Global layers see every earlier key and use rope_base and the scaling above.
+    int swa_period = 0;
+    int swa_window = 0;
+    float rope_base_local = 10000.0f;
+    bool sliding(int layer) const { return swa_period > 0 && layer % swa_period < swa_period - 1; }
 };
 
 struct LayerWeights {
@@ -53,8 +69,10 @@ struct LayerWeights {
     WeightView wk, wv;                  // [n_head_kv*head_dim, n_embd]
     WeightView wo;                      // [n_embd, n_head*head_dim]
     std::vector<float> bq, bk, bv;      // qwen2 only: [n_head*head_dim], [n_head_kv*head_dim] x2
-    std::vector<float> q_norm, k_norm;  // qwen3 only: [head_dim], shared by all heads
+    std::vector<float> q_norm, k_norm;  // qwen3, gemma3: [head_dim], shared by all heads
+    std::vector<float> post_attn_norm;  // gemma3 only: [n_embd], on Wo's output
     std::vector<float> ffn_norm;        // [n_embd]
+    std::vector<float> post_ffn_norm;   // gemma3 only: [n_embd], on W_down's output
     WeightView w_gate, w_up;            // [n_ff, n_embd]
     WeightView w_down;                  // [n_embd, n_ff]
     size_t ffn_bytes() const { return w_gate.bytes() + w_up.bytes() + w_down.bytes(); }

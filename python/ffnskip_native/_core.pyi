@@ -171,7 +171,7 @@ class Sampler:
 
 # Kernel-level entry points for the test suite and benchmarks (bind_testing.cpp): set_simd_level,
 # row_bytes, dequantize_ref, dequantize, matmul, bench_matmul, read_bandwidth, dot_f16_f32,
-# axpy_f16, f32_to_f16, attention, rmsnorm, swiglu, rope.
+# axpy_f16, f32_to_f16, attention, rmsnorm, swiglu, geglu, rope.
 _testing: ModuleType
 
 class BatchEngine:

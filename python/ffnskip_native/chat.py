@@ -27,6 +27,35 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# Used instead of ChatML when a file without a template has Gemma's turn markers (Gemma 3 GGUF
+# files of base models carry no template, and ChatML's markers are plain text to them). The
+# format of Gemma's own template: turns "<start_of_turn>{user|model}\n...<end_of_turn>\n", a
+# system message folded into the first user turn.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set prefix = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role'])"
+    " + '\n' + (prefix if loop.first else '') + (message['content'] | trim)"
+    " + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+GEMMA_TURN_MARKERS = ("<start_of_turn>", "<end_of_turn>")
+
+
+def fallback_template(tokenizer: Any) -> str:
+    """The template for a file that carries none: Gemma's turn format when each of its turn
+    markers is one (special) token of the vocabulary, else ChatML."""
+
+    def one_token(text: str) -> bool:
+        return len(tokenizer.encode(text, add_special=False, parse_special=True)) == 1
+
+    return GEMMA_TEMPLATE if all(one_token(m) for m in GEMMA_TURN_MARKERS) else CHATML_TEMPLATE
+
+
 # The defaults, and why. Measured with the real Qwen2.5 and SmolLM2 templates and the realistic
 # Llama 3.1-, Gemma 3-, Mistral-, Phi-3- and Qwen3-style ones in tests/data/chat_templates,
 # rendering a 1000-message conversation with 12 tools (~600k characters of prompt):

@@ -30,7 +30,7 @@ from ._checks import (
     seed_arg,
     str_arg,
 )
-from .chat import CHATML_TEMPLATE, ChatTemplate
+from .chat import ChatTemplate, fallback_template
 from .chat_tokens import chat_prompt_ids
 from .errors import (
     CancelledError,
@@ -344,13 +344,16 @@ class Generator:
         self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
     ) -> str:
         """The prompt text for ``messages`` from the file's ``tokenizer.chat_template``
-        (ChatML when it has none), rendered in a sandbox (TemplateError on failure)."""
+        (chat.fallback_template when it has none), rendered in a sandbox (TemplateError on
+        failure)."""
         return self._chat_template().render(messages, add_generation_prompt=add_generation_prompt)
 
     def _chat_template(self) -> ChatTemplate:
         self._eng()
         if self._template is None:
-            source = self.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+            source = self.metadata.get("tokenizer.chat_template") or fallback_template(
+                self._tokenizer
+            )
             tok = self._tokenizer
             bos = tok.decode([tok.bos_id], special=True) if tok.bos_id >= 0 else ""
             eos = tok.decode([tok.eos_id], special=True) if tok.eos_id >= 0 else ""

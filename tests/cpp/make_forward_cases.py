@@ -6,8 +6,9 @@
 For each case OUT_DIR gets NAME.gguf (tools/make_test_model.py) and NAME.ref: the magic
 b"FFNSREF1", int32 n_tok, n_prompt, n_vocab, int32 tokens[n_tok], then float32 logits
 [n_tok][n_vocab] from tests/reference.py (float64, independent of the C++ engine), little-endian.
-The cases cover the weight types of Q4_0/Q4_1/Q8_0/Q4_K_M/F16 files and both rope styles (llama:
-NORM, qwen2: NEOX with q/k/v biases); the shapes and seed are those of tests/test_forward.py.
+The cases cover the weight types of Q4_0/Q4_1/Q8_0/Q4_K_M/F16 files, both rope styles (llama:
+NORM, qwen2: NEOX with q/k/v biases) and gemma3's sliding-window layers; the shapes and seed are
+those of tests/test_forward.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CASES = [  # (arch, weight type)
     ("qwen2", "Q4_K"),
     ("llama", "Q6_K"),
     ("llama", "F16"),
+    ("gemma3", "Q8_0"),  # GeGLU, post-norms, window 8 over the 24 tokens
 ]
 K_TYPES = {"Q4_K", "Q5_K", "Q6_K"}
 

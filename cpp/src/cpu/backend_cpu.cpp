@@ -1,10 +1,13 @@
 // The CPU backend. run_chunk() below is the whole model, top to bottom, for a chunk of tokens:
-//   x = embed(tokens)
+//   x = embed(tokens)                                          (gemma3: times sqrt(n_embd))
 //   per layer:  h  = x + Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))   n = rmsnorm
-//               (qwen3 also RMS-normalizes each q and k head before rope)
-//               h' = h + W_down · (silu(W_gate·n(h)) * (W_up·n(h)))               (the FFN block)
+//               (qwen3, gemma3 also RMS-normalize each q and k head before rope)
+//               h' = h + W_down · (act(W_gate·n(h)) * (W_up·n(h)))                (the FFN block)
 //               x  = h', or h when the skip policy skips this FFN for this token
 //   logits = W_out · n(x)
+// act is silu (SwiGLU), or gelu-tanh (GeGLU) for gemma3. gemma3 also RMS-normalizes the attention
+// output (Wo · ...) and the FFN output (W_down · ...) before their residual adds, and its local
+// layers attend to the last swa_window positions only, with their own rope table (Hparams).
 // Matmuls run on the persistent thread pool, split by output rows.
 // Serving (forward_batch): every row of a step carries its own KV slot, position and skip state;
 // see "several sequences" below for how a row's arithmetic is kept independent of the batch.
@@ -46,7 +49,7 @@ class CpuBackend final : public Backend {
     CpuBackend(std::shared_ptr<const Model> model, int n_ctx, int n_threads, int n_slots)
         : Backend(std::move(model), n_ctx, kChunk, n_slots),
           pool_(n_threads),
-          channel_(model_->layers, hp_.n_embd, hp_.n_ff, pool_) {
+          channel_(model_->layers, hp_.n_embd, hp_.n_ff, hp_.ffn_act, pool_) {
         const int64_t kvd = static_cast<int64_t>(hp_.n_head_kv) * hp_.head_dim;
         const int64_t qd = static_cast<int64_t>(hp_.n_head) * hp_.head_dim;
         const size_t C = kChunk;
@@ -64,7 +67,7 @@ class CpuBackend final : public Backend {
         // The KV cache is zero-filled, so all of it is committed at once: refuse up front what
         // cannot fit, naming the bytes, instead of failing inside (or being OOM-killed after).
         const size_t floats_per_row =
-            3 * hp_.n_embd + 2 * qd + 2 * kvd + 2 * hp_.n_ff + 2 * std::max(1, hp_.n_rot / 2);
+            3 * hp_.n_embd + 2 * qd + 2 * kvd + 2 * hp_.n_ff + 4 * std::max(1, hp_.n_rot / 2);
         const Memory need =
             state_bytes(kvd, sizeof(float) * (C * floats_per_row + hp_.n_embd) + acts_bytes);
         const MemoryHeadroom room = memory_headroom();
@@ -141,6 +144,10 @@ class CpuBackend final : public Backend {
         ffn_up_.resize(C * hp_.n_ff);
         rope_cos_.resize(C * std::max(1, hp_.n_rot / 2));
         rope_sin_.resize(C * std::max(1, hp_.n_rot / 2));
+        if (hp_.swa_period > 0) {
+            rope_cos_local_.resize(C * std::max(1, hp_.n_rot / 2));
+            rope_sin_local_.resize(C * std::max(1, hp_.n_rot / 2));
+        }
         states_.resize(C);
         run_rows_.resize(C);
         row_pos_.resize(C);
@@ -247,12 +254,21 @@ class CpuBackend final : public Backend {
         const int d = hp_.n_embd;
         const int half = hp_.n_rot / 2;
         for_rows(T, d + 64 * half, [&](int t) {
+            float* x = &x_[static_cast<size_t>(t) * d];
             cpu::dequantize_row(model_->tok_embd.type,
-                                model_->tok_embd.data + model_->tok_embd.row_bytes * tokens[t],
-                                &x_[static_cast<size_t>(t) * d], d);
-            cpu::rope_table(row_pos_[static_cast<size_t>(t)], hp_.n_rot, hp_.rope_base,
-                            &rope_cos_[t * half], &rope_sin_[t * half], hp_.rope_scale,
+                                model_->tok_embd.data + model_->tok_embd.row_bytes * tokens[t], x,
+                                d);
+            if (hp_.embd_scale != 1.0f) {
+                for (int i = 0; i < d; ++i) x[i] *= hp_.embd_scale;
+            }
+            const int pos = row_pos_[static_cast<size_t>(t)];
+            cpu::rope_table(pos, hp_.n_rot, hp_.rope_base, &rope_cos_[t * half],
+                            &rope_sin_[t * half], hp_.rope_scale,
                             hp_.rope_freq_factors.empty() ? nullptr : hp_.rope_freq_factors.data());
+            if (hp_.swa_period > 0) {  // local layers: their own base, no scaling
+                cpu::rope_table(pos, hp_.n_rot, hp_.rope_base_local, &rope_cos_local_[t * half],
+                                &rope_sin_local_[t * half]);
+            }
         });
         if (policy) {
             for (int t = 0; t < T; ++t) {
@@ -296,9 +312,9 @@ class CpuBackend final : public Backend {
                 float* hn = &xn_[static_cast<size_t>(n_dense + c) * d];
                 cpu::rmsnorm(&x_[static_cast<size_t>(t) * d], L.ffn_norm.data(), hn, d,
                              hp_.rms_eps);
-                const cpu::ChannelCounts cc =
-                    channel_.run(l, th, L, hn, &block_out_[static_cast<size_t>(n_dense + c) * d],
-                                 hists(*trace, l));
+                float* out = &block_out_[static_cast<size_t>(n_dense + c) * d];
+                const cpu::ChannelCounts cc = channel_.run(l, th, L, hn, out, hists(*trace, l));
+                post_norm(L.post_ffn_norm, out, 1);
                 SkipTrace& tr = *trace;
                 tr.ffn_bytes[at] = cc.bytes;
                 tr.channel_run[at] = 1;
@@ -347,6 +363,9 @@ class CpuBackend final : public Backend {
         uint16_t* kc = k_cache_[static_cast<size_t>(l)].data();
         uint16_t* vc = v_cache_[static_cast<size_t>(l)].data();
         const int half = hp_.n_rot / 2;
+        const bool local = hp_.sliding(l);
+        const float* rope_cos = local ? rope_cos_local_.data() : rope_cos_.data();
+        const float* rope_sin = local ? rope_sin_local_.data() : rope_sin_.data();
         for_rows(T, 2 * (qd + 2 * kvd), [&](int t) {
             float* q = &q_[static_cast<size_t>(t) * qd];
             float* k = &k_[static_cast<size_t>(t) * kvd];
@@ -356,16 +375,16 @@ class CpuBackend final : public Backend {
                 for (int i = 0; i < kvd; ++i) k[i] += L.bk[i];
                 for (int i = 0; i < kvd; ++i) v[i] += L.bv[i];
             }
-            if (!L.q_norm.empty()) {  // qwen3: each head RMS-normalized before RoPE
+            if (!L.q_norm.empty()) {  // qwen3, gemma3: each head RMS-normalized before RoPE
                 for (int h = 0; h < hp_.n_head; ++h)
                     cpu::rmsnorm(q + h * hd, L.q_norm.data(), q + h * hd, hd, hp_.rms_eps);
                 for (int h = 0; h < hp_.n_head_kv; ++h)
                     cpu::rmsnorm(k + h * hd, L.k_norm.data(), k + h * hd, hd, hp_.rms_eps);
             }
-            cpu::rope_apply(q, hp_.n_head, hd, hp_.n_rot, hp_.rope, &rope_cos_[t * half],
-                            &rope_sin_[t * half]);
-            cpu::rope_apply(k, hp_.n_head_kv, hd, hp_.n_rot, hp_.rope, &rope_cos_[t * half],
-                            &rope_sin_[t * half]);
+            cpu::rope_apply(q, hp_.n_head, hd, hp_.n_rot, hp_.rope, rope_cos + t * half,
+                            rope_sin + t * half);
+            cpu::rope_apply(k, hp_.n_head_kv, hd, hp_.n_rot, hp_.rope, rope_cos + t * half,
+                            rope_sin + t * half);
             const size_t row = slot_stride_ * static_cast<size_t>(slot_of_row(t)) +
                                static_cast<size_t>(row_pos_[static_cast<size_t>(t)]) * kvd;
             cpu::f32_to_f16(k, kc + row, kvd);
@@ -373,25 +392,48 @@ class CpuBackend final : public Backend {
         });
         for (const Segment& g : segs_) {  // each sequence attends to its own slot
             cpu::AttnArgs att{};
-            att.q = &q_[static_cast<size_t>(g.row0) * qd];
-            att.out = &att_[static_cast<size_t>(g.row0) * qd];
             att.q_stride = att.out_stride = qd;
-            att.k = kc + slot_stride_ * static_cast<size_t>(g.slot);
-            att.v = vc + slot_stride_ * static_cast<size_t>(g.slot);
             att.kv_stride = kvd;
-            att.n_tok = g.n;
-            att.pos0 = g.pos0;
             att.n_head = hp_.n_head;
             att.n_head_kv = hp_.n_head_kv;
             att.head_dim = hd;
-            att.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-            cpu::attention(att, pool_, attn_ws_, rowwise_ ? 1 : 0);
+            att.scale = hp_.attn_scale;
+            const uint16_t* k_slot = kc + slot_stride_ * static_cast<size_t>(g.slot);
+            const uint16_t* v_slot = vc + slot_stride_ * static_cast<size_t>(g.slot);
+            // Queries whose window reaches position 0 see all earlier keys: one batched call.
+            // Each later query of a local layer runs alone with the cache viewed from its
+            // window's first key, so the kernels' causal rule (key <= query) is the window.
+            const int W = hp_.swa_window;
+            const int n_all = local ? std::clamp(W - g.pos0, 0, g.n) : g.n;
+            for (int t = 0; t < g.n; t = t < n_all ? n_all : t + 1) {
+                const int first_key = t < n_all ? 0 : g.pos0 + t - W + 1;
+                const size_t at = static_cast<size_t>(first_key) * kvd;
+                att.q = &q_[static_cast<size_t>(g.row0 + t) * qd];
+                att.out = &att_[static_cast<size_t>(g.row0 + t) * qd];
+                att.k = k_slot + at;
+                att.v = v_slot + at;
+                att.n_tok = t < n_all ? n_all : 1;
+                att.pos0 = t < n_all ? g.pos0 : W - 1;
+                cpu::attention(att, pool_, attn_ws_, rowwise_ ? 1 : 0);
+            }
         }
         matmuls({{&L.wo, att_.data(), block_out_.data(), d, nullptr}}, T);
+        post_norm(L.post_attn_norm, block_out_.data(), T);
         add_inplace(x_.data(), block_out_.data(), static_cast<int64_t>(T) * d);
     }
 
-    // block_out row i <- W_down · (silu(W_gate · n(h)) * (W_up · n(h))) with h = x row rows[i]
+    // rows [0, n) of `out` (stride n_embd) <- rmsnorm(row) * w, in place; nothing for an empty w
+    // (only gemma3 has these post-norms).
+    void post_norm(const std::vector<float>& w, float* out, int n) {
+        if (w.empty()) return;
+        const int d = hp_.n_embd;
+        for_rows(n, d, [&](int i) {
+            float* row = out + static_cast<size_t>(i) * d;
+            cpu::rmsnorm(row, w.data(), row, d, hp_.rms_eps);
+        });
+    }
+
+    // block_out row i <- W_down · (act(W_gate · n(h)) * (W_up · n(h))) with h = x row rows[i]
     // (rows == nullptr: every row, in order). With a skip request that records channel
     // histograms, the past-warm-up rows' |h|, |g| and |m| of layer l are counted.
     void ffn_block(const LayerWeights& L, const int* rows, int n,
@@ -419,7 +461,7 @@ class CpuBackend final : public Backend {
         }
         for_rows(n, 8 * ff, [&](int i) {
             const size_t at = static_cast<size_t>(i) * ff;
-            cpu::swiglu(&ffn_gate_[at], &ffn_up_[at], ff);
+            cpu::gated_act(hp_.ffn_act, &ffn_gate_[at], &ffn_up_[at], ff);
         });
         if (record) {
             for (int i = 0; i < n; ++i) {
@@ -429,6 +471,7 @@ class CpuBackend final : public Backend {
             }
         }
         matmuls({{&L.w_down, ffn_gate_.data(), block_out_.data(), d, nullptr}}, n);
+        post_norm(L.post_ffn_norm, block_out_.data(), n);
     }
 
     // The histograms of layer l in the request's trace (all null when not recording).
@@ -605,9 +648,10 @@ class CpuBackend final : public Backend {
     ThreadPool pool_;
     std::vector<std::vector<uint16_t>> k_cache_, v_cache_;  // [layer][pos * kv_dim + dim], f16
     std::vector<float> x_, xn_, q_, k_, v_, att_, rope_cos_, rope_sin_, attn_ws_;
+    std::vector<float> rope_cos_local_, rope_sin_local_;  // sliding-window layers' table (gemma3)
     std::vector<float> block_out_;  // per row: the attention or FFN output before the residual add
     std::vector<float> h_after_ffn_;  // one row: h + FFN(n(h)), kept apart from h for the skip gate
-    // Per row: W_gate · n(h) (SwiGLU'd in place) and W_up · n(h).
+    // Per row: W_gate · n(h) (act(gate) * up in place) and W_up · n(h).
     std::vector<float> ffn_gate_, ffn_up_;
     std::vector<uint8_t> acts_;
     size_t act_stride_ = 0;

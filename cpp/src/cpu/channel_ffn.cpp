@@ -35,9 +35,9 @@ void ChannelHists::count(int64_t* hist, const float* v, int64_t n) const {
     for (int64_t i = 0; i < n; ++i) ++hist[channel_hist_bin(v[i])];
 }
 
-ChannelFfn::ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_ff,
+ChannelFfn::ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_ff, FfnAct gate_act,
                        ThreadPool& pool)
-    : file_(file), n_embd_(n_embd), n_ff_(n_ff), pool_(pool) {
+    : file_(file), n_embd_(n_embd), n_ff_(n_ff), act_(gate_act), pool_(pool) {
     layouts_.resize(file.size());
     want_.assign(file.size(), 0);
     const size_t ff = static_cast<size_t>(n_ff);
@@ -103,7 +103,7 @@ void ChannelFfn::count_dense(const float* hn, const float* gate, const float* m,
     const int64_t ff = n_ff_;
     hists.count(hists.h, hn, n_embd_);
     std::copy(gate, gate + ff, ffn_gate_.begin());
-    swiglu(ffn_gate_.data(), ones_.data(), ff);
+    gated_act(act_, ffn_gate_.data(), ones_.data(), ff);
     hists.count(hists.g, ffn_gate_.data(), ff);
     hists.count(hists.m, m, ff);
 }
@@ -180,7 +180,8 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
         dense_matvec(dense.w_gate, hn, ffn_gate_.data());
         c.bytes += static_cast<int64_t>(dense.w_gate.bytes());
     }
-    swiglu(ffn_gate_.data(), ones_.data(), ff);  // g = silu(W_gate h~), the dense path's rounding
+    // g = act(W_gate h~), with the dense path's rounding.
+    gated_act(act_, ffn_gate_.data(), ones_.data(), ff);
     hists.count(hists.g, ffn_gate_.data(), ff);
     kept_.clear();
     if (gate_on) {

@@ -2,7 +2,7 @@
 // two kinds"; the keep rule is rules::channel_keep of ffn_rules.h):
 //
 //     h~ = h * [|h| >= t_in]        W_gate, W_up read by input channel (active channels only)
-//     g  = silu(W_gate h~)
+//     g  = act(W_gate h~)           act: the model's gate activation (silu, or gelu for gemma)
 //     k  = [|g| >= t_gate]          W_up reads only the rows of kept neurons (file layout)
 //     m  = g * k * (W_up h~)
 //     m~ = m * [|m| >= t_mid]       W_down read by input channel (nonzero m~ only)
@@ -42,8 +42,9 @@ struct ChannelHists {
 class ChannelFfn {
   public:
     // `file` holds the file's views (the layouts are built from them); the pool runs the
-    // products. Both outlive this object.
-    ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_ff, ThreadPool& pool);
+    // products. Both outlive this object. `act` is the model's gate activation.
+    ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_ff, FfnAct act,
+               ThreadPool& pool);
 
     // Builds the layouts `policy` needs (null: none) and frees the others.
     void prepare(const SkipPolicy* policy);
@@ -58,8 +59,8 @@ class ChannelFfn {
     // prepare() must have seen a policy with these thresholds.
     ChannelCounts run(int layer, SkipPolicy::ChannelThresholds th, const LayerWeights& dense,
                       const float* hn, float* out, const ChannelHists& hists);
-    // Counts a dense FFN's |h|, |silu(gate)| and |m| (hn, gate before the activation, and m
-    // = silu(gate) * up, n_ff each) into hists.
+    // Counts a dense FFN's |h|, |act(gate)| and |m| (hn, gate before the activation, and m
+    // = act(gate) * up, n_ff each) into hists.
     void count_dense(const float* hn, const float* gate, const float* m, const ChannelHists& hists);
 
   private:
@@ -79,6 +80,7 @@ class ChannelFfn {
 
     const std::vector<LayerWeights>& file_;
     int n_embd_, n_ff_;
+    FfnAct act_;
     ThreadPool& pool_;
     std::vector<Layouts> layouts_;
     std::vector<uint8_t> want_;  // per layer: bit 0 gate/up, bit 1 down (what prepare() built)

@@ -61,6 +61,24 @@ void swiglu(float* g, const float* u, int64_t n) {
     for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+// gelu_tanh(x) = x/2 (1 + tanh(z)) = x sigmoid(2z), z = sqrt(2/pi) (x + 0.044715 x^3): the
+// sigmoid form has the shape of silu's and cannot overflow to inf/inf.
+void geglu(float* g, const float* u, int64_t n) {
+#if defined(FFNSKIP_X86)
+    if (use_avx2()) return avx2::geglu(g, u, n);
+#endif
+    constexpr float k2c = 1.5957691216057308f;  // 2 sqrt(2/pi)
+    for (int64_t i = 0; i < n; ++i) {
+        const float x = g[i];
+        g[i] = x / (1.0f + std::exp(-k2c * (x + 0.044715f * x * x * x))) * u[i];
+    }
+}
+
+void gated_act(FfnAct act, float* g, const float* u, int64_t n) {
+    if (act == FfnAct::GeluTanh) return geglu(g, u, n);
+    swiglu(g, u, n);
+}
+
 // Compiled for the baseline ISA, vectorized by the compiler (and bound by memory anyway).
 void add_inplace(float* x, const float* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] += y[i];

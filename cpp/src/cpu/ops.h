@@ -24,6 +24,10 @@ void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style,
 // g[i] = silu(g[i]) * u[i]. Element-wise with the same result for an element wherever it sits
 // in the array (the dense and the skip path batch different rows).
 void swiglu(float* g, const float* u, int64_t n);
+// g[i] = gelu(g[i]) * u[i], GELU in its tanh approximation (GeGLU); element-wise as swiglu.
+void geglu(float* g, const float* u, int64_t n);
+// The gated activation the model's FFN uses (Hparams::ffn_act): swiglu or geglu.
+void gated_act(FfnAct act, float* g, const float* u, int64_t n);
 
 // x[i] += y[i]
 void add_inplace(float* x, const float* y, int64_t n);

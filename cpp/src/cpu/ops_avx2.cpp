@@ -16,6 +16,31 @@ inline __m256 swiglu8(__m256 g, __m256 u) {
     return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
 }
 
+// gelu_tanh(g) * u = g / (1 + 2^(-2 sqrt(2/pi) log2 e (g + 0.044715 g^3))) * u (see ops.cpp)
+inline __m256 geglu8(__m256 g, __m256 u) {
+    const __m256 g3 = _mm256_mul_ps(_mm256_mul_ps(g, g), g);
+    const __m256 z = _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), g3, g);
+    const __m256 e = exp2_ps(_mm256_mul_ps(z, _mm256_set1_ps(-2.302208198f)));
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
+}
+
+// v[i] = op8(v[i], u[i]), the tail through the same vector code so that every element gets the
+// same result wherever it sits.
+template <class Op8>
+void gated8(float* g, const float* u, int64_t n, Op8 op8) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(g + i, op8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    }
+    if (i == n) return;
+    float gt[8] = {}, ut[8] = {};
+    const size_t rest = static_cast<size_t>(n - i);
+    std::memcpy(gt, g + i, rest * sizeof(float));
+    std::memcpy(ut, u + i, rest * sizeof(float));
+    _mm256_storeu_ps(gt, op8(_mm256_loadu_ps(gt), _mm256_loadu_ps(ut)));
+    std::memcpy(g + i, gt, rest * sizeof(float));
+}
+
 }  // namespace
 
 void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
@@ -82,18 +107,11 @@ void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style,
 }
 
 void swiglu(float* g, const float* u, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(g + i, swiglu8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
-    }
-    if (i == n) return;
-    // The tail through the same vector code, so every element gets the same result.
-    float gt[8] = {}, ut[8] = {};
-    const size_t rest = static_cast<size_t>(n - i);
-    std::memcpy(gt, g + i, rest * sizeof(float));
-    std::memcpy(ut, u + i, rest * sizeof(float));
-    _mm256_storeu_ps(gt, swiglu8(_mm256_loadu_ps(gt), _mm256_loadu_ps(ut)));
-    std::memcpy(g + i, gt, rest * sizeof(float));
+    gated8(g, u, n, [](__m256 a, __m256 b) { return swiglu8(a, b); });
+}
+
+void geglu(float* g, const float* u, int64_t n) {
+    gated8(g, u, n, [](__m256 a, __m256 b) { return geglu8(a, b); });
 }
 
 }  // namespace ffnskip::cpu::avx2

@@ -24,6 +24,7 @@ void rmsnorm(const float* x, const float* w, float* out, int n, float eps);
 void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style, const float* cos_t,
                 const float* sin_t);
 void swiglu(float* g, const float* u, int64_t n);
+void geglu(float* g, const float* u, int64_t n);
 }  // namespace avx2
 #endif
 

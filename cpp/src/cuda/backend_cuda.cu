@@ -455,6 +455,9 @@ class CudaBackend final : public Backend {
             unsupported("n_rot " + std::to_string(hp_.n_rot));
         }
         // No kernel yet for these: refusing beats computing wrong logits.
+        if (hp_.arch == Arch::Gemma3) {
+            unsupported("architecture gemma3 (GeGLU FFN, post-norms, sliding-window layers)");
+        }
         if (hp_.qk_norm) unsupported("architecture " + hp_.arch_name + " (per-head q/k norm)");
         if (!hp_.rope_freq_factors.empty()) {
             unsupported("rope_freqs.weight (llama3-style rope frequency scaling)");

@@ -15,7 +15,13 @@ ARCHITECTURES = {
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "Gemma3ForCausalLM": "gemma3",
 }
+
+# The layer rule llama.cpp applies to gemma3 (GGUF has no key for it): layer l is global when
+# l % 6 == 5, else sliding-window with RoPE base 10000 and no scaling.
+GEMMA3_SWA_PERIOD = 6
+GEMMA3_LOCAL_ROPE_BASE = 10000.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class Llama3Rope:
 class HParams:
     """The config.json values the GGUF metadata and the shape checks need."""
 
-    arch: str  # "llama" | "qwen2" | "qwen3"
+    arch: str  # "llama" | "qwen2" | "qwen3" | "gemma3"
     n_vocab: int
     n_embd: int
     n_layer: int
@@ -46,6 +52,7 @@ class HParams:
     tied: bool
     rope_scaling_factor: Optional[float]  # linear rope scaling, None when absent
     llama3_rope: Optional[Llama3Rope] = None
+    sliding_window: Optional[int] = None  # gemma3's attention.sliding_window
 
     @staticmethod
     def from_config(cfg: Fields) -> HParams:
@@ -75,13 +82,16 @@ class HParams:
             raise ConvertError(
                 f"config.json: head dimension {head_dim} is not a positive even number"
             )
-        scaling, rope_theta = _rope_fields(cfg)
+        window = _gemma3_checks(cfg, n_embd, n_head, head_dim) if arch == "gemma3" else None
+        scaling, rope_theta = _gemma3_rope(cfg) if arch == "gemma3" else _rope_fields(cfg)
         factor: Optional[float] = None
         llama3: Optional[Llama3Rope] = None
         if scaling.obj:
             kind = scaling.get_str("rope_type", scaling.get_str("type", None))
             if kind not in ("linear", "default", "llama3"):
                 raise ConvertError(f"config.json: rope_scaling type {kind!r} is not supported")
+            if kind == "llama3" and arch == "gemma3":
+                raise ConvertError("config.json: gemma3 supports linear rope scaling only")
             if kind == "llama3":
                 llama3 = _llama3_rope(cfg, scaling)
             else:
@@ -105,9 +115,11 @@ class HParams:
             # The engine's own limits: rope base > 1, epsilon in (0, 1).
             rope_theta=rope_theta,
             rms_eps=cfg.get_float("rms_norm_eps", 1e-6, gt=0.0, lt=1.0),
-            tied=cfg.get_bool("tie_word_embeddings", False),
+            # Gemma ties its output to the embedding unless told otherwise.
+            tied=cfg.get_bool("tie_word_embeddings", arch == "gemma3"),
             rope_scaling_factor=factor,
             llama3_rope=llama3,
+            sliding_window=window,
         )
 
 
@@ -127,6 +139,61 @@ def _rope_fields(cfg: Fields) -> Tuple[Fields, float]:
             f"({', '.join(sorted(params.obj)) or 'empty'}) are not supported"
         )
     return params, params.get_float("rope_theta", 10000.0, gt=1.0)
+
+
+def _gemma3_checks(cfg: Fields, n_embd: int, n_head: int, head_dim: int) -> int:
+    """The gemma3 config values that GGUF cannot express must be those llama.cpp assumes; returns
+    the sliding window. Checked: the GELU-tanh activation, no soft-capping, the attention scale
+    query_pre_attn_scalar^-0.5 (head_dim, or n_embd / n_head for the 62-layer 27B) and, when
+    layer_types is given, the 5 local : 1 global layer pattern."""
+    act = cfg.get_str("hidden_activation", cfg.get_str("hidden_act", "gelu_pytorch_tanh"))
+    if act != "gelu_pytorch_tanh":
+        raise ConvertError(f"config.json: gemma3 hidden_activation {act!r} is not supported")
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if cfg.has(key):
+            raise ConvertError(f"config.json: gemma3 with {key} is not supported")
+    n_layer = cfg.get_int("num_hidden_layers")
+    scalar = n_embd // n_head if n_layer == 62 else head_dim
+    if cfg.get_float("query_pre_attn_scalar", float(scalar), gt=0.0) != scalar:
+        raise ConvertError(
+            f"config.json: gemma3 query_pre_attn_scalar must be {scalar} (GGUF readers derive the "
+            "attention scale from the head size)"
+        )
+    want = [
+        "full_attention" if i % GEMMA3_SWA_PERIOD == GEMMA3_SWA_PERIOD - 1 else "sliding_attention"
+        for i in range(n_layer)
+    ]
+    types = cfg.get_str_list("layer_types")
+    if types and types != want:
+        raise ConvertError(
+            "config.json: gemma3 layer_types must put a full_attention layer every "
+            f"{GEMMA3_SWA_PERIOD}th layer (the rule GGUF readers apply)"
+        )
+    return cfg.get_int("sliding_window")
+
+
+def _gemma3_rope(cfg: Fields) -> Tuple[Fields, float]:
+    """(the global layers' rope scaling, their rope_theta); the local layers' rope must be the
+    fixed unscaled base 10000. transformers >= 5 keeps one rope_parameters object per layer type,
+    earlier versions rope_theta, rope_local_base_freq and rope_scaling."""
+    params = cfg.get_obj("rope_parameters")
+    if params.has("full_attention") or params.has("sliding_attention"):
+        local = params.get_obj("sliding_attention")
+        local_base = local.get_float("rope_theta", GEMMA3_LOCAL_ROPE_BASE, gt=1.0)
+        local_kind = local.get_str("rope_type", "default")
+        scaling = params.get_obj("full_attention")
+        theta = scaling.get_float("rope_theta", 1_000_000.0, gt=1.0)
+    else:
+        local_base = cfg.get_float("rope_local_base_freq", GEMMA3_LOCAL_ROPE_BASE, gt=1.0)
+        local_kind = "default"
+        scaling = cfg.get_obj("rope_scaling")
+        theta = cfg.get_float("rope_theta", 1_000_000.0, gt=1.0)
+    if local_base != GEMMA3_LOCAL_ROPE_BASE or local_kind != "default":
+        raise ConvertError(
+            "config.json: gemma3 sliding-window layers must use unscaled RoPE with base 10000 "
+            "(the value GGUF readers assume)"
+        )
+    return scaling, theta
 
 
 def _llama3_rope(cfg: Fields, scaling: Fields) -> Llama3Rope:

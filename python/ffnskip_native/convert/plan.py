@@ -82,6 +82,9 @@ class PlannedTensor:
     ref: Union[TensorRef, ArrayRef]
     qtype: str  # GGML type name
     permute_heads: int = 0  # > 0: apply permute_qk with this many heads
+    # Added to every value: gemma's RMSNorm scales by (1 + w), and llama.cpp's converter stores
+    # the 1 + w (1.0 for gemma3's norm weights, else 0).
+    shift: float = 0.0
 
     def nbytes(self) -> int:
         import gguf
@@ -111,9 +114,13 @@ def _layer_map(hp: HParams, i: int) -> Dict[str, Tuple[str, Tuple[int, ...], int
         m[p + "self_attn.q_proj.bias"] = (b + "attn_q.bias", (q,), 0)
         m[p + "self_attn.k_proj.bias"] = (b + "attn_k.bias", (kv,), 0)
         m[p + "self_attn.v_proj.bias"] = (b + "attn_v.bias", (kv,), 0)
-    if hp.arch == "qwen3":
+    if hp.arch in ("qwen3", "gemma3"):
         m[p + "self_attn.q_norm.weight"] = (b + "attn_q_norm.weight", (hp.head_dim,), 0)
         m[p + "self_attn.k_norm.weight"] = (b + "attn_k_norm.weight", (hp.head_dim,), 0)
+    if hp.arch == "gemma3":  # its post_attention_layernorm is on the attention output
+        m[p + "post_attention_layernorm.weight"] = (b + "post_attention_norm.weight", (e,), 0)
+        m[p + "pre_feedforward_layernorm.weight"] = (b + "ffn_norm.weight", (e,), 0)
+        m[p + "post_feedforward_layernorm.weight"] = (b + "post_ffw_norm.weight", (e,), 0)
     return m
 
 
@@ -183,7 +190,8 @@ def plan(
             block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]][0]
             if shape[-1] % block:
                 qtype = "F16"  # rows that do not fill whole quant blocks
-        items.append(PlannedTensor(name, ref, qtype, heads))
+        shift = 1.0 if hp.arch == "gemma3" and name.endswith("norm.weight") else 0.0
+        items.append(PlannedTensor(name, ref, qtype, heads, shift))
     if hp.llama3_rope is not None:
         factors = llama3_rope_factors(hp.llama3_rope, hp.head_dim, hp.rope_theta)
         items.insert(0, PlannedTensor("rope_freqs.weight", ArrayRef("rope_freqs", factors), "F32"))

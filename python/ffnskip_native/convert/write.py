@@ -25,7 +25,7 @@ from .vocab_reader import load_vocab
 
 
 def _encode(item: PlannedTensor) -> np.ndarray:
-    """Read, permute and convert one tensor to the bytes GGUF stores for it."""
+    """Read, permute, shift and convert one tensor to the bytes GGUF stores for it."""
     import gguf
 
     raw = item.ref.read_raw()
@@ -33,9 +33,11 @@ def _encode(item: PlannedTensor) -> np.ndarray:
     if item.permute_heads:
         raw = permute_qk(raw, item.permute_heads)
     src = item.ref.dtype
-    if item.qtype == src and src != "F64":
+    if item.qtype == src and src != "F64" and not item.shift:
         return np.ascontiguousarray(raw)  # same type: the stored bits, untouched
     f32 = bf16_to_f32(raw) if src == "BF16" else raw.astype(np.float32, copy=False)
+    if item.shift:
+        f32 = f32 + np.float32(item.shift)
     if item.qtype == "F32":
         return np.ascontiguousarray(f32)
     if item.qtype == "F16":
@@ -55,9 +57,11 @@ def _write_metadata(w: Any, hp: HParams, name: str, file_type: int) -> None:
     w.add_rope_dimension_count(hp.head_dim)
     w.add_layer_norm_rms_eps(hp.rms_eps)
     w.add_vocab_size(hp.n_vocab)
-    if hp.head_dim * hp.n_head != hp.n_embd:
+    if hp.head_dim * hp.n_head != hp.n_embd or hp.arch == "gemma3":
         w.add_key_length(hp.head_dim)
         w.add_value_length(hp.head_dim)
+    if hp.sliding_window is not None:
+        w.add_sliding_window(hp.sliding_window)
     if hp.rope_scaling_factor is not None:
         import gguf
 

@@ -199,3 +199,11 @@ def check_messages(messages: Sequence[Mapping[str, Any]]) -> None:
         content = m.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise InvalidArgumentError(f"messages[{i}]['content'] must be str, list or None")
+
+
+def model_chat_template(source: str | None, tokenizer: Any) -> ChatTemplate:
+    """The chat template of a model: its file's ``tokenizer.chat_template`` source (or
+    fallback_template when it has none), with the vocabulary's BOS and EOS strings."""
+    bos = tokenizer.decode([tokenizer.bos_id], special=True) if tokenizer.bos_id >= 0 else ""
+    eos = tokenizer.decode([tokenizer.eos_id], special=True) if tokenizer.eos_id >= 0 else ""
+    return ChatTemplate(source or fallback_template(tokenizer), bos_token=bos, eos_token=eos)

@@ -30,7 +30,7 @@ from ._checks import (
     seed_arg,
     str_arg,
 )
-from .chat import ChatTemplate, fallback_template
+from .chat import ChatTemplate, model_chat_template
 from .chat_tokens import chat_prompt_ids
 from .errors import (
     CancelledError,
@@ -351,13 +351,8 @@ class Generator:
     def _chat_template(self) -> ChatTemplate:
         self._eng()
         if self._template is None:
-            source = self.metadata.get("tokenizer.chat_template") or fallback_template(
-                self._tokenizer
-            )
-            tok = self._tokenizer
-            bos = tok.decode([tok.bos_id], special=True) if tok.bos_id >= 0 else ""
-            eos = tok.decode([tok.eos_id], special=True) if tok.eos_id >= 0 else ""
-            self._template = ChatTemplate(source, bos_token=bos, eos_token=eos)
+            source = self.metadata.get("tokenizer.chat_template")
+            self._template = model_chat_template(source, self._tokenizer)
         return self._template
 
     def chat(

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from .. import _core
 from ..batch import BatchGenerator, Event, Request
-from ..chat import CHATML_TEMPLATE, ChatTemplate
+from ..chat import ChatTemplate, model_chat_template
 from ..chat_tokens import chat_prompt_ids
 from ..errors import Error
 from .scheduler import Scheduler
@@ -134,9 +134,7 @@ class _State:
             )
             tok = gen.tokenizer
             meta_src = _chat_template_source(cfg.model)
-            bos = tok.decode([tok.bos_id], special=True) if tok.bos_id >= 0 else ""
-            eos = tok.decode([tok.eos_id], special=True) if tok.eos_id >= 0 else ""
-            self.template = ChatTemplate(meta_src or CHATML_TEMPLATE, bos_token=bos, eos_token=eos)
+            self.template = model_chat_template(meta_src, tok)
             sched = Scheduler(gen, cfg.max_queue)
             sched.start()
             self.gen, self.sched = gen, sched

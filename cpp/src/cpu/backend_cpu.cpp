@@ -490,21 +490,20 @@ class CpuBackend final : public Backend {
         });
     }
 
-    // The serving step's matmuls: every row through the one-token kernel (n_tok = 1) over row
-    // blocks fixed by the weight alone, so a row's outputs are bitwise those of a lone decode
-    // step whatever else is in the batch. Each task walks its rows in sub-blocks of ~16 KiB of
-    // weights and runs all T rows over a sub-block while it is in L1/L2: the weights stream from
-    // DRAM once per step, the compute is T times.
+    // The serving step's matmuls: every row as the one-token kernel gives it
+    // (cpu::matmul_each_token) over row blocks fixed by the weight alone, so a row's outputs are
+    // bitwise those of a lone decode step whatever else is in the batch. Each task walks its rows
+    // in sub-blocks of ~16 KiB of weights and runs all T rows over a sub-block while it is in
+    // L1/L2: the weights stream from DRAM once per step; grouped Q4_0 / Q4_1 blocks are also
+    // decoded once per 4 rows, the other types' compute is T times one row's.
     void matmuls_rowwise(std::initializer_list<MatmulJob> list, int T) {
         MatmulJob jobs[3];
         int n_jobs = 0;
         for (const MatmulJob& j : list) jobs[n_jobs++] = j;
         uint8_t* next_buf = acts_.data();
-        size_t stride[3] = {0, 0, 0};
         for (int i = 0; i < n_jobs; ++i) {
             MatmulJob& j = jobs[i];
-            stride[i] = cpu::act_row_bytes(j.w->type, j.w->cols);
-            if (stride[i] == 0) continue;
+            if (cpu::act_row_bytes(j.w->type, j.w->cols) == 0) continue;
             j.acts = next_buf;
             next_buf += static_cast<size_t>(T) * act_stride_;
             prepare(j, T);
@@ -530,14 +529,8 @@ class CpuBackend final : public Backend {
             // Multiples of 16 rows, so the kernels' 4-row tiles fall as in one call over [r0, r1).
             const int64_t sub = std::max<int64_t>(
                 16, static_cast<int64_t>(kRowwiseBytes / j.w->row_bytes) / 16 * 16);
-            for (int64_t s0 = r0; s0 < r1; s0 += sub) {
-                const int64_t s1 = std::min(r1, s0 + sub);
-                for (int t = 0; t < T; ++t) {
-                    cpu::matmul(*j.w, j.x + static_cast<int64_t>(t) * j.w->cols,
-                                j.acts ? j.acts + static_cast<size_t>(t) * stride[i] : nullptr, 1,
-                                j.y + static_cast<int64_t>(t) * j.ldy, j.ldy, s0, s1);
-                }
-            }
+            for (int64_t s0 = r0; s0 < r1; s0 += sub)
+                cpu::matmul_each_token(*j.w, j.x, j.acts, T, j.y, j.ldy, s0, std::min(r1, s0 + sub));
         });
     }
 

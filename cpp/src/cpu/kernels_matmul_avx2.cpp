@@ -839,6 +839,167 @@ void drive_1tok_grouped(const WeightView& w, const uint8_t* acts, float* y, int6
     if (r < r1) drive_decoded<Grouped<Q>>(w, acts, 1, y, 1, r, r1);  // fewer than 4 rows left
 }
 
+// ---- several tokens, each bitwise as at one token (the serving step) ----------------------------
+// A serving step needs every token row's outputs bitwise equal to the one-token tile's (batch
+// invariance, backend_cpu.cpp matmuls_rowwise), which rules out the prompt paths. Calling the
+// one-token tile once per token decodes every weight block once per token. This tile runs the
+// float operations of tile_1tok_grouped for each (row, token) pair in the same order, on
+// separate accumulators, but widens each block's codes once for NT tokens and multiplies each
+// row's 8 block scales with the tokens' activation scales from the same conversion. R x NT
+// accumulators stay in registers (2 x 4 = 8); the mins' chain, independent of the codes' chain
+// until the final sum, runs in its own pass over the groups.
+template <class Q, int R, int NT>
+void tile_1tok_grouped_tokens(const uint8_t* const* rows, const uint8_t* const* acts, int64_t nb,
+                              float* const* out, int64_t r_out, const char* prefetch) {
+    using G = Grouped<Q>;
+    constexpr bool kMin = G::kMin;
+    const int16_t* aq[NT];
+    const float *ad[NT], *as[NT];
+    for (int t = 0; t < NT; ++t) {
+        aq[t] = reinterpret_cast<const int16_t*>(acts[t]);
+        ad[t] = reinterpret_cast<const float*>(acts[t] + nb * kActBlock * sizeof(int16_t));
+        as[t] = ad[t] + nb;
+    }
+    const int64_t full = nb / kGroupBlocks * kGroupBlocks;
+    __m256 macc[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) macc[r][t] = _mm256_setzero_ps();
+    if constexpr (kMin) {
+        for (int64_t g0 = 0; g0 < full; g0 += kGroupBlocks) {
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) {
+                const __m256 m = G::halves(rows[r] + g0 * G::kBlock, 1);
+#pragma GCC unroll 16
+                for (int t = 0; t < NT; ++t)
+                    macc[r][t] = _mm256_fmadd_ps(m, _mm256_loadu_ps(as[t] + g0), macc[r][t]);
+            }
+        }
+    }
+    __m256 acc[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+    const char* pf = prefetch;
+    for (int64_t g0 = 0; g0 < full; g0 += kGroupBlocks) {
+        for (size_t off = 0; off < R * G::kGroupBytes; off += 64)
+            _mm_prefetch(pf + off, _MM_HINT_T0);
+        pf += R * G::kGroupBytes;
+        alignas(32) float ds[R][NT][kGroupBlocks];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const __m256 d = G::halves(rows[r] + g0 * G::kBlock, 0);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; ++t)
+                _mm256_store_ps(ds[r][t], _mm256_mul_ps(d, _mm256_loadu_ps(ad[t] + g0)));
+        }
+        for (int j = 0; j < kGroupBlocks; ++j) {
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) {
+                __m256i lo, hi;
+                G::codes(rows[r] + g0 * G::kBlock, j, lo, hi);
+#pragma GCC unroll 16
+                for (int t = 0; t < NT; ++t) {
+                    const auto* a = reinterpret_cast<const __m256i*>(aq[t] + (g0 + j) * kActBlock);
+                    const __m256i p =
+                        _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                         _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                _mm256_broadcast_ss(&ds[r][t][j]), acc[r][t]);
+                }
+            }
+        }
+    }
+    // The plain blocks after the last group: plain_block_1tok's operations per (row, token).
+    using Block = typename Q::Block;
+    __m128 tmins[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) tmins[r][t] = _mm_setzero_ps();
+    for (int64_t b = full; b < nb; ++b) {
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const uint8_t* row = rows[r] + full * G::kBlock;
+            const Block& blk = reinterpret_cast<const Block*>(row)[b - full];
+            uint32_t dm16 = blk.d;
+            if constexpr (kMin) std::memcpy(&dm16, &blk, 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
+            __m256i lo, hi;
+            G::Plain::codes(row, b - full, 0, lo, hi);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; ++t) {
+                const __m128 xds = kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b),
+                                                          _mm_load_ss(as[t] + b))
+                                        : _mm_load_ss(ad[t] + b);
+                const __m128 ds = _mm_mul_ps(dm, xds);
+                if constexpr (kMin) tmins[r][t] = _mm_add_ps(tmins[r][t], ds);
+                const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
+                const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                                   _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) {
+            float v = hsum(_mm256_add_ps(acc[r][t], macc[r][t]));
+            if constexpr (kMin) v += _mm_cvtss_f32(_mm_movehdup_ps(tmins[r][t]));
+            out[t][r_out + r] = v;
+        }
+    }
+}
+
+using TokensTileFn = void (*)(const uint8_t* const*, const uint8_t* const*, int64_t, float* const*,
+                              int64_t, const char*);
+
+// Rows run in pairs, tokens in fours: 8 accumulators per chain in registers.
+constexpr int kTokensRows = 2, kTokensMax = 4;
+
+template <class Q>
+TokensTileFn tokens_tile_fn(int nt) {
+    constexpr TokensTileFn kFns[kTokensMax] = {
+        tile_1tok_grouped_tokens<Q, kTokensRows, 1>, tile_1tok_grouped_tokens<Q, kTokensRows, 2>,
+        tile_1tok_grouped_tokens<Q, kTokensRows, 3>, tile_1tok_grouped_tokens<Q, kTokensRows, 4>};
+    return kFns[nt - 1];
+}
+
+// n_tok tokens over rows [r0, r1), each token's outputs as drive_1tok_grouped gives them: the
+// rows it runs in 4-row tiles through the tile above (per row the same operations whatever the
+// tile's height), the rows after the last full tile through its own tail path, token by token.
+template <class Q>
+void drive_tokens_grouped(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
+                          int64_t ldy, int64_t r0, int64_t r1) {
+    const int64_t nb = w.cols / kActBlock;
+    const size_t astride = static_cast<size_t>(nb) * kActBytes32;
+    const size_t pair_bytes = kTokensRows * w.row_bytes;
+    const size_t ahead = (kDecodeAheadBytes + pair_bytes - 1) / pair_bytes * pair_bytes;
+    const int64_t tiled = r0 + (r1 - r0) / kDecodeRows * kDecodeRows;
+    for (int64_t r = r0; r < tiled; r += kTokensRows) {
+        const uint8_t* rows[kTokensRows];
+        for (int i = 0; i < kTokensRows; ++i)
+            rows[i] = w.data + static_cast<size_t>(r + i) * w.row_bytes;
+        const char* pf = reinterpret_cast<const char*>(rows[0] + ahead);
+        for (int64_t t = 0; t < n_tok; t += kTokensMax) {
+            const int nt = static_cast<int>(std::min<int64_t>(n_tok - t, kTokensMax));
+            const uint8_t* ta[kTokensMax];
+            float* out[kTokensMax];
+            for (int j = 0; j < nt; ++j) {
+                ta[j] = acts + static_cast<size_t>(t + j) * astride;
+                out[j] = y + (t + j) * ldy;
+            }
+            tokens_tile_fn<Q>(nt)(rows, ta, nb, out, r, pf);
+        }
+    }
+    for (int64_t t = 0; t < n_tok && tiled < r1; ++t)
+        drive_1tok_grouped<Q>(w, acts + static_cast<size_t>(t) * astride, y + t * ldy, tiled, r1);
+}
+
 constexpr size_t kPrefetchTiles = 2;
 
 // Few tokens (decode): codes are decoded inside the tile, 4 rows x 1 token or 2 rows x 2-3.
@@ -930,6 +1091,20 @@ void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float
             return drive<Q4KGrouped>(w, acts, n_tok, y, ldy, r0, r1);
         default:
             return;
+    }
+}
+
+bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
+                       int64_t ldy, int64_t r0, int64_t r1) {
+    switch (w.type) {
+        case GGML_Q4_0 | kGroupedFlag:
+            drive_tokens_grouped<Q4_0>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q4_1 | kGroupedFlag:
+            drive_tokens_grouped<Q4_1>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        default:
+            return false;
     }
 }
 

@@ -1,7 +1,8 @@
 """cpu::matmul_each_token, the serving step's matmul: several tokens, each bitwise what the
 one-token matmul gives it over the same rows (batch invariance), at every SIMD level. On AVX2 the
-grouped Q4_0 / Q4_1 weights take a tile that decodes each weight block once for up to 4 tokens;
-every other type (and every type on the scalar level) loops the one-token kernel."""
+types with a scale per 32-block (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; grouped Q4_0 / Q4_1) take tiles
+that decode each weight block once for up to 4 tokens; the K-quants (and every type on the
+scalar level) loop the one-token kernel."""
 
 from __future__ import annotations
 

@@ -955,50 +955,72 @@ void tile_1tok_grouped_tokens(const uint8_t* const* rows, const uint8_t* const* 
     }
 }
 
-using TokensTileFn = void (*)(const uint8_t* const*, const uint8_t* const*, int64_t, float* const*,
-                              int64_t, const char*);
-
-// Rows run in pairs, tokens in fours: 8 accumulators per chain in registers.
-constexpr int kTokensRows = 2, kTokensMax = 4;
-
-template <class Q>
-TokensTileFn tokens_tile_fn(int nt) {
-    constexpr TokensTileFn kFns[kTokensMax] = {
-        tile_1tok_grouped_tokens<Q, kTokensRows, 1>, tile_1tok_grouped_tokens<Q, kTokensRows, 2>,
-        tile_1tok_grouped_tokens<Q, kTokensRows, 3>, tile_1tok_grouped_tokens<Q, kTokensRows, 4>};
-    return kFns[nt - 1];
-}
-
-// n_tok tokens over rows [r0, r1), each token's outputs as drive_1tok_grouped gives them: the
-// rows it runs in 4-row tiles through the tile above (per row the same operations whatever the
-// tile's height), the rows after the last full tile through its own tail path, token by token.
-template <class Q>
-void drive_tokens_grouped(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
-                          int64_t ldy, int64_t r0, int64_t r1) {
-    const int64_t nb = w.cols / kActBlock;
-    const size_t astride = static_cast<size_t>(nb) * kActBytes32;
-    const size_t pair_bytes = kTokensRows * w.row_bytes;
-    const size_t ahead = (kDecodeAheadBytes + pair_bytes - 1) / pair_bytes * pair_bytes;
-    const int64_t tiled = r0 + (r1 - r0) / kDecodeRows * kDecodeRows;
-    for (int64_t r = r0; r < tiled; r += kTokensRows) {
-        const uint8_t* rows[kTokensRows];
-        for (int i = 0; i < kTokensRows; ++i)
-            rows[i] = w.data + static_cast<size_t>(r + i) * w.row_bytes;
-        const char* pf = reinterpret_cast<const char*>(rows[0] + ahead);
-        for (int64_t t = 0; t < n_tok; t += kTokensMax) {
-            const int nt = static_cast<int>(std::min<int64_t>(n_tok - t, kTokensMax));
-            const uint8_t* ta[kTokensMax];
-            float* out[kTokensMax];
-            for (int j = 0; j < nt; ++j) {
-                ta[j] = acts + static_cast<size_t>(t + j) * astride;
-                out[j] = y + (t + j) * ldy;
-            }
-            tokens_tile_fn<Q>(nt)(rows, ta, nb, out, r, pf);
+// The same for the plain types with a scale in every block (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0):
+// tile_1tok's operations per (row, token), each block's codes widened and its scale pair
+// converted once for NT tokens. The output matrix of SmolLM2 Q4_1 files is Q8_0 (a third of the
+// weight bytes), so the serving step needs this one too.
+template <class T, int R, int NT>
+void tile_1tok_tokens(const uint8_t* const* rows, const uint8_t* const* acts, int64_t nb,
+                      float* const* out, int64_t r_out, const char* prefetch) {
+    using Block = typename T::Block;
+    constexpr bool kMin = T::kMin;
+    const int16_t* aq[NT];
+    const float *ad[NT], *as[NT];
+    for (int t = 0; t < NT; ++t) {
+        aq[t] = reinterpret_cast<const int16_t*>(acts[t]);
+        ad[t] = reinterpret_cast<const float*>(acts[t] + nb * kActBlock * sizeof(int16_t));
+        as[t] = ad[t] + nb;
+    }
+    __m256 acc[R][NT];
+    __m128 mins[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) {
+            acc[r][t] = _mm256_setzero_ps();
+            mins[r][t] = _mm_setzero_ps();
         }
     }
-    for (int64_t t = 0; t < n_tok && tiled < r1; ++t)
-        drive_1tok_grouped<Q>(w, acts + static_cast<size_t>(t) * astride, y + t * ldy, tiled, r1);
+    constexpr size_t pf_step = R * T::kUnitBytes;
+    for (int64_t b = 0; b < nb; ++b) {
+        const char* pf = prefetch + static_cast<size_t>(b) * pf_step;
+        for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const Block& blk = reinterpret_cast<const Block*>(rows[r])[b];
+            uint32_t dm16 = blk.d;
+            if constexpr (kMin) std::memcpy(&dm16, &blk, 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
+            __m256i lo, hi;
+            T::codes(rows[r], b, 0, lo, hi);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; ++t) {
+                const __m128 xds = kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b),
+                                                          _mm_load_ss(as[t] + b))
+                                        : _mm_load_ss(ad[t] + b);
+                const __m128 ds = _mm_mul_ps(dm, xds);
+                if constexpr (kMin) mins[r][t] = _mm_add_ps(mins[r][t], ds);
+                const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
+                const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                                   _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) {
+            float v = hsum(acc[r][t]);
+            if constexpr (kMin) v += _mm_cvtss_f32(_mm_movehdup_ps(mins[r][t]));
+            out[t][r_out + r] = v;
+        }
+    }
 }
+
+using TokensTileFn = void (*)(const uint8_t* const*, const uint8_t* const*, int64_t, float* const*,
+                              int64_t, const char*);
 
 constexpr size_t kPrefetchTiles = 2;
 
@@ -1033,6 +1055,58 @@ void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, in
     } else {
         drive_plain<T>(w, acts, n_tok, y, ldy, r0, r1);
     }
+}
+
+// Tokens run in fours; rows in pairs (8 accumulators in registers), or one at a time for the
+// plain types with a min (their 128-bit min chains need as many registers again).
+constexpr int kTokensMax = 4;
+
+template <class T, int R>
+TokensTileFn tokens_tile_fn(int nt) {
+    if constexpr (IsGrouped<T>::value) {
+        using Q = typename T::Plain::Inner;
+        constexpr TokensTileFn kFns[kTokensMax] = {
+            tile_1tok_grouped_tokens<Q, R, 1>, tile_1tok_grouped_tokens<Q, R, 2>,
+            tile_1tok_grouped_tokens<Q, R, 3>, tile_1tok_grouped_tokens<Q, R, 4>};
+        return kFns[nt - 1];
+    } else {
+        constexpr TokensTileFn kFns[kTokensMax] = {
+            tile_1tok_tokens<T, R, 1>, tile_1tok_tokens<T, R, 2>, tile_1tok_tokens<T, R, 3>,
+            tile_1tok_tokens<T, R, 4>};
+        return kFns[nt - 1];
+    }
+}
+
+// n_tok tokens over rows [r0, r1), each token's outputs as the one-token driver (drive) gives
+// them: the rows it runs in 4-row tiles through the tiles above (per row the same operations
+// whatever the tile's height), the rows after the last full tile through its own tail path,
+// token by token.
+template <class T>
+void drive_tokens(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+                  int64_t r0, int64_t r1) {
+    constexpr int R = !IsGrouped<T>::value && T::kMin ? 1 : 2;
+    const int64_t nb = w.cols / kActBlock;
+    const size_t astride = static_cast<size_t>(nb) * kActBytes32;
+    const size_t tile_bytes = R * w.row_bytes;
+    const size_t ahead = (kDecodeAheadBytes + tile_bytes - 1) / tile_bytes * tile_bytes;
+    const int64_t tiled = r0 + (r1 - r0) / kDecodeRows * kDecodeRows;
+    for (int64_t r = r0; r < tiled; r += R) {
+        const uint8_t* rows[R];
+        for (int i = 0; i < R; ++i) rows[i] = w.data + static_cast<size_t>(r + i) * w.row_bytes;
+        const char* pf = reinterpret_cast<const char*>(rows[0] + ahead);
+        for (int64_t t = 0; t < n_tok; t += kTokensMax) {
+            const int nt = static_cast<int>(std::min<int64_t>(n_tok - t, kTokensMax));
+            const uint8_t* ta[kTokensMax];
+            float* out[kTokensMax];
+            for (int j = 0; j < nt; ++j) {
+                ta[j] = acts + static_cast<size_t>(t + j) * astride;
+                out[j] = y + (t + j) * ldy;
+            }
+            tokens_tile_fn<T, R>(nt)(rows, ta, nb, out, r, pf);
+        }
+    }
+    for (int64_t t = 0; t < n_tok && tiled < r1; ++t)
+        drive<T>(w, acts + static_cast<size_t>(t) * astride, 1, y + t * ldy, ldy, tiled, r1);
 }
 
 // ---- one token on a list of rows (the gate-first FFN's W_up: rows of kept neurons only) -------
@@ -1097,11 +1171,26 @@ void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float
 bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
                        int64_t ldy, int64_t r0, int64_t r1) {
     switch (w.type) {
+        case GGML_Q4_0:
+            drive_tokens<Simple<Q4_0>>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q4_1:
+            drive_tokens<Simple<Q4_1>>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q5_0:
+            drive_tokens<Simple<Q5_0>>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q5_1:
+            drive_tokens<Simple<Q5_1>>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q8_0:
+            drive_tokens<Simple<Q8_0>>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
         case GGML_Q4_0 | kGroupedFlag:
-            drive_tokens_grouped<Q4_0>(w, acts, n_tok, y, ldy, r0, r1);
+            drive_tokens<Grouped<Q4_0>>(w, acts, n_tok, y, ldy, r0, r1);
             return true;
         case GGML_Q4_1 | kGroupedFlag:
-            drive_tokens_grouped<Q4_1>(w, acts, n_tok, y, ldy, r0, r1);
+            drive_tokens<Grouped<Q4_1>>(w, acts, n_tok, y, ldy, r0, r1);
             return true;
         default:
             return false;

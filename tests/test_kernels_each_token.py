@@ -1,8 +1,7 @@
 """cpu::matmul_each_token, the serving step's matmul: several tokens, each bitwise what the
 one-token matmul gives it over the same rows (batch invariance), at every SIMD level. On AVX2 the
-types with a scale per 32-block (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; grouped Q4_0 / Q4_1) take tiles
-that decode each weight block once for up to 4 tokens; the K-quants (and every type on the
-scalar level) loop the one-token kernel."""
+quantized types (grouped or not) take tiles that decode each weight block once for up to 4
+tokens; the float types (and every type on the scalar level) loop the one-token kernel."""
 
 from __future__ import annotations
 
@@ -32,9 +31,10 @@ def check(qtype: Q, cols: int, n_tok: int, grouped: bool, seed: int) -> None:
     rows = 23
     w = random_blocks(qtype, rows, cols, rng).tobytes()
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
-    want64 = x.astype(np.float64) @ dequantize(
-        np.frombuffer(w, np.uint8).reshape(rows, -1), qtype
-    ).astype(np.float64).T
+    want64 = (
+        x.astype(np.float64)
+        @ dequantize(np.frombuffer(w, np.uint8).reshape(rows, -1), qtype).astype(np.float64).T
+    )
     for r0, r1 in RANGES:
         args = (int(qtype), w, rows, cols, x, r0, r1)
         got = T.matmul_each_token(*args, grouped=grouped)

@@ -28,9 +28,8 @@ void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_
 
 // The same outputs as n_tok calls of matmul with one token each (token t: x row t, acts row t at
 // stride act_row_bytes, y + t * ldy), bitwise: the serving step's batch invariance. Where the
-// one-token tile has a several-token variant (AVX2: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, grouped or not)
-// each weight block is decoded once for up to 4 tokens; elsewhere the one-token kernel runs per
-// token.
+// one-token tile has a several-token variant (AVX2: the quantized types, grouped or not) each
+// weight block is decoded once for up to 4 tokens; elsewhere the one-token kernel runs per token.
 void matmul_each_token(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok,
                        float* y, int64_t ldy, int64_t r0, int64_t r1);
 

@@ -120,8 +120,8 @@ namespace ffnskip::cpu::avx2 {
 // Quantized-weight matmul on prepared 16-bit activations (kernels_matmul_avx2.cpp).
 void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                   int64_t r0, int64_t r1);
-// kernels.h matmul_each_token for the weight types with a several-token one-token tile (Q4_0,
-// Q4_1, Q5_0, Q5_1, Q8_0, grouped or not); false, doing nothing, for the others.
+// kernels.h matmul_each_token for the quantized types (grouped or not), which have several-token
+// variants of their one-token tiles; false, doing nothing, for the others.
 bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
                        int64_t ldy, int64_t r0, int64_t r1);
 // One token, listed rows only: y[rows[k]] = dot(W row rows[k], acts) (quantized types).

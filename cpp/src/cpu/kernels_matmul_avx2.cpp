@@ -931,14 +931,15 @@ void tile_1tok_grouped_tokens(const uint8_t* const* rows, const uint8_t* const* 
             G::Plain::codes(row, b - full, 0, lo, hi);
 #pragma GCC unroll 16
             for (int t = 0; t < NT; ++t) {
-                const __m128 xds = kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b),
-                                                          _mm_load_ss(as[t] + b))
-                                        : _mm_load_ss(ad[t] + b);
+                const __m128 xds =
+                    kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b), _mm_load_ss(as[t] + b))
+                         : _mm_load_ss(ad[t] + b);
                 const __m128 ds = _mm_mul_ps(dm, xds);
                 if constexpr (kMin) tmins[r][t] = _mm_add_ps(tmins[r][t], ds);
                 const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
-                const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
-                                                   _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                const __m256i p =
+                    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
                 acc[r][t] =
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r][t]);
             }
@@ -995,14 +996,15 @@ void tile_1tok_tokens(const uint8_t* const* rows, const uint8_t* const* acts, in
             T::codes(rows[r], b, 0, lo, hi);
 #pragma GCC unroll 16
             for (int t = 0; t < NT; ++t) {
-                const __m128 xds = kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b),
-                                                          _mm_load_ss(as[t] + b))
-                                        : _mm_load_ss(ad[t] + b);
+                const __m128 xds =
+                    kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b), _mm_load_ss(as[t] + b))
+                         : _mm_load_ss(ad[t] + b);
                 const __m128 ds = _mm_mul_ps(dm, xds);
                 if constexpr (kMin) mins[r][t] = _mm_add_ps(mins[r][t], ds);
                 const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
-                const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
-                                                   _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                const __m256i p =
+                    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
                 acc[r][t] =
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r][t]);
             }
@@ -1017,6 +1019,70 @@ void tile_1tok_tokens(const uint8_t* const* rows, const uint8_t* const* acts, in
             out[t][r_out + r] = v;
         }
     }
+}
+
+// And for the K-quants: tile_1tok_k's operations per (row, token), each super-block's scales
+// decoded and each block pair's codes widened once for NT tokens.
+template <class T, int R, int NT>
+void tile_1tok_k_tokens(const uint8_t* const* rows, const uint8_t* const* acts, int64_t nb,
+                        float* const* out, int64_t r_out, const char* prefetch) {
+    const int16_t* aq[NT];
+    const float *ad[NT], *as[NT];
+    for (int t = 0; t < NT; ++t) {
+        aq[t] = reinterpret_cast<const int16_t*>(acts[t]);
+        ad[t] = reinterpret_cast<const float*>(acts[t] + nb * kActBlock * sizeof(int16_t));
+        as[t] = ad[t] + nb;
+    }
+    __m256 acc0[R][NT], acc1[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) acc0[r][t] = acc1[r][t] = _mm256_setzero_ps();
+    constexpr size_t pf_step = R * T::kUnitBytes;
+    for (int64_t u = 0; u < nb / 8; ++u) {
+        const char* pf = prefetch + static_cast<size_t>(u) * pf_step;
+        for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+        alignas(32) float ds[R][NT][8];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            __m256 dw, mn;
+            T::scales8(rows[r], u, dw, mn);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; ++t) {
+                _mm256_store_ps(ds[r][t], _mm256_mul_ps(dw, _mm256_loadu_ps(ad[t] + 8 * u)));
+                if constexpr (T::kMin)
+                    acc1[r][t] = _mm256_fmadd_ps(mn, _mm256_loadu_ps(as[t] + 8 * u), acc1[r][t]);
+            }
+        }
+        for (int p = 0; p < 4; ++p) {
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) {
+                __m256i c[4];
+                T::pair(rows[r], u, p, c);
+#pragma GCC unroll 16
+                for (int t = 0; t < NT; ++t) {
+                    const auto* a =
+                        reinterpret_cast<const __m256i*>(aq[t] + (8 * u + 2 * p) * kActBlock);
+                    const __m256i p0 =
+                        _mm256_add_epi32(_mm256_madd_epi16(c[0], _mm256_loadu_si256(a)),
+                                         _mm256_madd_epi16(c[1], _mm256_loadu_si256(a + 1)));
+                    const __m256i p1 =
+                        _mm256_add_epi32(_mm256_madd_epi16(c[2], _mm256_loadu_si256(a + 2)),
+                                         _mm256_madd_epi16(c[3], _mm256_loadu_si256(a + 3)));
+                    acc0[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
+                                                 _mm256_broadcast_ss(&ds[r][t][2 * p]), acc0[r][t]);
+                    acc1[r][t] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1),
+                                        _mm256_broadcast_ss(&ds[r][t][2 * p + 1]), acc1[r][t]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t)
+            out[t][r_out + r] = hsum(_mm256_add_ps(acc0[r][t], acc1[r][t]));
 }
 
 using TokensTileFn = void (*)(const uint8_t* const*, const uint8_t* const*, int64_t, float* const*,
@@ -1057,9 +1123,18 @@ void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, in
     }
 }
 
-// Tokens run in fours; rows in pairs (8 accumulators in registers), or one at a time for the
-// plain types with a min (their 128-bit min chains need as many registers again).
+// Tokens run in fours; rows in pairs (8 accumulators in registers), or one at a time where
+// each (row, token) has two chains (the 128-bit mins of the plain types with a min, the even
+// and odd blocks of the K-quants).
 constexpr int kTokensMax = 4;
+
+template <class T>
+constexpr int tokens_tile_rows() {
+    if constexpr (IsGrouped<T>::value)
+        return 2;
+    else
+        return T::kGroup == 1 && !T::kMin ? 2 : 1;
+}
 
 template <class T, int R>
 TokensTileFn tokens_tile_fn(int nt) {
@@ -1069,10 +1144,15 @@ TokensTileFn tokens_tile_fn(int nt) {
             tile_1tok_grouped_tokens<Q, R, 1>, tile_1tok_grouped_tokens<Q, R, 2>,
             tile_1tok_grouped_tokens<Q, R, 3>, tile_1tok_grouped_tokens<Q, R, 4>};
         return kFns[nt - 1];
-    } else {
+    } else if constexpr (T::kGroup == 1) {
         constexpr TokensTileFn kFns[kTokensMax] = {
             tile_1tok_tokens<T, R, 1>, tile_1tok_tokens<T, R, 2>, tile_1tok_tokens<T, R, 3>,
             tile_1tok_tokens<T, R, 4>};
+        return kFns[nt - 1];
+    } else {
+        constexpr TokensTileFn kFns[kTokensMax] = {
+            tile_1tok_k_tokens<T, R, 1>, tile_1tok_k_tokens<T, R, 2>, tile_1tok_k_tokens<T, R, 3>,
+            tile_1tok_k_tokens<T, R, 4>};
         return kFns[nt - 1];
     }
 }
@@ -1084,7 +1164,7 @@ TokensTileFn tokens_tile_fn(int nt) {
 template <class T>
 void drive_tokens(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                   int64_t r0, int64_t r1) {
-    constexpr int R = !IsGrouped<T>::value && T::kMin ? 1 : 2;
+    constexpr int R = tokens_tile_rows<T>();
     const int64_t nb = w.cols / kActBlock;
     const size_t astride = static_cast<size_t>(nb) * kActBytes32;
     const size_t tile_bytes = R * w.row_bytes;
@@ -1185,6 +1265,18 @@ bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, 
             return true;
         case GGML_Q8_0:
             drive_tokens<Simple<Q8_0>>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q4_K:
+            drive_tokens<Q45K<block_q4_K>>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q5_K:
+            drive_tokens<Q45K<block_q5_K>>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q6_K:
+            drive_tokens<Q6K>(w, acts, n_tok, y, ldy, r0, r1);
+            return true;
+        case GGML_Q4_K | kGroupedFlag:
+            drive_tokens<Q4KGrouped>(w, acts, n_tok, y, ldy, r0, r1);
             return true;
         case GGML_Q4_0 | kGroupedFlag:
             drive_tokens<Grouped<Q4_0>>(w, acts, n_tok, y, ldy, r0, r1);

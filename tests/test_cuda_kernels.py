@@ -222,7 +222,7 @@ def test_attention(n_tok, pos0, split_len):
     assert np.max(np.abs(got - want)) <= ELEM_TOL * max(1.0, float(np.max(np.abs(want))))
 
 
-# ---- SwiGLU and the skip gate (ffn_gate.cuh) ----------------------------------------------------
+# ---- SwiGLU (swiglu.cuh) and the skip gate (skip_gate.cuh) --------------------------------------
 
 
 @pytest.mark.gpu
@@ -238,7 +238,7 @@ def test_swiglu_and_its_skip_flag():
     assert not C.swiglu(g, u, skip=True).any()
 
 
-def gate_reference(mode, hot, thr, grant, h0, norm_w, f, comp, eps):
+def skip_gate_reference(mode, hot, thr, grant, h0, norm_w, f, comp, eps):
     """The block-skip rule of cpp/src/ffn_rules.h, written independently in numpy/float64."""
     h = h0.astype(np.float32).copy()
     budget = 0
@@ -269,7 +269,7 @@ def gate_reference(mode, hot, thr, grant, h0, norm_w, f, comp, eps):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", [0, 1, 2], ids=["dense", "observe", "active"])
-def test_gate_walk_matches_the_rule(mode):
+def test_skip_gate_walk_matches_the_rule(mode):
     n_layer, dim, eps = 8, 320, 1e-5
     rng = np.random.default_rng(mode)
     h0 = rng.standard_normal(dim).astype(np.float32)
@@ -281,8 +281,8 @@ def test_gate_walk_matches_the_rule(mode):
     hot = np.array([0, 1, 1, 1, 1, 1, 1, 0], np.int32)
     thr = np.full(n_layer, 0.99, np.float32)
     grant = np.full(n_layer, 2, np.int32)
-    got = C.gate_walk(mode, hot, thr, grant, h0, norm_w, f, comp, eps)
-    skipped, gates, hn, h = gate_reference(mode, hot, thr, grant, h0, norm_w, f, comp, eps)
+    got = C.skip_gate_walk(mode, hot, thr, grant, h0, norm_w, f, comp, eps)
+    skipped, gates, hn, h = skip_gate_reference(mode, hot, thr, grant, h0, norm_w, f, comp, eps)
     np.testing.assert_array_equal(got["skipped"], skipped)
     if mode == 2:
         assert 0 < skipped.sum() < n_layer  # the case exercises both branches
@@ -303,6 +303,6 @@ def test_shapes_are_checked_before_any_launch():
         C.gemv(int(Q.Q8_0), w, 4, cols, np.zeros(cols - 1, np.float32))
     with pytest.raises(InvalidArgumentError, match="mode"):
         z = np.zeros(1, np.float32)
-        C.gate_walk(
+        C.skip_gate_walk(
             3, np.zeros(1, np.int32), z, np.zeros(1, np.int32), z, z, z[None], z[None], 1e-5
         )

@@ -208,7 +208,7 @@ void bind_cuda_testing(py::module_& m) {
         },
         py::arg("g"), py::arg("u"), py::arg("skip") = false);
     t.def(
-        "gate_walk",
+        "skip_gate_walk",
         [](int mode, const I32Array& hot, const F32Array& thr, const I32Array& grant,
            const F32Array& h0, const F32Array& norm_w, const F32Array& f, const F32Array& comp,
            float eps) {
@@ -221,11 +221,11 @@ void bind_cuda_testing(py::module_& m) {
                  "f must be (n_layer, len(h0))");
             need(comp.ndim() == 2 && comp.shape(0) == n_layer && comp.shape(1) == dim,
                  "comp must be (n_layer, len(h0))");
-            h::GateWalk r;
+            h::SkipGateWalk r;
             {
                 py::gil_scoped_release nogil;
-                r = h::gate_walk(mode, hot.data(), thr.data(), grant.data(), n_layer, h0.data(),
-                                 norm_w.data(), f.data(), comp.data(), dim, eps);
+                r = h::skip_gate_walk(mode, hot.data(), thr.data(), grant.data(), n_layer,
+                                      h0.data(), norm_w.data(), f.data(), comp.data(), dim, eps);
             }
             py::dict out;
             out["skipped"] = to_array(r.skipped);

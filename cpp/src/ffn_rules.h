@@ -1,7 +1,7 @@
 // The conditional-FFN rules of shared/DESIGN.md ("FFN skipping — exact semantics" and
 // "Conditional FFN — two kinds"), each written once. Both compilers build this header: the CPU
 // backend reaches the rules through SkipPolicy (ffn_skip.h), the CUDA gate kernels
-// (cuda/ffn_gate.cu) call them on the device. A rule changed here changes in both backends.
+// (cuda/skip_gate.cu) call them on the device. A rule changed here changes in both backends.
 #pragma once
 
 #include <math.h>

@@ -164,7 +164,7 @@ class CpuBackend final : public Backend {
         std::vector<size_t> at;
         size_t total = 0;
         auto consider = [&](WeightView* w) {
-            if (!cpu::groups_pay(w->type)) return;
+            if (!cpu::grouped_layout_pays_off(w->type)) return;
             views.push_back(w);
             at.push_back(total);
             total += w->bytes();

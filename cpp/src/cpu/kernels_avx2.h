@@ -117,24 +117,28 @@ inline void scale_min_k4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
 #include "weight_view.h"
 
 namespace ffnskip::cpu::avx2 {
-// Quantized-weight matmul on prepared 16-bit activations (kernels_matmul_avx2.cpp).
-void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
-                  int64_t r0, int64_t r1);
-// kernels.h matmul_each_token for the quantized types (grouped or not), which have several-token
-// variants of their one-token tiles; false, doing nothing, for the others.
+// Quantized-weight matmul on prepared 16-bit activations, rows [r0, r1) of W. One token
+// (kernels_matvec_quant_avx2.cpp):
+void matvec_quant(const WeightView& w, const uint8_t* acts, float* y, int64_t r0, int64_t r1);
+// Any n_tok >= 1 through the prompt tiles (kernels_gemm_quant_avx2.cpp), for prompts:
+void gemm_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+                int64_t r0, int64_t r1);
+// kernels.h matmul_each_token for the quantized types (grouped or not): several-token variants
+// of the one-token tiles (kernels_matvec_quant_avx2.cpp); false, doing nothing, for the others.
 bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
                        int64_t ldy, int64_t r0, int64_t r1);
-// One token, listed rows only: y[rows[k]] = dot(W row rows[k], acts) (quantized types).
+// One token, listed rows only: y[rows[k]] = dot(W row rows[k], acts) (quantized types;
+// kernels_matvec_quant_avx2.cpp).
 void matvec_rows(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
                  float* y);
 // Channel-sparse matvec on weights laid out by input channel (kernels_sparse_avx2.cpp).
 void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0, int64_t o1);
-// Prompt-sized matmul: f32 GEMM over dequantized weight panels (kernels_gemm_avx2.cpp); used for
-// the float weight types, reads only the f32 x.
-void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy,
-                 int64_t r0, int64_t r1);
+// Prompt-sized matmul: f32 GEMM over dequantized weight panels (kernels_gemm_f32_avx2.cpp); used
+// for the float weight types, reads only the f32 x.
+void gemm_f32(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy, int64_t r0,
+              int64_t r1);
 // Quantize one token row into the 16-bit activation layout of kernels_impl.h (bit-exact with the
-// scalar path).
+// scalar path; kernels_avx2.cpp).
 void prepare_row(const float* x, int64_t cols, uint8_t* out);
 // The fast dequantization of kernels_avx2.cpp (bit-exact with dequantize_row_ref).
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);

@@ -1,6 +1,7 @@
-// NEON kernels: float-weight matmul at few tokens, fast dequantization, f16 helpers, and the
-// dispatch table (the quantized matmul lives in kernels_matmul_neon.cpp, the prompt-sized float
-// GEMM in kernels_gemm_neon.cpp).
+// NEON kernels: float-weight matmul at few tokens, fast dequantization, activation quantization,
+// f16 helpers, and the dispatch table. The quantized matmul lives in kernels_matvec_quant_neon.cpp
+// (one token) and kernels_gemm_quant_neon.cpp (prompts), the prompt-sized float GEMM in
+// kernels_gemm_f32_neon.cpp.
 #include "cpu/kernels_neon.h"
 
 #include <algorithm>
@@ -94,7 +95,7 @@ void matmul_float(const WeightView& w, const float* x, int64_t n_tok, float* y, 
 void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok, float* y,
             int64_t ldy, int64_t r0, int64_t r1) {
     const bool float_weights = act_kind(w.type) == ActKind::kF32;
-    if (float_weights && n_tok >= kGemmMinTokens) return matmul_gemm(w, x, n_tok, y, ldy, r0, r1);
+    if (float_weights && n_tok >= kGemmMinTokens) return gemm_f32(w, x, n_tok, y, ldy, r0, r1);
     switch (w.type) {
         case GGML_F32:
             return matmul_float<GGML_F32>(w, x, n_tok, y, ldy, r0, r1);
@@ -103,7 +104,8 @@ void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_
         case GGML_BF16:
             return matmul_float<GGML_BF16>(w, x, n_tok, y, ldy, r0, r1);
         default:
-            return matmul_quant(w, acts, n_tok, y, ldy, r0, r1);
+            if (n_tok == 1) return matvec_quant(w, acts, y, r0, r1);
+            return gemm_quant(w, acts, n_tok, y, ldy, r0, r1);
     }
 }
 
@@ -211,6 +213,43 @@ void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
             return deq_q6k(src, dst, n / 256);
         default:
             return dequantize_row_ref(type, src, dst, n);  // F32: a copy
+    }
+}
+
+// ---- activation quantization ---------------------------------------------------------------
+void prepare_row(const float* x, int64_t cols, uint8_t* out) {
+    const int64_t nb = cols / kActBlock;
+    auto* qs = reinterpret_cast<int16_t*>(out);
+    auto* d = reinterpret_cast<float*>(out + nb * kActBlock * sizeof(int16_t));
+    float* s = d + nb;
+    for (int64_t b = 0; b < nb; ++b) {
+        const float32x4x4_t v0 = vld1q_f32_x4(x + b * kActBlock);
+        const float32x4x4_t v1 = vld1q_f32_x4(x + b * kActBlock + 16);
+        float32x4_t v[8];
+        for (int i = 0; i < 4; ++i) v[i] = v0.val[i], v[4 + i] = v1.val[i];
+        // x * 0 is NaN exactly for Inf/NaN inputs; such a block is marked NaN, as in the scalar
+        // path.
+        float32x4_t m = vabsq_f32(v[0]), z = vmulq_n_f32(v[0], 0.0f);
+        for (int i = 1; i < 8; ++i) {
+            m = vmaxq_f32(m, vabsq_f32(v[i]));
+            z = vaddq_f32(z, vmulq_n_f32(v[i], 0.0f));
+        }
+        if (vminvq_u32(vceqq_f32(z, z)) == 0) {
+            set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
+            continue;
+        }
+        const float amax = vmaxvq_f32(m);
+        const float id = amax > kActMinMax ? kActMax / amax : 0.0f;
+        int32x4_t sum = vdupq_n_s32(0);
+        for (int i = 0; i < 8; i += 2) {
+            // FCVTNS rounds to nearest even, as nearbyint in the scalar path; |x * id| <= 32767.
+            const int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(v[i], id));
+            const int32x4_t q1 = vcvtnq_s32_f32(vmulq_n_f32(v[i + 1], id));
+            vst1q_s16(qs + b * kActBlock + 4 * i, vcombine_s16(vmovn_s32(q0), vmovn_s32(q1)));
+            sum = vaddq_s32(sum, vaddq_s32(q0, q1));
+        }
+        d[b] = amax / kActMax;
+        s[b] = d[b] * static_cast<float>(vaddvq_s32(sum));
     }
 }
 

@@ -161,13 +161,18 @@ inline void load_act(const int16_t* a, int16x8_t v[4]) {
     for (int i = 0; i < 4; ++i) v[i] = t.val[i];
 }
 
-// Quantized-weight matmul on prepared 16-bit activations (kernels_matmul_neon.cpp).
-void matmul_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
-                  int64_t r0, int64_t r1);
-// Prompt-sized matmul for the float weight types (kernels_gemm_neon.cpp), reads only the f32 x.
-void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy,
-                 int64_t r0, int64_t r1);
-// Quantize one token row into the 16-bit activation layout (bit-exact with the scalar path).
+// Quantized-weight matmul on prepared 16-bit activations, rows [r0, r1) of W. One token
+// (kernels_matvec_quant_neon.cpp):
+void matvec_quant(const WeightView& w, const uint8_t* acts, float* y, int64_t r0, int64_t r1);
+// Any n_tok >= 1 through the decoded-row tiles (kernels_gemm_quant_neon.cpp), for prompts:
+void gemm_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+                int64_t r0, int64_t r1);
+// Prompt-sized matmul for the float weight types (kernels_gemm_f32_neon.cpp), reads only the f32
+// x.
+void gemm_f32(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy, int64_t r0,
+              int64_t r1);
+// Quantize one token row into the 16-bit activation layout (bit-exact with the scalar path;
+// kernels_neon.cpp).
 void prepare_row(const float* x, int64_t cols, uint8_t* out);
 // Fast dequantization (bit-exact with dequantize_row_ref).
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);

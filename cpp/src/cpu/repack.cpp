@@ -63,7 +63,8 @@ void convert_row(const BlockShape& s, const uint8_t* src, uint8_t* dst, int64_t 
 // scales sc_j and mins m_j (the scale_min_k4 packing) become
 //   8 bytes: byte j = (sc_j & 15) | (m_j & 15) << 4
 //   4 bytes: a little-endian word with sc_j >> 4 at bits 2j and m_j >> 4 at bits 16 + 2j
-// which the AVX2 tile decodes with a handful of vector operations (kernels_matmul_avx2.cpp).
+// which the AVX2 tiles decode with a handful of vector operations (Q4KGrouped,
+// kernels_quant_blocks_avx2.h).
 constexpr size_t kQ4KScales = 4;  // offset of the 12 scale bytes in a block_q4_K
 
 void group_q4k_scales(const uint8_t* s, uint8_t* out) {
@@ -107,7 +108,7 @@ void convert_q4k_row(const uint8_t* src, uint8_t* dst, int64_t n_super, bool gro
 
 }  // namespace
 
-bool groups_pay(uint32_t type) {
+bool grouped_layout_pays_off(uint32_t type) {
     BlockShape s;
     const char* level = simd_level();
     const bool avx2 = std::strcmp(level, "avx2") == 0;

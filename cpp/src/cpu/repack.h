@@ -34,7 +34,7 @@ inline uint32_t base_type(uint32_t type) {
 
 // Whether the kernels in use run faster on `type` grouped: Q4_0, Q4_1 and Q4_K with AVX2; Q4_0
 // and Q4_1 with NEON (by instruction count, not measured: 8 scales per conversion instead of one).
-bool groups_pay(uint32_t type);
+bool grouped_layout_pays_off(uint32_t type);
 // Writes the grouped form of w's rows to dst (w.bytes() bytes) and returns the view of them.
 // w must be a plain Q4_0, Q4_1 or Q4_K view (InvalidArgument otherwise).
 WeightView group_weight(const WeightView& w, uint8_t* dst);

@@ -1,7 +1,7 @@
 // The CUDA backend. The model, top to bottom, for one decoded token (decode_step below):
 //   x = embed(token)
 //   per layer:  h  = x + Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))   n = rmsnorm
-//               gate: skip this FFN?  (device-side budget, ffn_gate.cuh)
+//               gate: skip this FFN?  (device-side budget, skip_gate.cuh)
 //               h' = h + W_down · (silu(W_gate·n(h)) * (W_up·n(h)))               (the FFN block)
 //               gate: g = cos(h, h'), budget update
 //               x  = h', or h when the FFN was skipped
@@ -24,10 +24,11 @@
 #include "cuda/blocks.cuh"
 #include "cuda/common.cuh"
 #include "cuda/dequant.cuh"
-#include "cuda/ffn_gate.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/norm_rope.cuh"
+#include "cuda/skip_gate.cuh"
+#include "cuda/swiglu.cuh"
 
 namespace ffnskip {
 
@@ -228,7 +229,7 @@ class CudaBackend final : public Backend {
         const size_t n = static_cast<size_t>(hp_.n_layer) * static_cast<size_t>(hp_.n_embd);
         const bool none = c.size() != n;
         if (none ? comp_host_.empty() : c == comp_host_) return;
-        float* dst = const_cast<float*>(gate_.comp);
+        float* dst = const_cast<float*>(skip_gate_.comp);
         if (none) {
             FFNSKIP_CUDA_CHECK(cudaMemset(dst, 0, n * sizeof(float)));
             comp_host_.clear();
@@ -277,36 +278,37 @@ class CudaBackend final : public Backend {
             attention(attn_args(L, 1, &ctl->pos, 0, dec_split_len_, dec_splits_), s);
             gemv(L.wo.type, gemv_args(L.wo, att_, x_, nullptr, true), s);
 
-            const int32_t* skip_flag = gate_.skipped + l;
-            ffn_begin(gate_, l, x_, L.ffn_norm, xn_, d, hp_.rms_eps, s);
+            const int32_t* skip_flag = skip_gate_.skipped + l;
+            ffn_begin(skip_gate_, l, x_, L.ffn_norm, xn_, d, hp_.rms_eps, s);
             if (!channel && L.gate.type == L.up.type && L.gate.stride == L.up.stride) {
-                gemv_swiglu(L.gate, L.up, xn_, ffa_, skip_flag, s);
+                gemv_swiglu(L.gate, L.up, xn_, ffn_gate_, skip_flag, s);
             } else {
-                GemvArgs g = gemv_args(L.gate, xn_, ffa_, nullptr, false);
+                GemvArgs g = gemv_args(L.gate, xn_, ffn_gate_, nullptr, false);
                 g.skip = skip_flag;
                 gemv(L.gate.type, g, s);
-                GemvArgs u = gemv_args(L.up, xn_, ffb_, nullptr, false);
+                GemvArgs u = gemv_args(L.up, xn_, ffn_up_, nullptr, false);
                 u.skip = skip_flag;
                 gemv(L.up.type, u, s);
                 if (channel) {
-                    channel_swiglu(gate_, l, ffa_, ffb_, ffa_, ff, s);
+                    channel_swiglu(skip_gate_, l, ffn_gate_, ffn_up_, ffn_gate_, ff, s);
                 } else {
-                    swiglu(ffa_, ffb_, ffa_, ff, skip_flag, s);
+                    swiglu(ffn_gate_, ffn_up_, ffn_gate_, ff, skip_flag, s);
                 }
             }
-            GemvArgs down = gemv_args(L.down, ffa_, x_, nullptr, true);
+            GemvArgs down = gemv_args(L.down, ffn_gate_, x_, nullptr, true);
             down.skip = skip_flag;
             down.gate_part = gate_part_;
             gemv(L.down.type, down, s);
-            ffn_end(gate_, l, gate_part_, static_cast<int>(gemv_ctas(d)), s);
+            ffn_end(skip_gate_, l, gate_part_, static_cast<int>(gemv_ctas(d)), s);
         }
         rmsnorm(x_, output_norm_, xn_, 1, d, hp_.rms_eps, s);
         gemv(output_.type, gemv_args(output_, xn_, logits_, nullptr, false), s);
         FFNSKIP_CUDA_CHECK(cudaMemcpyAsync(h_logits_, logits_,
                                            sizeof(float) * static_cast<size_t>(hp_.n_vocab),
                                            cudaMemcpyDeviceToHost, s));
-        FFNSKIP_CUDA_CHECK(cudaMemcpyAsync(
-            h_trace_, gate_.skipped, 5 * sizeof(int32_t) * hp_.n_layer, cudaMemcpyDeviceToHost, s));
+        FFNSKIP_CUDA_CHECK(cudaMemcpyAsync(h_trace_, skip_gate_.skipped,
+                                           5 * sizeof(int32_t) * hp_.n_layer,
+                                           cudaMemcpyDeviceToHost, s));
     }
 
     // q, k and v in one launch when their types allow (they share the input and column count).
@@ -412,10 +414,10 @@ class CudaBackend final : public Backend {
 
             rmsnorm(x_, L.ffn_norm, xn_, T, d, hp_.rms_eps, s);
             to_f16(xn_, x16_, static_cast<int64_t>(T) * d, s);
-            gemm_->matmul(L.gate, x16_, T, ffa_, ff, 0.0f);
-            gemm_->matmul(L.up, x16_, T, ffb_, ff, 0.0f);
-            swiglu(ffa_, ffb_, ffa_, static_cast<int64_t>(T) * ff, nullptr, s);
-            to_f16(ffa_, x16_, static_cast<int64_t>(T) * ff, s);
+            gemm_->matmul(L.gate, x16_, T, ffn_gate_, ff, 0.0f);
+            gemm_->matmul(L.up, x16_, T, ffn_up_, ff, 0.0f);
+            swiglu(ffn_gate_, ffn_up_, ffn_gate_, static_cast<int64_t>(T) * ff, nullptr, s);
+            to_f16(ffn_gate_, x16_, static_cast<int64_t>(T) * ff, s);
             gemm_->matmul(L.down, x16_, T, x_, d, 1.0f);
         }
         const size_t V = static_cast<size_t>(hp_.n_vocab);
@@ -531,8 +533,8 @@ class CudaBackend final : public Backend {
 
     // Offsets of the KV cache and activation buffers in the state arena.
     struct StatePlan {
-        size_t kv, x, xn, q, k, v, att, ffa, ffb, x16, logits, logit_rows, attn_part, gate_part,
-            tokens, ctl, budget, trace, comp;
+        size_t kv, x, xn, q, k, v, att, ffn_gate, ffn_up, x16, logits, logit_rows, attn_part,
+            gate_part, tokens, ctl, budget, trace, comp;
     };
 
     void plan_state(int64_t kvd) {
@@ -548,8 +550,8 @@ class CudaBackend final : public Backend {
         p.k = state_.reserve(C * static_cast<size_t>(kvd) * sizeof(float));
         p.v = state_.reserve(C * static_cast<size_t>(kvd) * sizeof(float));
         p.att = state_.reserve(C * qd * sizeof(float));
-        p.ffa = state_.reserve(C * ff * sizeof(float));
-        p.ffb = state_.reserve(C * ff * sizeof(float));
+        p.ffn_gate = state_.reserve(C * ff * sizeof(float));
+        p.ffn_up = state_.reserve(C * ff * sizeof(float));
         p.x16 = state_.reserve(C * std::max({d, qd, ff}) * sizeof(__half));
         p.logits = state_.reserve(static_cast<size_t>(hp_.n_vocab) * sizeof(float));
         p.logit_rows = state_.reserve(
@@ -580,8 +582,8 @@ class CudaBackend final : public Backend {
         k_ = state_.at<float>(p.k);
         v_ = state_.at<float>(p.v);
         att_ = state_.at<float>(p.att);
-        ffa_ = state_.at<float>(p.ffa);
-        ffb_ = state_.at<float>(p.ffb);
+        ffn_gate_ = state_.at<float>(p.ffn_gate);
+        ffn_up_ = state_.at<float>(p.ffn_up);
         x16_ = state_.at<__half>(p.x16);
         logits_ = state_.at<float>(p.logits);
         logit_rows_ = state_.at<float>(p.logit_rows);
@@ -590,9 +592,10 @@ class CudaBackend final : public Backend {
         tokens_ = state_.at<int32_t>(p.tokens);
         d_ctl_ = state_.at<void>(p.ctl);
         int32_t* trace = state_.at<int32_t>(p.trace);
-        gate_ = gate_view(d_ctl_, hp_.n_layer, state_.at<int32_t>(p.budget), trace,
-                          reinterpret_cast<float*>(trace + hp_.n_layer), trace + 2 * hp_.n_layer);
-        gate_.comp = state_.at<float>(p.comp);
+        skip_gate_ =
+            skip_gate_view(d_ctl_, hp_.n_layer, state_.at<int32_t>(p.budget), trace,
+                           reinterpret_cast<float*>(trace + hp_.n_layer), trace + 2 * hp_.n_layer);
+        skip_gate_.comp = state_.at<float>(p.comp);
         // A zeroed cache keeps never-written entries finite (they are never read, but a bug
         // that read them would show up as wrong values rather than NaN poisoning everything).
         FFNSKIP_CUDA_CHECK(cudaMemset(state_.at<void>(0), 0, state_.size()));
@@ -656,14 +659,14 @@ class CudaBackend final : public Backend {
     std::vector<DevLayer> layers_;
 
     float *x_ = nullptr, *xn_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr;
-    float *att_ = nullptr, *ffa_ = nullptr, *ffb_ = nullptr, *logits_ = nullptr;
+    float *att_ = nullptr, *ffn_gate_ = nullptr, *ffn_up_ = nullptr, *logits_ = nullptr;
     float *logit_rows_ = nullptr, *attn_part_ = nullptr;
     __half* x16_ = nullptr;
     double* gate_part_ = nullptr;
-    std::vector<float> comp_host_;  // what gate_.comp holds; empty: zeros (no compensation)
+    std::vector<float> comp_host_;  // what skip_gate_.comp holds; empty: zeros (no compensation)
     int32_t* tokens_ = nullptr;
     void* d_ctl_ = nullptr;
-    GateView gate_;
+    SkipGateView skip_gate_;
 
     // Owners release in reverse declaration order: graph, GEMM, stream, pinned buffers, arenas.
     std::unique_ptr<void, FreeHost> h_ctl_owner_, h_logits_owner_, h_trace_owner_;

@@ -11,11 +11,12 @@
 #include "cuda/blocks.cuh"
 #include "cuda/common.cuh"
 #include "cuda/dequant.cuh"
-#include "cuda/ffn_gate.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/kernel_harness.h"
 #include "cuda/norm_rope.cuh"
+#include "cuda/skip_gate.cuh"
+#include "cuda/swiglu.cuh"
 #include "ggml_types.h"
 #include "quants.h"
 
@@ -287,9 +288,9 @@ std::vector<float> swiglu(const float* g, const float* u, int64_t n, bool skip) 
     return out.to_host();
 }
 
-GateWalk gate_walk(int mode, const int32_t* hot, const float* thr, const int32_t* grant,
-                   int n_layer, const float* h0, const float* norm_w, const float* f,
-                   const float* comp, int dim, float eps) {
+SkipGateWalk skip_gate_walk(int mode, const int32_t* hot, const float* thr, const int32_t* grant,
+                            int n_layer, const float* h0, const float* norm_w, const float* f,
+                            const float* comp, int dim, float eps) {
     Stream s;
     const size_t L = static_cast<size_t>(n_layer), d = static_cast<size_t>(dim);
     // The per-token control block, laid out as token_ctl_bytes describes.
@@ -306,8 +307,8 @@ GateWalk gate_walk(int mode, const int32_t* hot, const float* thr, const int32_t
     DevBuf<uint8_t> dctl(ctl.data(), ctl.size());
     DevBuf<int32_t> budget(1), skipped(L), drops(3 * L);
     DevBuf<float> gate(L), dcomp(comp, L * d), dh(h0, d), dw(norm_w, d), hn(d), df(f, L * d);
-    GateView g =
-        gate_view(dctl.get(), n_layer, budget.get(), skipped.get(), gate.get(), drops.get());
+    SkipGateView g =
+        skip_gate_view(dctl.get(), n_layer, budget.get(), skipped.get(), gate.get(), drops.get());
     g.comp = dcomp.get();
 
     // The FFN stand-in: an identity F32 matrix, so the GEMV adds f[l] exactly.
@@ -317,7 +318,7 @@ GateWalk gate_walk(int mode, const int32_t* hot, const float* thr, const int32_t
     const unsigned ctas = gemv_ctas(dim);
     DevBuf<double> parts(3 * static_cast<size_t>(ctas));
 
-    GateWalk r;
+    SkipGateWalk r;
     r.hn.assign(L * d, 0.0f);
     for (int l = 0; l < n_layer; ++l) {
         ffn_begin(g, l, dh.get(), dw.get(), hn.get(), dim, eps, s.get());

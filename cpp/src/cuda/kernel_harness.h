@@ -51,21 +51,21 @@ std::vector<float> attention(const float* q, const uint16_t* k, const uint16_t* 
                              int n_head, int n_head_kv, int head_dim, int pos0, int n_ctx,
                              int split_len);
 
-// ffn_gate.cuh: out = silu(g) * u, or untouched zeros when skip.
+// swiglu.cuh: out = silu(g) * u, or untouched zeros when skip.
 std::vector<float> swiglu(const float* g, const float* u, int64_t n, bool skip);
 
-// ffn_gate.cuh: one token through n_layer skip gates, as the decode graph runs them. Per layer:
+// skip_gate.cuh: one token through n_layer skip gates, as the decode graph runs them. Per layer:
 // ffn_begin (skip decision, compensation or hn = rmsnorm(h) * norm_w), then the FFN stand-in
 // "h += f[l]" as a GEMV with an identity F32 matrix (accumulate, skip flag, gate parts: the
 // backend's down projection epilogue), then ffn_end (gate value, budget update).
-struct GateWalk {
+struct SkipGateWalk {
     std::vector<int32_t> skipped;  // [n_layer]
     std::vector<float> gate;       // [n_layer], NaN where no gate value exists
     std::vector<float> hn;         // [n_layer, dim]: the FFN input of layers that ran
     std::vector<float> h;          // [dim]: the residual after the last layer
 };
-GateWalk gate_walk(int mode, const int32_t* hot, const float* thr, const int32_t* grant,
-                   int n_layer, const float* h0, const float* norm_w, const float* f,
-                   const float* comp, int dim, float eps);
+SkipGateWalk skip_gate_walk(int mode, const int32_t* hot, const float* thr, const int32_t* grant,
+                            int n_layer, const float* h0, const float* norm_w, const float* f,
+                            const float* comp, int dim, float eps);
 
 }  // namespace ffnskip::cuda::harness

@@ -1,5 +1,5 @@
 // Prompt-sized matmul on NEON for F32/F16/BF16 weights: y[t][r] = sum_k x[t][k] * W[r][k] as an
-// f32 GEMM (the AArch64 counterpart of kernels_gemm_avx2.cpp).
+// f32 GEMM (the AArch64 counterpart of kernels_gemm_f32_avx2.cpp).
 //
 // A panel of 16 weight rows x 256 columns is dequantized once and stored transposed (k-major, 16
 // floats per k, 16 KiB: stays in L1). The micro-kernel holds a 4-token x 16-row output tile in 16
@@ -85,8 +85,8 @@ void pack_panel(const WeightView& w, int64_t r, int nr, int64_t k0, int64_t kc, 
 
 }  // namespace
 
-void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy,
-                 int64_t r0, int64_t r1) {
+void gemm_f32(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy, int64_t r0,
+              int64_t r1) {
     const TypeInfo* ti = type_info(w.type);
     const int64_t bs = ti->block_size;
     // Per-thread scratch, reused across calls: the engine calls this from its pool threads.

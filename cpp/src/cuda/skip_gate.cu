@@ -1,8 +1,8 @@
-// FFN gate kernels (see ffn_gate.cuh).
+// The skip gate's kernels (see skip_gate.cuh).
 #include <algorithm>
 
-#include "cuda/ffn_gate.cuh"
 #include "cuda/norm_rope.cuh"
+#include "cuda/skip_gate.cuh"
 
 namespace ffnskip::cuda {
 
@@ -11,7 +11,7 @@ namespace {
 constexpr int kEndThreads = 256;
 
 __global__ void __launch_bounds__(kNormThreads)
-    ffn_begin_kernel(const GateView g, int layer, float* __restrict__ h,
+    ffn_begin_kernel(const SkipGateView g, int layer, float* __restrict__ h,
                      const float* __restrict__ w, float* __restrict__ hn, int dim, float eps) {
     __shared__ int s_skip;
     __shared__ int s_channel;
@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kNormThreads)
 }
 
 __global__ void __launch_bounds__(kEndThreads)
-    ffn_end_kernel(const GateView g, int layer, const double* __restrict__ part, int n_part) {
+    ffn_end_kernel(const SkipGateView g, int layer, const double* __restrict__ part, int n_part) {
     if (g.skipped[layer] || g.ctl->mode == kGateDense) return;
     __shared__ double scratch[kWarp];
     double ab = 0, aa = 0, bb = 0;
@@ -66,19 +66,8 @@ __global__ void __launch_bounds__(kEndThreads)
     gate_observe(g, layer, value);
 }
 
-// out may alias g or u: each element is read and written by the same thread.
-__global__ void swiglu_kernel(const float* g, const float* u, float* out, int64_t n,
-                              const int32_t* skip) {
-    if (skip && *skip) return;
-    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const float x = g[i];
-        out[i] = x * (1.0f / (1.0f + __expf(-x))) * u[i];
-    }
-}
-
 // m = silu(gate) * k * up with k = [|silu(gate)| >= t_gate], then m~ = m * [|m| >= t_mid].
-__global__ void channel_swiglu_kernel(const GateView g, int layer, const float* gate,
+__global__ void channel_swiglu_kernel(const SkipGateView g, int layer, const float* gate,
                                       const float* up, float* out, int64_t n) {
     if (g.skipped[layer]) return;
     const bool on = g.drops[3 * layer] >= 0;  // ffn_begin decided (stream order)
@@ -112,31 +101,23 @@ __global__ void channel_swiglu_kernel(const GateView g, int layer, const float* 
 
 }  // namespace
 
-void channel_swiglu(const GateView& g, int layer, const float* gate, const float* up, float* out,
-                    int64_t n, cudaStream_t stream) {
+void channel_swiglu(const SkipGateView& g, int layer, const float* gate, const float* up,
+                    float* out, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
     channel_swiglu_kernel<<<blocks, 256, 0, stream>>>(g, layer, gate, up, out, n);
     FFNSKIP_CUDA_LAUNCH_CHECK();
 }
 
-void ffn_begin(const GateView& g, int layer, float* h, const float* w, float* hn, int dim,
+void ffn_begin(const SkipGateView& g, int layer, float* h, const float* w, float* hn, int dim,
                float eps, cudaStream_t stream) {
     ffn_begin_kernel<<<1, kNormThreads, 0, stream>>>(g, layer, h, w, hn, dim, eps);
     FFNSKIP_CUDA_LAUNCH_CHECK();
 }
 
-void ffn_end(const GateView& g, int layer, const double* gate_part, int n_part,
+void ffn_end(const SkipGateView& g, int layer, const double* gate_part, int n_part,
              cudaStream_t stream) {
     ffn_end_kernel<<<1, kEndThreads, 0, stream>>>(g, layer, gate_part, n_part);
-    FFNSKIP_CUDA_LAUNCH_CHECK();
-}
-
-void swiglu(const float* g, const float* u, float* out, int64_t n, const int32_t* skip,
-            cudaStream_t stream) {
-    if (n <= 0) return;
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
-    swiglu_kernel<<<blocks, 256, 0, stream>>>(g, u, out, n, skip);
     FFNSKIP_CUDA_LAUNCH_CHECK();
 }
 

@@ -43,7 +43,7 @@ inline size_t token_ctl_bytes(int n_layer) {
     return sizeof(TokenCtl) + 6 * sizeof(int32_t) * static_cast<size_t>(n_layer);
 }
 
-struct GateView {
+struct SkipGateView {
     const TokenCtl* ctl = nullptr;
     const int32_t* hot = nullptr;
     const float* thr = nullptr;
@@ -61,9 +61,9 @@ struct GateView {
 };
 
 // Points the views into a device block laid out as token_ctl_bytes describes.
-inline GateView gate_view(void* ctl_block, int n_layer, int32_t* budget, int32_t* skipped,
-                          float* gate, int32_t* drops) {
-    GateView v;
+inline SkipGateView skip_gate_view(void* ctl_block, int n_layer, int32_t* budget, int32_t* skipped,
+                                   float* gate, int32_t* drops) {
+    SkipGateView v;
     v.ctl = static_cast<const TokenCtl*>(ctl_block);
     v.hot = reinterpret_cast<const int32_t*>(v.ctl + 1);
     v.thr = reinterpret_cast<const float*>(v.hot + n_layer);
@@ -78,41 +78,36 @@ inline GateView gate_view(void* ctl_block, int n_layer, int32_t* budget, int32_t
     return v;
 }
 
-__device__ __forceinline__ bool gate_skip_ffn(const GateView& g, int layer) {
+__device__ __forceinline__ bool gate_skip_ffn(const SkipGateView& g, int layer) {
     return rules::block_skip(g.ctl->mode == kGateActive, g.hot[layer] != 0, *g.budget);
 }
 
-__device__ __forceinline__ void gate_observe(const GateView& g, int layer, float value) {
+__device__ __forceinline__ void gate_observe(const SkipGateView& g, int layer, float value) {
     rules::block_observe(g.ctl->mode == kGateActive, g.hot[layer] != 0, value, g.thr[layer],
                          g.grant[layer], *g.budget);
 }
 
 // Whether the channel-sparse FFN runs for this token in `layer` (given that the FFN runs): a
 // gated token and a layer with a channel filter on.
-__device__ __forceinline__ bool gate_channel_on(const GateView& g, int layer) {
+__device__ __forceinline__ bool gate_channel_on(const SkipGateView& g, int layer) {
     return g.ctl->mode == kGateActive &&
            !(isnan(g.t_in[layer]) && isnan(g.t_gate[layer]) && isnan(g.t_mid[layer]));
 }
 
 // Decode, before layer `layer`'s FFN: decides skip (writes skipped[layer]) and, when the FFN
 // runs, hn = rmsnorm(h) * w with kind 2's t_in applied.
-void ffn_begin(const GateView& g, int layer, float* h, const float* w, float* hn, int dim,
+void ffn_begin(const SkipGateView& g, int layer, float* h, const float* w, float* hn, int dim,
                float eps, cudaStream_t stream);
 
 // Decode, after the down projection added its output to h in place (GemvArgs::gate_part holds
 // n_part per-CTA partial sums): g = cos(h, h'), the gate value and the budget update.
-void ffn_end(const GateView& g, int layer, const double* gate_part, int n_part,
+void ffn_end(const SkipGateView& g, int layer, const double* gate_part, int n_part,
              cudaStream_t stream);
 
 // Decode with channel filters: m = silu(gate) * k * up, then m~ (t_gate / t_mid of `layer` when
 // gate_channel_on, plain silu(gate) * up otherwise), counting drops; returns at once when the
 // layer's FFN is skipped.
-void channel_swiglu(const GateView& g, int layer, const float* gate, const float* up, float* out,
-                    int64_t n, cudaStream_t stream);
-
-// out[i] = silu(g[i]) * u[i] for i < n; returns at once when skip && *skip (unfused decode path
-// for gate/up matrices of different types, and the batched path with skip = nullptr).
-void swiglu(const float* g, const float* u, float* out, int64_t n, const int32_t* skip,
-            cudaStream_t stream);
+void channel_swiglu(const SkipGateView& g, int layer, const float* gate, const float* up,
+                    float* out, int64_t n, cudaStream_t stream);
 
 }  // namespace ffnskip::cuda

@@ -98,8 +98,8 @@ struct AlignedBuf {
 
 }  // namespace
 
-void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy,
-                 int64_t r0, int64_t r1) {
+void gemm_f32(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy, int64_t r0,
+              int64_t r1) {
     const TypeInfo* ti = type_info(w.type);
     const int64_t bs = ti->block_size;
     // Per-thread scratch, reused across calls: the engine calls this from its pool threads.

@@ -228,8 +228,8 @@ void f32_to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
 
 }  // namespace
 
-const KernelTable kScalarKernels = {prepare_row_scalar, matmul_scalar,        dequantize_row_ref,
-                                    dot_f16_f32_scalar, axpy_f16_scalar,      f32_to_f16_scalar,
-                                    matvec_rows_scalar, sparse_matvec_scalar, nullptr};
+const KernelTable kScalarKernels = {prepare_row_scalar, matmul_scalar,       dequantize_row_ref,
+                                    dot_f16_f32_scalar, axpy_f16_scalar,     f32_to_f16_scalar,
+                                    matvec_rows_scalar, sparse_matvec_scalar};
 
 }  // namespace ffnskip::cpu

@@ -117,6 +117,24 @@ def rss_mb(pid: Optional[int]) -> Optional[float]:
     return None
 
 
+async def decode_steps(client: httpx.AsyncClient) -> dict[str, dict[int, float]]:
+    """The server's decode-only step counters (/metrics): tokens and seconds per batch size,
+    and the prompt tokens it evaluated."""
+    text = (await client.get("/metrics")).text
+    out: dict[str, dict[int, float]] = {"tokens": {}, "seconds": {}, "prompt": {}}
+    for m in re.finditer(
+        r'^ffnskip_decode_step_(tokens|seconds)\{rows="(\d+)"\} (\S+)$', text, re.M
+    ):
+        out[m.group(1)][int(m.group(2))] = float(m.group(3))
+    m = re.search(r"^ffnskip_prompt_tokens_evaluated (\S+)$", text, re.M)
+    out["prompt"][0] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def delta(after: dict[int, float], before: dict[int, float]) -> dict[int, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -137,6 +155,7 @@ async def run_load(args: argparse.Namespace, base: str, pid: Optional[int]) -> d
             raise SystemExit(f"reference request failed: {bad[0].error}")
         lone_gaps = [g for r in refs for g in r.gaps]
         lone_tps = len(lone_gaps) / sum(lone_gaps)
+        steps_lone = await decode_steps(client)
 
         results: list[Result] = []
         rss_100: Optional[float] = None
@@ -160,6 +179,7 @@ async def run_load(args: argparse.Namespace, base: str, pid: Optional[int]) -> d
         await asyncio.gather(*(worker() for _ in range(args.clients)))
         wall = time.perf_counter() - t0
         rss_end = rss_mb(pid)
+        steps_end = await decode_steps(client)
 
     errors = [r.error for r in results if r.error]
     mismatches = [r.prompt for r in results if not r.error and r.text != refs[r.prompt].text]
@@ -167,6 +187,14 @@ async def run_load(args: argparse.Namespace, base: str, pid: Optional[int]) -> d
     gaps = [g for r in results for g in r.gaps]
     ttfts = [r.ttft for r in results if not r.error]
     agg = generated / wall
+    # Server side: decode-only steps of one row in the reference phase (the lone decode speed,
+    # HTTP excluded) and of --parallel rows in the loaded phase; the loaded phase's share of
+    # wall time in decode-only steps and the prompt tokens it evaluated.
+    tok = delta(steps_end["tokens"], steps_lone["tokens"])
+    sec = delta(steps_end["seconds"], steps_lone["seconds"])
+    lone_step = steps_lone["tokens"].get(1, 0.0) / max(steps_lone["seconds"].get(1, 0.0), 1e-9)
+    full = args.parallel
+    full_step = tok.get(full, 0.0) / max(sec.get(full, 0.0), 1e-9)
     return {
         "requests": args.requests,
         "clients": args.clients,
@@ -180,6 +208,11 @@ async def run_load(args: argparse.Namespace, base: str, pid: Optional[int]) -> d
         "aggregate_tok_s": round(agg, 2),
         "lone_decode_tok_s": round(lone_tps, 2),
         "speedup": round(agg / lone_tps, 2),
+        "server_lone_decode_step_tok_s": round(lone_step, 2),
+        "server_full_decode_step_tok_s": round(full_step, 2),
+        "decode_step_speedup": round(full_step / lone_step, 2) if lone_step else None,
+        "decode_only_steps_share_of_wall": round(sum(sec.values()) / wall, 3),
+        "prompt_tokens_evaluated": int(steps_end["prompt"][0] - steps_lone["prompt"][0]),
         "ttft_p50_s": round(pct(ttfts, 50), 4),
         "ttft_p99_s": round(pct(ttfts, 99), 4),
         "itl_p50_s": round(pct(gaps, 50), 4),

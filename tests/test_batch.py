@@ -135,3 +135,30 @@ def test_batch_generator_greedy_text_is_load_independent(smollm2_path: Path) -> 
 
     alone = [run([p])[0] for p in PROMPTS]
     assert run(PROMPTS) == alone  # 4 requests on 3 slots: one waits and joins later
+
+
+def test_batch_generator_counts_prompt_and_decode_steps(smollm2_path: Path) -> None:
+    gen = BatchGenerator(str(smollm2_path), n_parallel=2, n_ctx=256, prompt_chunk=4)
+    gen.engine.skip = None
+    ids = gen.tokenizer.encode("A shared system prompt about cats.", add_special=True)
+    finished: list[str] = []
+
+    def on(ev: Event) -> None:
+        if ev.finish is not None:
+            finished.append(ev.finish)
+
+    gen.submit(Request(ids, on, max_tokens=3, temperature=0.0))
+    while gen.has_work():
+        gen.step()
+    # Its prompt in chunks of 4 (the first token sampled from the last chunk), then 2 steps that
+    # only decode, one row each.
+    assert finished == ["length"]
+    assert gen.prompt_evaluated == len(ids)
+    assert gen.decode_step_tokens == {1: 2}
+    assert gen.decode_step_seconds[1] > 0.0
+    # The same prompt again: the slot's cache holds all of it but its last token.
+    gen.submit(Request(ids, on, max_tokens=1, temperature=0.0))
+    while gen.has_work():
+        gen.step()
+    assert gen.prompt_evaluated == len(ids) + 1
+    assert gen.decode_step_tokens == {1: 2}

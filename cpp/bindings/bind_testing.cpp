@@ -203,6 +203,36 @@ py::array_t<float> matmul(uint32_t type, const py::buffer& weight, int64_t rows,
     return y;
 }
 
+// Rows [r0, r1) of y (n_tok, rows; the rest zero) by cpu::matmul_each_token, or (one_by_one) by
+// one cpu::matmul call per token over the same rows: the serving step's invariance says the two
+// are bitwise equal.
+py::array_t<float> matmul_each_token(uint32_t type, const py::buffer& weight, int64_t rows,
+                                     int64_t cols, const F32Array& x, int64_t r0, int64_t r1,
+                                     bool grouped, bool one_by_one) {
+    std::vector<Bytes> bufs;
+    bufs.push_back(get_bytes(weight));
+    std::vector<std::vector<uint8_t>> store;
+    const WeightView w = maybe_grouped(weight_views(type, bufs, rows, cols), grouped, store)[0];
+    check_x(x, cols);
+    const int64_t n_tok = x.shape(0);
+    const size_t arb = cpu::act_row_bytes(w.type, w.cols);
+    std::vector<uint8_t> acts(arb * static_cast<size_t>(n_tok) + 64);
+    cpu::prepare_acts(w.type, x.data(), cols, 0, n_tok, acts.data());
+    const uint8_t* a = arb ? acts.data() : nullptr;
+    py::array_t<float> y({n_tok, rows});
+    float* out = y.mutable_data();
+    std::fill(out, out + n_tok * rows, 0.0f);
+    if (!one_by_one) {
+        cpu::matmul_each_token(w, x.data(), a, n_tok, out, rows, r0, r1);
+        return y;
+    }
+    for (int64_t t = 0; t < n_tok; ++t) {
+        cpu::matmul(w, x.data() + t * cols, a ? a + static_cast<size_t>(t) * arb : nullptr, 1,
+                    out + t * rows, rows, r0, r1);
+    }
+    return y;
+}
+
 double bench_matmul(uint32_t type, const std::vector<py::buffer>& weights, int64_t rows,
                     int64_t cols, const F32Array& x, int n_threads, int reps, bool cpu_time,
                     bool grouped) {
@@ -316,6 +346,11 @@ void bind_testing(py::module_& m) {
           py::arg("x"), py::arg("n_threads") = 1, py::arg("grouped") = false,
           "y (n_tok, rows) = x @ W.T with the dispatched CPU kernels (grouped: on a copy in the\n"
           "grouped layout of cpu/repack.h, Q4_0/Q4_1 only).");
+    t.def("matmul_each_token", &matmul_each_token, py::arg("type"), py::arg("weight"),
+          py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("r0"), py::arg("r1"),
+          py::arg("grouped") = false, py::arg("one_by_one") = false,
+          "Rows [r0, r1) of y (n_tok, rows) = x @ W.T by cpu::matmul_each_token, or by one\n"
+          "one-token cpu::matmul per token (one_by_one); the other rows are zero.");
     t.def("bench_matmul", &bench_matmul, py::arg("type"), py::arg("weights"), py::arg("rows"),
           py::arg("cols"), py::arg("x"), py::arg("n_threads") = 1, py::arg("reps") = 5,
           py::arg("cpu_time") = false, py::arg("grouped") = false,

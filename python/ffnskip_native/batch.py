@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -116,6 +117,11 @@ class BatchGenerator:
         self._active: dict[int, _Active] = {}
         self.generated_tokens = 0
         self.prompt_tokens = 0
+        self.prompt_evaluated = 0  # prompt tokens actually evaluated (prefix reuse skips some)
+        # Steps that only decode, by their number of rows: tokens and seconds (the whole step:
+        # engine, sampling, events). Their ratio is the served decode speed at that batch size.
+        self.decode_step_tokens: dict[int, int] = {}
+        self.decode_step_seconds: dict[int, float] = {}
 
     @property
     def n_ctx(self) -> int:
@@ -180,17 +186,20 @@ class BatchGenerator:
             self.engine.truncate(a.slot, 0)
 
     def _step(self) -> bool:
+        t0 = time.perf_counter()
         self._admit()
         for a in [a for a in self._active.values() if a.req.cancelled]:
             self._finish(a, "cancelled", "")
         if not self._active:
             return False
+        n_prompt = 0
         seqs = []
         order = []
         for a in self._active.values():
             if a.pending:
                 chunk, a.pending = a.pending[: self.prompt_chunk], a.pending[self.prompt_chunk :]
                 seqs.append((a.slot, chunk, -1, not a.pending))
+                n_prompt += len(chunk)
             else:
                 assert a.next_token is not None
                 seqs.append((a.slot, [a.next_token], a.req.completion_tokens - 1, True))
@@ -204,6 +213,13 @@ class BatchGenerator:
                 self.prompt_tokens += len(a.req.prompt)
             self._advance(a, logits[row])
             row += 1
+        self.prompt_evaluated += n_prompt
+        if n_prompt == 0:
+            # Seconds first: a reader (the server's /metrics) that sees a size's tokens finds
+            # its seconds.
+            n, dt = len(seqs), time.perf_counter() - t0
+            self.decode_step_seconds[n] = self.decode_step_seconds.get(n, 0.0) + dt
+            self.decode_step_tokens[n] = self.decode_step_tokens.get(n, 0) + n
         return True
 
     def _admit(self) -> None:

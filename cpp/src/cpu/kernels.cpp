@@ -142,18 +142,25 @@ void prepare_acts(uint32_t weight_type, const float* x, int64_t cols, int64_t t0
     }
 }
 
-void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok, float* y,
-            int64_t ldy, int64_t r0, int64_t r1) {
-    check_weight_type(w.type, "matmul");
-    check_cols(w.type, w.cols, "matmul");
+namespace {
+void check_matmul(const WeightView& w, const uint8_t* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                  const char* what) {
+    check_weight_type(w.type, what);
+    check_cols(w.type, w.cols, what);
     if (r0 < 0 || r1 > w.rows || r0 > r1 || n_tok < 0) {
-        throw InvalidArgument("matmul: row range [" + std::to_string(r0) + ", " +
+        throw InvalidArgument(std::string(what) + ": row range [" + std::to_string(r0) + ", " +
                               std::to_string(r1) + ") outside 0.." + std::to_string(w.rows));
     }
     if (act_kind(w.type) != ActKind::kF32 && acts == nullptr) {
-        throw InvalidArgument(std::string("matmul: ") + type_name(w.type) +
+        throw InvalidArgument(std::string(what) + ": " + type_name(w.type) +
                               " weights need prepared activations");
     }
+}
+}  // namespace
+
+void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok, float* y,
+            int64_t ldy, int64_t r0, int64_t r1) {
+    check_matmul(w, acts, n_tok, r0, r1, "matmul");
     if (n_tok == 0 || r0 == r1) return;
 #if defined(FFNSKIP_X86)
     const bool grouped_kernels = &K() == &kAvx2Kernels;
@@ -165,6 +172,20 @@ void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_
     if (is_grouped(w.type) && !grouped_kernels)
         return matmul_ungrouped(w, x, acts, n_tok, y, ldy, r0, r1);
     K().matmul(w, x, acts, n_tok, y, ldy, r0, r1);
+}
+
+void matmul_each_token(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok,
+                       float* y, int64_t ldy, int64_t r0, int64_t r1) {
+    check_matmul(w, acts, n_tok, r0, r1, "matmul_each_token");
+    if (n_tok == 0 || r0 == r1) return;
+    if (n_tok >= 2 && K().matmul_each_token != nullptr &&
+        K().matmul_each_token(w, acts, n_tok, y, ldy, r0, r1))
+        return;
+    const size_t stride = act_row_bytes(w.type, w.cols);
+    for (int64_t t = 0; t < n_tok; ++t) {
+        matmul(w, x + t * w.cols, acts ? acts + static_cast<size_t>(t) * stride : nullptr, 1,
+               y + t * ldy, ldy, r0, r1);
+    }
 }
 
 void matvec_rows(const WeightView& w, const float* x, const uint8_t* acts, const int32_t* rows,

@@ -26,6 +26,13 @@ void prepare_acts(uint32_t weight_type, const float* x, int64_t cols, int64_t t0
 void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok, float* y,
             int64_t ldy, int64_t r0, int64_t r1);
 
+// The same outputs as n_tok calls of matmul with one token each (token t: x row t, acts row t at
+// stride act_row_bytes, y + t * ldy), bitwise: the serving step's batch invariance. Where the
+// one-token tile has a several-token variant (AVX2: the quantized types, grouped or not) each
+// weight block is decoded once for up to 4 tokens; elsewhere the one-token kernel runs per token.
+void matmul_each_token(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok,
+                       float* y, int64_t ldy, int64_t r0, int64_t r1);
+
 // One token, listed rows only: y[rows[k]] = dot(W row rows[k], x row 0) for k in [0, n), with x
 // and acts as for matmul (n_tok = 1). The gate-first FFN's W_up, rows of kept neurons.
 void matvec_rows(const WeightView& w, const float* x, const uint8_t* acts, const int32_t* rows,

@@ -309,8 +309,8 @@ void f32_to_f16(const float* x, uint16_t* y, int64_t n) {
 }  // namespace
 }  // namespace avx2
 
-const KernelTable kAvx2Kernels = {avx2::prepare_row, avx2::matmul,       avx2::dequantize_row,
-                                  avx2::dot_f16_f32, avx2::axpy_f16,     avx2::f32_to_f16,
-                                  avx2::matvec_rows, avx2::sparse_matvec};
+const KernelTable kAvx2Kernels = {avx2::prepare_row, avx2::matmul,        avx2::dequantize_row,
+                                  avx2::dot_f16_f32, avx2::axpy_f16,      avx2::f32_to_f16,
+                                  avx2::matvec_rows, avx2::sparse_matvec, avx2::matmul_each_token};
 
 }  // namespace ffnskip::cpu

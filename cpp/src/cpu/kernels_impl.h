@@ -58,6 +58,10 @@ struct KernelTable {
                         float* y);
     void (*sparse_matvec)(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
                           int64_t o1);
+    // Several tokens, each bitwise as one-token matmul gives it (kernels.h matmul_each_token);
+    // returns false for the types it has no such tile for (null, the default: none).
+    bool (*matmul_each_token)(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
+                              int64_t ldy, int64_t r0, int64_t r1) = nullptr;
 };
 
 // The scalar channel-sparse kernels (kernels_scalar.cpp, kernels_sparse_scalar.cpp): also the

@@ -2,7 +2,8 @@
 // 4 rows (independent accumulation chains) decode the weight codes inside the tile and prefetch
 // the rows of a later tile, since decode streams every weight once from DRAM. The last rows
 // (fewer than 4) go through the prompt file's tiles (gemm_quant). The types' decoders are in
-// kernels_quant_blocks_avx2.h.
+// kernels_quant_blocks_avx2.h. Also here: the serving step's several-token variants of these tiles
+// (matmul_each_token), each token's outputs bitwise as the one-token tiles give them.
 #include "cpu/kernels_quant_blocks_avx2.h"
 
 namespace ffnskip::cpu::avx2 {
@@ -244,6 +245,321 @@ void drive(const WeightView& w, const uint8_t* acts, float* y, int64_t r0, int64
         drive_1tok<T>(w, acts, y, r0, r1);
 }
 
+// ---- several tokens, each bitwise as at one token (the serving step) ----------------------------
+// A serving step needs every token row's outputs bitwise equal to the one-token tile's (batch
+// invariance, backend_cpu.cpp matmuls_rowwise), which rules out the prompt paths. Calling the
+// one-token tile once per token decodes every weight block once per token. This tile runs the
+// float operations of tile_1tok_grouped for each (row, token) pair in the same order, on
+// separate accumulators, but widens each block's codes once for NT tokens and multiplies each
+// row's 8 block scales with the tokens' activation scales from the same conversion. R x NT
+// accumulators stay in registers (2 x 4 = 8); the mins' chain, independent of the codes' chain
+// until the final sum, runs in its own pass over the groups.
+template <class Q, int R, int NT>
+void tile_1tok_grouped_tokens(const uint8_t* const* rows, const uint8_t* const* acts, int64_t nb,
+                              float* const* out, int64_t r_out, const char* prefetch) {
+    using G = Grouped<Q>;
+    constexpr bool kMin = G::kMin;
+    const int16_t* aq[NT];
+    const float *ad[NT], *as[NT];
+    for (int t = 0; t < NT; ++t) {
+        aq[t] = reinterpret_cast<const int16_t*>(acts[t]);
+        ad[t] = reinterpret_cast<const float*>(acts[t] + nb * kActBlock * sizeof(int16_t));
+        as[t] = ad[t] + nb;
+    }
+    const int64_t full = nb / kGroupBlocks * kGroupBlocks;
+    __m256 macc[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) macc[r][t] = _mm256_setzero_ps();
+    if constexpr (kMin) {
+        for (int64_t g0 = 0; g0 < full; g0 += kGroupBlocks) {
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) {
+                const __m256 m = G::halves(rows[r] + g0 * G::kBlock, 1);
+#pragma GCC unroll 16
+                for (int t = 0; t < NT; ++t)
+                    macc[r][t] = _mm256_fmadd_ps(m, _mm256_loadu_ps(as[t] + g0), macc[r][t]);
+            }
+        }
+    }
+    __m256 acc[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+    const char* pf = prefetch;
+    for (int64_t g0 = 0; g0 < full; g0 += kGroupBlocks) {
+        for (size_t off = 0; off < R * G::kGroupBytes; off += 64)
+            _mm_prefetch(pf + off, _MM_HINT_T0);
+        pf += R * G::kGroupBytes;
+        alignas(32) float ds[R][NT][kGroupBlocks];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const __m256 d = G::halves(rows[r] + g0 * G::kBlock, 0);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; ++t)
+                _mm256_store_ps(ds[r][t], _mm256_mul_ps(d, _mm256_loadu_ps(ad[t] + g0)));
+        }
+        for (int j = 0; j < kGroupBlocks; ++j) {
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) {
+                __m256i lo, hi;
+                G::codes(rows[r] + g0 * G::kBlock, j, lo, hi);
+#pragma GCC unroll 16
+                for (int t = 0; t < NT; ++t) {
+                    const auto* a = reinterpret_cast<const __m256i*>(aq[t] + (g0 + j) * kActBlock);
+                    const __m256i p =
+                        _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                         _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                _mm256_broadcast_ss(&ds[r][t][j]), acc[r][t]);
+                }
+            }
+        }
+    }
+    // The plain blocks after the last group: plain_block_1tok's operations per (row, token).
+    using Block = typename Q::Block;
+    __m128 tmins[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) tmins[r][t] = _mm_setzero_ps();
+    for (int64_t b = full; b < nb; ++b) {
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const uint8_t* row = rows[r] + full * G::kBlock;
+            const Block& blk = reinterpret_cast<const Block*>(row)[b - full];
+            uint32_t dm16 = blk.d;
+            if constexpr (kMin) std::memcpy(&dm16, &blk, 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
+            __m256i lo, hi;
+            G::Plain::codes(row, b - full, 0, lo, hi);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; ++t) {
+                const __m128 xds =
+                    kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b), _mm_load_ss(as[t] + b))
+                         : _mm_load_ss(ad[t] + b);
+                const __m128 ds = _mm_mul_ps(dm, xds);
+                if constexpr (kMin) tmins[r][t] = _mm_add_ps(tmins[r][t], ds);
+                const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
+                const __m256i p =
+                    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) {
+            float v = hsum(_mm256_add_ps(acc[r][t], macc[r][t]));
+            if constexpr (kMin) v += _mm_cvtss_f32(_mm_movehdup_ps(tmins[r][t]));
+            out[t][r_out + r] = v;
+        }
+    }
+}
+
+// The same for the plain types with a scale in every block (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0):
+// tile_1tok's operations per (row, token), each block's codes widened and its scale pair
+// converted once for NT tokens. The output matrix of SmolLM2 Q4_1 files is Q8_0 (a third of the
+// weight bytes), so the serving step needs this one too.
+template <class T, int R, int NT>
+void tile_1tok_tokens(const uint8_t* const* rows, const uint8_t* const* acts, int64_t nb,
+                      float* const* out, int64_t r_out, const char* prefetch) {
+    using Block = typename T::Block;
+    constexpr bool kMin = T::kMin;
+    const int16_t* aq[NT];
+    const float *ad[NT], *as[NT];
+    for (int t = 0; t < NT; ++t) {
+        aq[t] = reinterpret_cast<const int16_t*>(acts[t]);
+        ad[t] = reinterpret_cast<const float*>(acts[t] + nb * kActBlock * sizeof(int16_t));
+        as[t] = ad[t] + nb;
+    }
+    __m256 acc[R][NT];
+    __m128 mins[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) {
+            acc[r][t] = _mm256_setzero_ps();
+            mins[r][t] = _mm_setzero_ps();
+        }
+    }
+    constexpr size_t pf_step = R * T::kUnitBytes;
+    for (int64_t b = 0; b < nb; ++b) {
+        const char* pf = prefetch + static_cast<size_t>(b) * pf_step;
+        for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const Block& blk = reinterpret_cast<const Block*>(rows[r])[b];
+            uint32_t dm16 = blk.d;
+            if constexpr (kMin) std::memcpy(&dm16, &blk, 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
+            __m256i lo, hi;
+            T::codes(rows[r], b, 0, lo, hi);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; ++t) {
+                const __m128 xds =
+                    kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b), _mm_load_ss(as[t] + b))
+                         : _mm_load_ss(ad[t] + b);
+                const __m128 ds = _mm_mul_ps(dm, xds);
+                if constexpr (kMin) mins[r][t] = _mm_add_ps(mins[r][t], ds);
+                const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
+                const __m256i p =
+                    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) {
+            float v = hsum(acc[r][t]);
+            if constexpr (kMin) v += _mm_cvtss_f32(_mm_movehdup_ps(mins[r][t]));
+            out[t][r_out + r] = v;
+        }
+    }
+}
+
+// And for the K-quants: tile_1tok_k's operations per (row, token), each super-block's scales
+// decoded and each block pair's codes widened once for NT tokens.
+template <class T, int R, int NT>
+void tile_1tok_k_tokens(const uint8_t* const* rows, const uint8_t* const* acts, int64_t nb,
+                        float* const* out, int64_t r_out, const char* prefetch) {
+    const int16_t* aq[NT];
+    const float *ad[NT], *as[NT];
+    for (int t = 0; t < NT; ++t) {
+        aq[t] = reinterpret_cast<const int16_t*>(acts[t]);
+        ad[t] = reinterpret_cast<const float*>(acts[t] + nb * kActBlock * sizeof(int16_t));
+        as[t] = ad[t] + nb;
+    }
+    __m256 acc0[R][NT], acc1[R][NT];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t) acc0[r][t] = acc1[r][t] = _mm256_setzero_ps();
+    constexpr size_t pf_step = R * T::kUnitBytes;
+    for (int64_t u = 0; u < nb / 8; ++u) {
+        const char* pf = prefetch + static_cast<size_t>(u) * pf_step;
+        for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+        alignas(32) float ds[R][NT][8];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            __m256 dw, mn;
+            T::scales8(rows[r], u, dw, mn);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; ++t) {
+                _mm256_store_ps(ds[r][t], _mm256_mul_ps(dw, _mm256_loadu_ps(ad[t] + 8 * u)));
+                if constexpr (T::kMin)
+                    acc1[r][t] = _mm256_fmadd_ps(mn, _mm256_loadu_ps(as[t] + 8 * u), acc1[r][t]);
+            }
+        }
+        for (int p = 0; p < 4; ++p) {
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) {
+                __m256i c[4];
+                T::pair(rows[r], u, p, c);
+#pragma GCC unroll 16
+                for (int t = 0; t < NT; ++t) {
+                    const auto* a =
+                        reinterpret_cast<const __m256i*>(aq[t] + (8 * u + 2 * p) * kActBlock);
+                    const __m256i p0 =
+                        _mm256_add_epi32(_mm256_madd_epi16(c[0], _mm256_loadu_si256(a)),
+                                         _mm256_madd_epi16(c[1], _mm256_loadu_si256(a + 1)));
+                    const __m256i p1 =
+                        _mm256_add_epi32(_mm256_madd_epi16(c[2], _mm256_loadu_si256(a + 2)),
+                                         _mm256_madd_epi16(c[3], _mm256_loadu_si256(a + 3)));
+                    acc0[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
+                                                 _mm256_broadcast_ss(&ds[r][t][2 * p]), acc0[r][t]);
+                    acc1[r][t] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1),
+                                        _mm256_broadcast_ss(&ds[r][t][2 * p + 1]), acc1[r][t]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; ++t)
+            out[t][r_out + r] = hsum(_mm256_add_ps(acc0[r][t], acc1[r][t]));
+}
+
+using TokensTileFn = void (*)(const uint8_t* const*, const uint8_t* const*, int64_t, float* const*,
+                              int64_t, const char*);
+
+// Tokens run in fours; rows in pairs (8 accumulators in registers), or one at a time where
+// each (row, token) has two chains (the 128-bit mins of the plain types with a min, the even
+// and odd blocks of the K-quants).
+constexpr int kTokensMax = 4;
+
+template <class T>
+constexpr int tokens_tile_rows() {
+    if constexpr (IsGrouped<T>::value)
+        return 2;
+    else
+        return T::kGroup == 1 && !T::kMin ? 2 : 1;
+}
+
+template <class T, int R>
+TokensTileFn tokens_tile_fn(int nt) {
+    if constexpr (IsGrouped<T>::value) {
+        using Q = typename T::Plain::Inner;
+        constexpr TokensTileFn kFns[kTokensMax] = {
+            tile_1tok_grouped_tokens<Q, R, 1>, tile_1tok_grouped_tokens<Q, R, 2>,
+            tile_1tok_grouped_tokens<Q, R, 3>, tile_1tok_grouped_tokens<Q, R, 4>};
+        return kFns[nt - 1];
+    } else if constexpr (T::kGroup == 1) {
+        constexpr TokensTileFn kFns[kTokensMax] = {
+            tile_1tok_tokens<T, R, 1>, tile_1tok_tokens<T, R, 2>, tile_1tok_tokens<T, R, 3>,
+            tile_1tok_tokens<T, R, 4>};
+        return kFns[nt - 1];
+    } else {
+        constexpr TokensTileFn kFns[kTokensMax] = {
+            tile_1tok_k_tokens<T, R, 1>, tile_1tok_k_tokens<T, R, 2>, tile_1tok_k_tokens<T, R, 3>,
+            tile_1tok_k_tokens<T, R, 4>};
+        return kFns[nt - 1];
+    }
+}
+
+// n_tok tokens over rows [r0, r1), each token's outputs as the one-token driver (drive) gives
+// them: the rows it runs in 4-row tiles through the tiles above (per row the same operations
+// whatever the tile's height), the rows after the last full tile through its own tail path,
+// token by token.
+template <class T>
+void drive_tokens(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+                  int64_t r0, int64_t r1) {
+    constexpr int R = tokens_tile_rows<T>();
+    const int64_t nb = w.cols / kActBlock;
+    const size_t astride = static_cast<size_t>(nb) * kActBytes32;
+    const size_t tile_bytes = R * w.row_bytes;
+    const size_t ahead = (kDecodeAheadBytes + tile_bytes - 1) / tile_bytes * tile_bytes;
+    const int64_t tiled = r0 + (r1 - r0) / kDecodeRows * kDecodeRows;
+    for (int64_t r = r0; r < tiled; r += R) {
+        const uint8_t* rows[R];
+        for (int i = 0; i < R; ++i) rows[i] = w.data + static_cast<size_t>(r + i) * w.row_bytes;
+        const char* pf = reinterpret_cast<const char*>(rows[0] + ahead);
+        for (int64_t t = 0; t < n_tok; t += kTokensMax) {
+            const int nt = static_cast<int>(std::min<int64_t>(n_tok - t, kTokensMax));
+            const uint8_t* ta[kTokensMax];
+            float* out[kTokensMax];
+            for (int j = 0; j < nt; ++j) {
+                ta[j] = acts + static_cast<size_t>(t + j) * astride;
+                out[j] = y + (t + j) * ldy;
+            }
+            tokens_tile_fn<T, R>(nt)(rows, ta, nb, out, r, pf);
+        }
+    }
+    for (int64_t t = 0; t < n_tok && tiled < r1; ++t)
+        drive<T>(w, acts + static_cast<size_t>(t) * astride, y + t * ldy, tiled, r1);
+}
+
 // ---- one token on a list of rows (the gate-first FFN's W_up: rows of kept neurons only) -------
 // The one-token tiles on 4 listed rows at a time; the prefetch covers 4 rows' length from the
 // next listed row, which holds most of the next tile when the kept rows are dense.
@@ -276,6 +592,16 @@ void drive_rows(const WeightView& w, const uint8_t* acts, const int32_t* list, i
 void matvec_quant(const WeightView& w, const uint8_t* acts, float* y, int64_t r0, int64_t r1) {
     with_decoder(w.type,
                  [&](auto tag) { drive<typename decltype(tag)::type>(w, acts, y, r0, r1); });
+}
+
+bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
+                       int64_t ldy, int64_t r0, int64_t r1) {
+    bool done = false;
+    with_decoder(w.type, [&](auto tag) {
+        drive_tokens<typename decltype(tag)::type>(w, acts, n_tok, y, ldy, r0, r1);
+        done = true;
+    });
+    return done;
 }
 
 void matvec_rows(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,

@@ -125,6 +125,18 @@ class _State:
         self.g_tps = Gauge(
             "ffnskip_tokens_per_second", "generated tokens/s (last second)", registry=r
         )
+        self.g_prompt_eval = Gauge(
+            "ffnskip_prompt_tokens_evaluated",
+            "prompt tokens evaluated (the rest came from a cached prefix)",
+            registry=r,
+        )
+        # Decode-only steps by batch size: served decode speed = tokens / seconds per size.
+        self.g_decode_tokens = Gauge(
+            "ffnskip_decode_step_tokens", "tokens of decode-only steps", ["rows"], registry=r
+        )
+        self.g_decode_seconds = Gauge(
+            "ffnskip_decode_step_seconds", "seconds in decode-only steps", ["rows"], registry=r
+        )
 
     def load(self) -> None:
         try:
@@ -445,6 +457,10 @@ def create_app(cfg: ServerConfig, load_in_background: bool = True) -> Starlette:
             st.g_active.set(st.gen.active)
             st.g_kv.set(st.gen.kv_usage())
             st.g_tps.set(st.sched.tokens_per_second)
+            st.g_prompt_eval.set(st.gen.prompt_evaluated)
+            for n, tokens in list(st.gen.decode_step_tokens.items()):
+                st.g_decode_tokens.labels(rows=str(n)).set(tokens)
+                st.g_decode_seconds.labels(rows=str(n)).set(st.gen.decode_step_seconds[n])
         return Response(generate_latest(st.registry), media_type="text/plain; version=0.0.4")
 
     routes = [

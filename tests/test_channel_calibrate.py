@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ffnskip_native import SkipConfig, _core
+from ffnskip_native._util import dumps_json
 from ffnskip_native.calibrate.channel_search import (
     ByteModel,
     dropped_energy,
@@ -197,13 +198,17 @@ def test_unknown_variant_is_a_usage_error(model, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", str(model), "--kind", "channel", "--channel-variants", "in_out"])
     assert exc.value.code == 2
+    assert "unknown channel variant 'in_out'" in capsys.readouterr().err
     assert parse_variant("in_mid@2").filters[1] == ("t_mid", "hist_m", 2.0)
 
 
 def test_null_threshold_round_trips():
-    # A kind-2-only profile has threshold NaN, which its JSON writes as null.
+    # A kind-2-only profile has threshold NaN, which the profile JSON calibrate writes (and
+    # eval --json prints) holds as null.
     cfg = SkipConfig(threshold=math.nan, warmup=0, t_in=[0.1, math.nan], t_mid=0.2)
-    back = SkipConfig.from_json(cfg.to_json())
+    text = dumps_json(cfg.to_dict())
+    assert '"threshold": null' in text
+    back = SkipConfig.from_json(text)
     assert math.isnan(back.threshold_list()[0])
     assert back.channel_list("t_mid") == [0.2] and math.isnan(back.channel_list("t_in")[1])
 

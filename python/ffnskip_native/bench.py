@@ -188,6 +188,9 @@ def run_bench(
             )
             result["dense_decode_tok_s"] = max(result["dense_decode_tok_s"], dense_interleaved)
             result["profile"] = profile_bytes(eng, profile, stats)
+            # The A/B pair alone (the speed-up below divides by the best dense run of all).
+            result["profile"]["dense_interleaved_tok_s"] = dense_interleaved
+            result["profile"]["speedup_interleaved"] = with_profile / dense_interleaved
         eng.set_skip(None)
         dense = result["dense_decode_tok_s"]
         if skips or profile is not None:

@@ -181,32 +181,25 @@ def run_bench(
                     / (result["bytes_per_token"] - saved),
                 }
             )
-        with_profile = None
-        if profile is not None:
-            with_profile, dense_interleaved, stats = _time_interleaved(
-                eng, profile, prompt[:16], n_gen, repeat
-            )
-            result["dense_decode_tok_s"] = max(result["dense_decode_tok_s"], dense_interleaved)
-            result["profile"] = profile_bytes(eng, profile, stats)
-            # The A/B pair alone (the speed-up below divides by the best dense run of all).
-            result["profile"]["dense_interleaved_tok_s"] = dense_interleaved
-            result["profile"]["speedup_interleaved"] = with_profile / dense_interleaved
         eng.set_skip(None)
         dense = result["dense_decode_tok_s"]
-        if skips or profile is not None:
+        if skips:
             # Dense again after the skip runs, best of both: a machine that speeds up or slows
             # down during the run must not show up as a skip speed-up.
             dense = max(dense, _time_decode(eng, prompt[:16], n_gen, repeat))
-            result["dense_decode_tok_s"] = dense
             for s in skips:
                 s["speedup"] = s["decode_tok_s"] / dense
                 s["fraction_of_ideal"] = s["speedup"] / s["ideal_speedup"]
-            if skips:
-                result["skip"] = skips
-        result["decode_tok_s"] = dense if with_profile is None else with_profile
-        if "profile" in result:
-            prof = result["profile"]
-            prof["speedup"] = result["decode_tok_s"] / dense
+            result["skip"] = skips
+        result["dense_decode_tok_s"] = result["decode_tok_s"] = dense
+        if profile is not None:
+            # The pair the profile is judged by comes from the interleaved runs alone: on a
+            # shared machine a dense figure from another moment differs by up to 3x (SmolLM2,
+            # 2 threads, load 11: 41 tok/s before, 13.8 tok/s interleaved).
+            with_profile, dense, stats = _time_interleaved(eng, profile, prompt[:16], n_gen, repeat)
+            prof = result["profile"] = profile_bytes(eng, profile, stats)
+            result["dense_decode_tok_s"], result["decode_tok_s"] = dense, with_profile
+            prof["speedup"] = with_profile / dense
             prof["fraction_of_ideal"] = prof["speedup"] / prof["ideal_speedup"]
         if "floor_tok_s" in result:
             # The floor counts every weight byte: it is the dense decode's.

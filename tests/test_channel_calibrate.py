@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ffnskip_native import SkipConfig, _core
+from ffnskip_native import Generator, SkipConfig, _core
 from ffnskip_native._util import dumps_json
 from ffnskip_native.calibrate.channel_search import (
     ByteModel,
@@ -84,6 +84,11 @@ def test_calibrated_profile_reaches_the_byte_target_and_is_stored(calibrated):
     assert same_profile(stored, SkipConfig.from_json(profile_json.read_text()))
     assert stored.channel_list("t_in") or stored.channel_list("t_gate")
     assert len(report["levels"]) == 6 and max(report["levels"]) > 0
+    # The Generator decodes with the stored profile by default, and reads fewer FFN bytes.
+    with Generator(str(gguf), backend="cpu", n_threads=1, n_ctx=128) as gen:
+        assert same_profile(gen.skip, stored)
+        list(gen.generate("the cat", max_new_tokens=8))
+        assert gen.stats["skip"]["ffn_bytes_saved"] > 0.1
 
 
 def test_eval_uses_the_stored_profile_and_counts_bytes_like_skip_stats(

@@ -3,7 +3,8 @@ held-out text against (a) the uniform allocation and (b) the best block-skip pro
 
 - ``channel``: channel_pipeline.calibrate_channel on no block skipping;
 - ``both``: the block calibration (pipeline.calibrate) at ``block_share`` x the target first, then
-  kind 2 on top of its profile until the engine counts the whole target saved.
+  kind 2 on top of its profile until the engine counts the whole target saved (on the tokens
+  past the profile's warm-up, see calibrate_channel).
 
 Baseline (b) is the block calibration run at the bytes the profile saved on the held-out text;
 its held-out rows (calibrated, paper, static; each matched there) are FFN bytes saved too, since

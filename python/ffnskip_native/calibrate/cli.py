@@ -11,6 +11,7 @@ from typing import Optional
 from ..cli.common import add_backend_args, positive_int
 from ..errors import InvalidArgumentError
 from ..skip_flags import OldSpelling
+from .channel_pipeline import SEARCH_TOKENS
 from .channel_search import DEFAULT_VARIANTS, Variant, parse_variant
 from .kinds import KINDS, calibrate_kind, format_kind_table
 from .output import write_outputs
@@ -104,7 +105,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         + ",".join(v.name for v in DEFAULT_VARIANTS),
     )
     c.add_argument(
-        "--search-tokens", type=int, default=384, help="calibration tokens each search run scores"
+        "--search-tokens",
+        type=int,
+        default=SEARCH_TOKENS,
+        help=f"calibration tokens each search run scores (default {SEARCH_TOKENS})",
     )
     c.add_argument("--byte-tol", type=float, default=0.01, help="byte-target matching tolerance")
     c.add_argument(

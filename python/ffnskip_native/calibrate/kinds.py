@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..errors import InvalidArgumentError
 from ..skip import SkipConfig
-from .channel_pipeline import ChannelCalibration, calibrate_channel
+from .channel_pipeline import SEARCH_TOKENS, ChannelCalibration, calibrate_channel
 from .channel_search import DEFAULT_VARIANTS, Variant
 from .pipeline import calibrate
 from .results import CalibrationResult, ReportRow
@@ -95,7 +95,7 @@ def calibrate_kind(
     block_share: float = 0.2,
     block_baseline: bool = True,
     variants: Sequence[Variant] = DEFAULT_VARIANTS,
-    search_tokens: int = 384,
+    search_tokens: int = SEARCH_TOKENS,
     byte_tol: float = 0.01,
     block_kwargs: Optional[dict[str, Any]] = None,
     log: Callable[[str], None] = lambda s: None,

@@ -4,8 +4,11 @@ Teacher-forced: the text is cut into windows of `ctx` tokens; in each window the
 `prompt_len` tokens are the prompt (always dense) and the rest are treated as generated tokens,
 so the policy applies exactly as in decoding (warm-up counted from the first generated token).
 Scored rows are the predictions made at generated positions. Reported: perplexity dense and with
-skipping, top-1 agreement with the dense model, mean KL(dense || skip) in nats, and the achieved
-skip ratio (skipped FFN blocks / (generated tokens x layers), warm-up tokens included).
+skipping, top-1 agreement with the dense model, mean KL(dense || skip) in nats, the achieved
+skip ratio (skipped FFN blocks / (generated tokens x layers), warm-up tokens included), and the
+FFN weight bytes not read, as the engine counts them (channel layouts' scale tables included):
+over all layers (``ffn_bytes_saved``, 1 - bytes read / (generated tokens x dense FFN bytes per
+token), warm-up tokens included) and per layer, with kind 2's per-layer drop fractions.
 
 Generation: for each prompt, greedy continuations with and without skipping; reported are the
 fraction of identical tokens and the position of the first divergence.
@@ -53,6 +56,12 @@ class QualityResult:
     kl_mean: float
     skip_ratio: float
     gates: Optional[np.ndarray] = field(default=None, repr=False)
+    ffn_bytes_saved: float = 0.0
+    # Per layer: 1 - FFN bytes read / (generated tokens x that layer's dense FFN bytes).
+    layer_bytes_saved: list[float] = field(default_factory=list)
+    # Kind 2, per layer: the fraction of FFN inputs h (``in``), neurons (``gate``) and W_down
+    # inputs m (``mid``) dropped, over the FFNs that ran with a channel filter (0 where none ran).
+    layer_dropped: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,7 +72,45 @@ class QualityResult:
             "top1_agreement": self.top1_agreement,
             "kl_mean": self.kl_mean,
             "skip_ratio": self.skip_ratio,
+            "ffn_bytes_saved": self.ffn_bytes_saved,
+            "layer_ffn_bytes_saved": self.layer_bytes_saved,
+            "layer_dropped": self.layer_dropped,
         }
+
+
+class FfnBytes:
+    """Sums the engine's per-call FFN byte and channel-drop counts (skip_stats()) over calls."""
+
+    def __init__(self, n_layer: int, n_embd: int, n_ff: int) -> None:
+        self.n_embd, self.n_ff = n_embd, n_ff
+        self.tokens = 0
+        self.read = np.zeros(n_layer)
+        self.dense = np.zeros(n_layer)
+        self.runs = np.zeros(n_layer)
+        self.dropped = {k: np.zeros(n_layer) for k in ("in", "gate", "mid")}
+
+    def add(self, stats: dict[str, Any]) -> None:
+        self.tokens += int(stats["tokens"])
+        self.read += np.asarray(stats["ffn_bytes_read"], dtype=np.float64)
+        self.dense = np.asarray(stats["ffn_bytes_dense"], dtype=np.float64)
+        self.runs += np.asarray(stats["channel_runs"], dtype=np.float64)
+        for k in self.dropped:
+            self.dropped[k] += np.asarray(stats[f"dropped_{k}"], dtype=np.float64)
+
+    def saved(self) -> float:
+        total = self.tokens * self.dense.sum()
+        return float(1.0 - self.read.sum() / total) if total > 0 else 0.0
+
+    def layer_saved(self) -> list[float]:
+        if self.tokens == 0:
+            return [0.0] * len(self.read)
+        return [float(x) for x in 1.0 - self.read / np.maximum(self.tokens * self.dense, 1.0)]
+
+    def layer_dropped(self) -> dict[str, list[float]]:
+        # t_mid counts only neurons t_gate kept: its fraction is of all n_ff, like t_gate's.
+        width = {"in": self.n_embd, "gate": self.n_ff, "mid": self.n_ff}
+        runs = np.maximum(self.runs, 1.0)
+        return {k: [float(x) for x in v / (runs * width[k])] for k, v in self.dropped.items()}
 
 
 class TeacherForcedEval:
@@ -113,6 +160,7 @@ class TeacherForcedEval:
     def dense_result(self) -> QualityResult:
         """The result of a config that skips nothing: the dense model against itself."""
         ppl = self.dense_ppl()
+        n_layer = self.engine.n_layer
         return QualityResult(
             n_scored=self.n_scored,
             ppl_dense=ppl,
@@ -120,6 +168,8 @@ class TeacherForcedEval:
             top1_agreement=1.0,
             kl_mean=0.0,
             skip_ratio=0.0,
+            layer_bytes_saved=[0.0] * n_layer,
+            layer_dropped={k: [0.0] * n_layer for k in ("in", "gate", "mid")},
         )
 
     def score(self, skip: SkipConfig, label: str = "skip") -> QualityResult:
@@ -127,6 +177,8 @@ class TeacherForcedEval:
         nll, agree, kl = [], [], []
         skipped = evaluated = 0
         gates = []
+        hp = self.engine.hparams
+        ffn_bytes = FfnBytes(self.engine.n_layer, int(hp["n_embd"]), int(hp["n_ff"]))
         with progress_bar(len(self.windows), label, self.progress) as bar:
             for w in self.windows:
                 logits = self.engine.logits(
@@ -135,6 +187,7 @@ class TeacherForcedEval:
                 stats = self.engine.skip_stats()
                 skipped += sum(stats["skipped"])
                 evaluated += sum(stats["evaluated"])
+                ffn_bytes.add(stats)
                 if skip.record_gates and "gates" in stats:
                     gates.append(stats["gates"])
                 rows = np.ascontiguousarray(logits[self.prompt_len : -1])
@@ -152,6 +205,9 @@ class TeacherForcedEval:
             kl_mean=float(np.concatenate(kl).mean()),
             skip_ratio=skipped / total if total else 0.0,
             gates=np.concatenate(gates) if gates else None,
+            ffn_bytes_saved=ffn_bytes.saved(),
+            layer_bytes_saved=ffn_bytes.layer_saved(),
+            layer_dropped=ffn_bytes.layer_dropped(),
         )
 
 

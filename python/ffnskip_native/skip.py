@@ -176,7 +176,9 @@ class SkipConfig:
             raise InvalidArgumentError(f"SkipConfig: unknown field(s) {sorted(unknown)}")
         d = dict(d)
         th = d.get("threshold", 0.98)
-        if isinstance(th, list):
+        if th is None:  # to_dict writes a NaN threshold (never: kind 2 alone) as JSON null
+            d["threshold"] = math.nan
+        elif isinstance(th, list):
             d["threshold"] = [math.nan if t is None else t for t in th]  # checked by __init__
         for name in _CHANNEL_FIELDS:
             if isinstance(d.get(name), list):

@@ -20,10 +20,18 @@ Outputs (written only when everything succeeded): the profile JSON (a SkipConfig
 ``--skip FILE``), a report JSON, a PNG, and with ``--write-gguf`` a model copy carrying the
 profile as ``ffnskip.*`` metadata.
 
+``--kind channel --target-bytes R`` calibrates kind 2 (channel sparsity) instead, and ``--kind
+both`` a block profile plus channel thresholds (kinds.py): per-layer thresholds from quantiles of
+the recorded |h|, |g|, |m|, allocated greedily towards R of the FFN bytes per generated token
+not read (the engine's count), judged on held-out text against the uniform allocation and the
+best block-skip profile at equal bytes.
+
 Modules: texts (the packaged texts, mixing genres), search (the surrogate search over recorded
 gates), phases (one function per phase), pipeline (``calibrate()``: the phases in order),
 results (what it returns), output (the files it writes), report (table and PNG), cli (the
-``ffnskip calibrate`` arguments).
+``ffnskip calibrate`` arguments); for kind 2: channel_search (levels, byte model, greedy
+allocation), channel_pipeline (``calibrate_channel()``), kinds (``--kind channel|both`` and the
+baselines).
 """
 
 from .cli import main

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from .._util import atomic_write, dumps_json
 from ..profile_gguf import write_profile_gguf
+from .kinds import KindCalibration
 from .report import plot_report
 from .results import CalibrationResult
 
 
 def write_outputs(
-    result: CalibrationResult,
+    result: Union[CalibrationResult, KindCalibration],
     profile_path: Optional[Path],
     report_path: Optional[Path],
     plot_path: Optional[Path],
@@ -23,7 +24,7 @@ def write_outputs(
     if gguf_path is not None:
         write_profile_gguf(result.model, gguf_path, result.profile)
         written.append(gguf_path)
-    if plot_path is not None:
+    if plot_path is not None and isinstance(result, CalibrationResult):
         atomic_write(plot_path, lambda p: plot_report(result, p))
         written.append(plot_path)
     if report_path is not None:

@@ -88,7 +88,9 @@ def format_text(r: dict[str, Any]) -> str:
     if profile:
         lines.append(
             f"  profile    {r['decode_tok_s']:.1f} tok/s, x{profile['speedup']:.3f} "
-            f"(skip ratio {profile['skip_ratio']:.3f})"
+            f"(skip ratio {profile['skip_ratio']:.3f}; FFN bytes saved "
+            f"{profile['ffn_bytes_saved']:.3f}; ideal x{profile['ideal_speedup']:.3f}, "
+            f"{100 * profile['fraction_of_ideal']:.0f}% of it)"
         )
     lines.append(
         f"weights/tok  {r['bytes_per_token'] / 1e6:.1f} MB (FFN {r['ffn_bytes'] / 1e6:.1f} MB)"

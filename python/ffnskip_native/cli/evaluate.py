@@ -96,6 +96,7 @@ def format_text(out: dict[str, Any]) -> str:
             f"  top-1 agreement with dense  {100 * tf['top1_agreement']:.2f}%",
             f"  mean KL(dense || skip)      {tf['kl_mean']:.5f} nats",
             f"  skip ratio                  {100 * tf['skip_ratio']:.2f}%",
+            f"  FFN bytes saved             {100 * tf['ffn_bytes_saved']:.2f}%",
         ]
     gen = out.get("generation")
     if gen:

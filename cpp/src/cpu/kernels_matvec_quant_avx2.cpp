@@ -254,6 +254,28 @@ void drive(const WeightView& w, const uint8_t* acts, float* y, int64_t r0, int64
 // row's 8 block scales with the tokens' activation scales from the same conversion. R x NT
 // accumulators stay in registers (2 x 4 = 8); the mins' chain, independent of the codes' chain
 // until the final sum, runs in its own pass over the groups.
+// One plain 32-block of one row at NT tokens: plain_block_1tok's operations for each token, in its
+// order (so each token's sums are bitwise a one-token call's). lo/hi: the block's 16-bit codes.
+template <bool kMin, int NT, class Block>
+__attribute__((always_inline)) inline void plain_block_tokens(
+    const Block& blk, __m256i lo, __m256i hi, const int16_t* const* aq, const float* const* ad,
+    const float* const* as, int64_t b, __m256 (&acc)[NT], __m128 (&mins)[NT]) {
+    uint32_t dm16 = blk.d;
+    if constexpr (kMin) std::memcpy(&dm16, &blk, 4);
+    const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+        const __m128 xds = kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b), _mm_load_ss(as[t] + b))
+                                : _mm_load_ss(ad[t] + b);
+        const __m128 ds = _mm_mul_ps(dm, xds);
+        if constexpr (kMin) mins[t] = _mm_add_ps(mins[t], ds);
+        const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
+        const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
+                                           _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[t]);
+    }
+}
+
 template <class Q, int R, int NT>
 void tile_1tok_grouped_tokens(const uint8_t* const* rows, const uint8_t* const* acts, int64_t nb,
                               float* const* out, int64_t r_out, const char* prefetch) {
@@ -329,26 +351,10 @@ void tile_1tok_grouped_tokens(const uint8_t* const* rows, const uint8_t* const* 
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
             const uint8_t* row = rows[r] + full * G::kBlock;
-            const Block& blk = reinterpret_cast<const Block*>(row)[b - full];
-            uint32_t dm16 = blk.d;
-            if constexpr (kMin) std::memcpy(&dm16, &blk, 4);
-            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
             __m256i lo, hi;
             G::Plain::codes(row, b - full, 0, lo, hi);
-#pragma GCC unroll 16
-            for (int t = 0; t < NT; ++t) {
-                const __m128 xds =
-                    kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b), _mm_load_ss(as[t] + b))
-                         : _mm_load_ss(ad[t] + b);
-                const __m128 ds = _mm_mul_ps(dm, xds);
-                if constexpr (kMin) tmins[r][t] = _mm_add_ps(tmins[r][t], ds);
-                const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
-                const __m256i p =
-                    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
-                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
-                acc[r][t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r][t]);
-            }
+            plain_block_tokens<kMin, NT>(reinterpret_cast<const Block*>(row)[b - full], lo, hi, aq,
+                                         ad, as, b, acc[r], tmins[r]);
         }
     }
 #pragma GCC unroll 16
@@ -394,26 +400,10 @@ void tile_1tok_tokens(const uint8_t* const* rows, const uint8_t* const* acts, in
         for (size_t off = 0; off <= pf_step; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
-            const Block& blk = reinterpret_cast<const Block*>(rows[r])[b];
-            uint32_t dm16 = blk.d;
-            if constexpr (kMin) std::memcpy(&dm16, &blk, 4);
-            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm16)));
             __m256i lo, hi;
             T::codes(rows[r], b, 0, lo, hi);
-#pragma GCC unroll 16
-            for (int t = 0; t < NT; ++t) {
-                const __m128 xds =
-                    kMin ? _mm_unpacklo_ps(_mm_load_ss(ad[t] + b), _mm_load_ss(as[t] + b))
-                         : _mm_load_ss(ad[t] + b);
-                const __m128 ds = _mm_mul_ps(dm, xds);
-                if constexpr (kMin) mins[r][t] = _mm_add_ps(mins[r][t], ds);
-                const auto* a = reinterpret_cast<const __m256i*>(aq[t] + b * kActBlock);
-                const __m256i p =
-                    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)),
-                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(a + 1)));
-                acc[r][t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(ds), acc[r][t]);
-            }
+            plain_block_tokens<kMin, NT>(reinterpret_cast<const Block*>(rows[r])[b], lo, hi, aq, ad,
+                                         as, b, acc[r], mins[r]);
         }
     }
 #pragma GCC unroll 16

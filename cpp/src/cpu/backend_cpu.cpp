@@ -490,6 +490,34 @@ class CpuBackend final : public Backend {
     // prepared once per distinct (input, weight type), then output rows are split into tasks.
     void matmuls(std::initializer_list<MatmulJob> list, int T) {
         if (rowwise_) return matmuls_rowwise(list, T);
+        for_row_blocks(list, T, [&](const MatmulJob& j, int64_t r0, int64_t r1) {
+            cpu::matmul(*j.w, j.x, j.acts, T, j.y, j.ldy, r0, r1);
+        });
+    }
+
+    // The serving step's matmuls: every row as the one-token kernel gives it
+    // (cpu::matmul_each_token) over row blocks fixed by the weight alone, so a row's outputs are
+    // bitwise those of a lone decode step whatever else is in the batch. Each task walks its rows
+    // in sub-blocks of ~16 KiB of weights and runs all T rows over a sub-block while it is in
+    // L1/L2: the weights stream from DRAM once per step, and a quantized block is decoded once
+    // per 4 rows (the float types' compute is T times one row's). SmolLM2 Q4_1, 1 thread, process
+    // CPU time per 4-row decode step (bench/batch_step.py, interleaved): 24.8 ms row by row, 17.7
+    // ms now, against 10.5 ms for one row.
+    void matmuls_rowwise(std::initializer_list<MatmulJob> list, int T) {
+        for_row_blocks(list, T, [&](const MatmulJob& j, int64_t r0, int64_t r1) {
+            // Multiples of 16 rows too.
+            const int64_t sub = std::max<int64_t>(
+                16, static_cast<int64_t>(kRowwiseBytes / j.w->row_bytes) / 16 * 16);
+            for (int64_t s0 = r0; s0 < r1; s0 += sub)
+                cpu::matmul_each_token(*j.w, j.x, j.acts, T, j.y, j.ldy, s0,
+                                       std::min(r1, s0 + sub));
+        });
+    }
+
+    // Both matmul paths: prepares each job's activations (one copy per input and type), splits
+    // the jobs' rows into blocks and runs body(job, r0, r1) for each block on the pool.
+    template <class Body>
+    void for_row_blocks(std::initializer_list<MatmulJob> list, int T, const Body& body) {
         MatmulJob jobs[3];
         int n_jobs = 0;
         for (const MatmulJob& j : list) jobs[n_jobs++] = j;
@@ -507,8 +535,11 @@ class CpuBackend final : public Backend {
             next_buf += static_cast<size_t>(T) * act_stride_;
             prepare(j, T);
         }
-        // Row blocks, rounded to 16 rows for the kernels' tiles. Prompts: ~4 tasks per thread for
-        // balance. Decode: one contiguous range per thread, so each thread streams one region of
+        // Row blocks are multiples of 16 rows, so every 4-row tile starts where it would in one
+        // call over the whole matrix and only the matrix's last rows take the kernels' tail path:
+        // a row's result does not depend on the split (the serving step's batch invariance).
+        // Several rows (a prompt, a step of several sequences): ~4 tasks per thread for balance.
+        // One row (decode): one contiguous range per thread, so each thread streams one region of
         // the weights from DRAM (SmolLM2 decode at 2 threads, interleaved runs: median +5% over 2
         // tasks per thread, +5..14% over 4).
         int64_t total_rows = 0;
@@ -528,59 +559,7 @@ class CpuBackend final : public Backend {
             while (task >= first_task[i + 1]) ++i;
             const MatmulJob& j = jobs[i];
             const int64_t r0 = (task - first_task[i]) * block;
-            const int64_t r1 = std::min(j.w->rows, r0 + block);
-            cpu::matmul(*j.w, j.x, j.acts, T, j.y, j.ldy, r0, r1);
-        });
-    }
-
-    // The serving step's matmuls: every row as the one-token kernel gives it
-    // (cpu::matmul_each_token) over row blocks fixed by the weight alone, so a row's outputs are
-    // bitwise those of a lone decode step whatever else is in the batch. Each task walks its rows
-    // in sub-blocks of ~16 KiB of weights and runs all T rows over a sub-block while it is in
-    // L1/L2: the weights stream from DRAM once per step, and a quantized block is decoded once
-    // per 4 rows (the float types' compute is T times one row's). SmolLM2 Q4_1, 1 thread, process
-    // CPU time per 4-row decode step (bench/batch_step.py, interleaved): 24.8 ms row by row, 17.7
-    // ms now, against 10.5 ms for one row.
-    void matmuls_rowwise(std::initializer_list<MatmulJob> list, int T) {
-        MatmulJob jobs[3];
-        int n_jobs = 0;
-        for (const MatmulJob& j : list) jobs[n_jobs++] = j;
-        uint8_t* next_buf = acts_.data();
-        for (int i = 0; i < n_jobs; ++i) {
-            MatmulJob& j = jobs[i];
-            if (cpu::act_row_bytes(j.w->type, j.w->cols) == 0) continue;
-            j.acts = next_buf;
-            next_buf += static_cast<size_t>(T) * act_stride_;
-            prepare(j, T);
-        }
-        int64_t total_rows = 0;
-        for (int i = 0; i < n_jobs; ++i) total_rows += jobs[i].w->rows;
-        // Row blocks are multiples of 16 rows, so every 4-row tile starts where it would in one
-        // call over the whole matrix and only the matrix's last rows take the kernels' tail path:
-        // a row's result does not depend on the split. Several rows (a prompt chunk, a step of
-        // several sequences) get matmuls()' 4 tasks per thread, which balances a loaded machine.
-        const int64_t want = static_cast<int64_t>(pool_.size()) * (T == 1 ? 1 : 4);
-        int64_t block = std::max<int64_t>(16, (total_rows + want - 1) / want);
-        block = (block + 15) / 16 * 16;
-        int64_t first_task[4] = {0, 0, 0, 0};
-        int64_t n_tasks = 0;
-        for (int i = 0; i < n_jobs; ++i) {
-            first_task[i] = n_tasks;
-            n_tasks += (jobs[i].w->rows + block - 1) / block;
-        }
-        first_task[n_jobs] = n_tasks;
-        pool_.run(static_cast<int>(n_tasks), [&](int task, int) {
-            int i = 0;
-            while (task >= first_task[i + 1]) ++i;
-            const MatmulJob& j = jobs[i];
-            const int64_t r0 = (task - first_task[i]) * block;
-            const int64_t r1 = std::min(j.w->rows, r0 + block);
-            // Multiples of 16 rows too.
-            const int64_t sub = std::max<int64_t>(
-                16, static_cast<int64_t>(kRowwiseBytes / j.w->row_bytes) / 16 * 16);
-            for (int64_t s0 = r0; s0 < r1; s0 += sub)
-                cpu::matmul_each_token(*j.w, j.x, j.acts, T, j.y, j.ldy, s0,
-                                       std::min(r1, s0 + sub));
+            body(j, r0, std::min(j.w->rows, r0 + block));
         });
     }
 

@@ -1,9 +1,11 @@
 """Channel-sparse FFN (kind 2) against independent float64 references.
 
 Kernels (weights laid out by input channel, cpu/transposed.h), at both SIMD levels:
-- the sparse product equals W[:, active] @ x[active] in float64 within 1e-4 relative L2 for the
-  quantized types (16-bit activations per scale block, as the dense kernels: measured 1.1e-5 to
-  3.4e-5) and 1e-5 for the float types (f32 accumulation: measured 2e-7 to 3e-7);
+- the sparse product equals W[:, active] @ x[active] in float64 within 1e-2 relative L2 for the
+  quantized types (8-bit terms, a second one on the blocks with most of the first's rounding
+  error, cpu/transposed.h SparseInput: measured 2.0e-3 to 3.5e-3 on Gaussian inputs, 1.7e-5 to
+  2.9e-5 with second terms everywhere) and 1e-5 for the float types (f32 accumulation: measured
+  2e-7 to 6e-7);
 - scalar and AVX2 compute the same integer sums and differ only in float summation order: 1e-6;
 - the listed-rows product (gate-first W_up) equals the dense rows: 1e-4 to float64.
 Models (tests/reference.py extended with the channel rule), logits within REL_TOL = 1e-2 relative
@@ -32,6 +34,10 @@ LEVELS = ["scalar", "avx2"]
 FLOAT_TYPES = {Q.F32, Q.F16, Q.BF16}
 K_TYPES = {Q.Q4_K, Q.Q5_K, Q.Q6_K}
 REL_TOL = 1e-2
+# The engine's rounding on the channel path before any decision flips: its sparse products take
+# 8-bit input terms (cpu/transposed.h SparseInput), measured up to 4.1e-3 of the logits on these
+# random-weight models (16-bit inputs: below 2e-3).
+ROUNDING = 6e-3
 SHIFT = 2e-3
 NAN = float("nan")
 
@@ -66,19 +72,19 @@ def kernel_case(qtype: Q, rows: int, cols: int, density: float, seed: int):
 @pytest.mark.parametrize("density", [1.0, 0.5, 0.1])
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
 def test_sparse_matvec_matches_float64(qtype, density, level):
-    # 70 outputs: two full groups of 32 and a padded one; 1024 inputs: 4 chunks of the kernel.
+    # 70 outputs: a full group of 64 and a padded one; 1024 inputs: 4 super-blocks.
     rows, cols = 70, 1024
     w, x, active, full = kernel_case(
         qtype, rows, cols, density, seed=int(qtype) + int(100 * density)
     )
     y, _, _ = T.sparse_matvec(int(qtype), w.tobytes(), rows, cols, x, active, n_threads=2)
     want = full[:, active] @ x[active].astype(np.float64)
-    assert rel_l2(y, want) <= (1e-5 if qtype in FLOAT_TYPES else 1e-4)
+    assert rel_l2(y, want) <= (1e-5 if qtype in FLOAT_TYPES else 1e-2)
     # The dense kernel on x with the dropped channels zeroed: the same product.
     xz = np.zeros_like(x)
     xz[active] = x[active]
     dense = T.matmul(int(qtype), w.tobytes(), rows, cols, xz[None])[0]
-    assert rel_l2(y, dense) <= (2e-5 if qtype in FLOAT_TYPES else 2e-4)
+    assert rel_l2(y, dense) <= (2e-5 if qtype in FLOAT_TYPES else 1e-2)
 
 
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
@@ -96,12 +102,14 @@ def test_sparse_scalar_and_avx2_agree(qtype):
 
 
 @pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q4_K, Q.Q6_K, Q.F16], ids=lambda q: q.name)
-def test_sparse_thread_slices_are_exact(qtype, level):
-    # Each output is computed by one slice, in the same order whatever the slicing.
+def test_sparse_thread_parts_agree(qtype, level):
+    # Threads split a product by input blocks and add their outputs (cpu/channel_ffn.h: W_down
+    # has too few outputs to split): the same integer sums, folded and added in another order.
     w, x, active, _ = kernel_case(qtype, 200, 512, 0.5, seed=8)
     one, _, _ = T.sparse_matvec(int(qtype), w.tobytes(), 200, 512, x, active, n_threads=1)
-    three, _, _ = T.sparse_matvec(int(qtype), w.tobytes(), 200, 512, x, active, n_threads=3)
-    np.testing.assert_array_equal(one, three)
+    for n in (2, 3, 7):
+        part, _, _ = T.sparse_matvec(int(qtype), w.tobytes(), 200, 512, x, active, n_threads=n)
+        assert rel_l2(part, one.astype(np.float64)) <= 1e-6
 
 
 @pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K], ids=lambda q: q.name)
@@ -115,7 +123,7 @@ def test_sparse_edge_inputs(qtype, level):
         if len(a) == 0:
             assert read == 0 and np.all(y == 0)
         else:
-            assert rel_l2(y, want) <= 1e-4
+            assert rel_l2(y, want) <= 1e-2
     # A NaN input value makes its block's contribution NaN (a broken model shows up), never UB.
     xn = x.copy()
     xn[7] = np.nan
@@ -215,7 +223,7 @@ def compare_to_reference(path: Path, cfg: SkipConfig, tokens, prompt_len):
     SHIFT, flips as many entries and moves SmolLM2's logits by ~10%. So the engine is held to
     the reference's own sensitivity: per token, flips and logit error within twice those of
     the reference against itself with thresholds moved down or up (medians and maxima), and
-    before the first flip to rounding (2e-3). The same (token, layer)s must run the channel FFN.
+    before the first flip to rounding (ROUNDING). The same (token, layer)s must run the channel FFN.
     REL_TOL is checked where no flip can happen (thresholds of 0, in the every-type test).
     """
     eng = _core.Engine(str(path), backend="cpu", n_ctx=128, n_threads=2)
@@ -246,8 +254,8 @@ def compare_to_reference(path: Path, cfg: SkipConfig, tokens, prompt_len):
 
     err, ref_err = rel(logits), [rel(out) for out, _ in shifted]
     first = prompt_len + (np.flatnonzero(flips)[0] if flips.any() else len(flips))
-    assert err[:first].max() <= 2e-3
-    assert np.median(err) <= 2 * max(np.median(e) for e in ref_err) + 1e-3
+    assert err[:first].max() <= ROUNDING
+    assert np.median(err) <= 2 * max(np.median(e) for e in ref_err) + ROUNDING
     assert err.max() <= 2 * max(e.max() for e in ref_err) + REL_TOL
     return stats
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bindings.h"
+#include "cpu/channel_ffn.h"
 #include "cpu/kernels.h"
 #include "cpu/repack.h"
 #include "cpu/threadpool.h"
@@ -66,13 +67,6 @@ std::vector<int32_t> active_list(const I32Array& active, int64_t n_in) {
     return a;
 }
 
-// The output range of thread `id` of n: group-aligned slices, as the engine splits them.
-std::pair<int64_t, int64_t> slice(int64_t n_out, int id, int n) {
-    const int64_t groups = (n_out + cpu::kTGroup - 1) / cpu::kTGroup;
-    const int64_t g0 = groups * id / n, g1 = groups * (id + 1) / n;
-    return {std::min(n_out, g0 * cpu::kTGroup), std::min(n_out, g1 * cpu::kTGroup)};
-}
-
 py::tuple sparse_matvec(uint32_t type, const py::buffer& weight, int64_t rows, int64_t cols,
                         const F32Array& x, const I32Array& active, int n_threads) {
     py::buffer_info keep;
@@ -87,12 +81,9 @@ py::tuple sparse_matvec(uint32_t type, const py::buffer& weight, int64_t rows, i
         const Transposed t = transpose(w);
         cpu::SparseInput in;
         in.prepare(t.view, x.data(), a.data(), static_cast<int64_t>(a.size()));
-        float* out = y.mutable_data();
         cpu::ThreadPool pool(n_threads);
-        pool.run(n_threads, [&](int id, int) {
-            const auto [o0, o1] = slice(rows, id, n_threads);
-            cpu::sparse_matvec(t.view, in, out, o0, o1);
-        });
+        std::vector<float> parts;
+        cpu::pooled_sparse_matvec(pool, t.view, in, y.mutable_data(), nullptr, nullptr, parts);
         bytes_read = in.bytes_read(t.view);
         layout_bytes = t.view.bytes();
     }
@@ -107,9 +98,9 @@ py::dict transposed_shape(uint32_t type, int64_t rows, int64_t cols) {
     d["n_pad"] = t.n_pad;
     d["blk"] = t.blk;
     d["super"] = t.super;
-    d["code_row"] = t.code_row;
-    d["scale_row"] = t.scale_row;
-    d["super_row"] = t.super_row;
+    d["code_row"] = t.code_row();
+    d["scale_row"] = t.scale_row();
+    d["super_row"] = t.super_row();
     d["bytes"] = t.bytes();
     return d;
 }
@@ -160,19 +151,17 @@ double bench_sparse(uint32_t type, const std::vector<py::buffer>& weights, int64
     cpu::SparseInput in;
     in.prepare(ts[0].view, x.data(), a.data(), static_cast<int64_t>(a.size()));
     cpu::ThreadPool pool(n_threads);
+    std::vector<float> parts;
     double best = 1e30;
     for (int r = 0; r < reps; ++r) {
         const auto start = std::chrono::steady_clock::now();
         const double cpu_start = thread_seconds();
         for (const Transposed& t : ts) {
             if (cpu_time) {
-                cpu::sparse_matvec(t.view, in, y.data(), 0, rows);
+                cpu::sparse_matvec(t.view, in, y.data(), 0, in.units());
                 continue;
             }
-            pool.run(n_threads, [&](int id, int) {
-                const auto [o0, o1] = slice(rows, id, n_threads);
-                cpu::sparse_matvec(t.view, in, y.data(), o0, o1);
-            });
+            cpu::pooled_sparse_matvec(pool, t.view, in, y.data(), nullptr, nullptr, parts);
         }
         const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - start;
         const double sec = cpu_time ? thread_seconds() - cpu_start : dt.count();

@@ -225,8 +225,8 @@ void check_channel_kernels(const char* level, test::Report& rep) {
         cpu::SparseInput in;
         in.prepare(t, x.data(), active.data(), static_cast<int64_t>(active.size()));
         std::vector<float> ws(rows), gs(rows);
-        at_level("scalar", [&] { cpu::sparse_matvec(t, in, ws.data(), 0, rows); });
-        at_level(level, [&] { cpu::sparse_matvec(t, in, gs.data(), 0, rows); });
+        at_level("scalar", [&] { cpu::sparse_matvec(t, in, ws.data(), 0, in.units()); });
+        at_level(level, [&] { cpu::sparse_matvec(t, in, gs.data(), 0, in.units()); });
         worst = std::max(worst, rel_l2(gs, ws));
         ++cases;
     }

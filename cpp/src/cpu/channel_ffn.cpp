@@ -21,11 +21,21 @@ uint8_t wanted(const SkipPolicy::ChannelThresholds& th) {
     return w;
 }
 
-// The outputs [o0, o1) of slice `k` of n over n_out outputs, whole code groups each.
-std::pair<int64_t, int64_t> group_slice(int64_t n_out, int k, int n) {
-    const int64_t groups = (n_out + kTGroup - 1) / kTGroup;
-    const int64_t g0 = groups * k / n, g1 = groups * (k + 1) / n;
-    return {std::min(n_out, g0 * kTGroup), std::min(n_out, g1 * kTGroup)};
+// The channels i < n with rules::channel_keep(v[i], t), ascending, into out (room for n); returns
+// their count. Branch-free: keep decisions are near-random, and a branch per channel
+// mispredicts about half the time.
+int64_t kept_channels(const float* v, int64_t n, float t, int32_t* out) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        out[k] = static_cast<int32_t>(i);
+        k += rules::channel_keep(v[i], t) ? 1 : 0;
+    }
+    return k;
+}
+
+// y += x, n floats (the threads' parts of a product).
+void add_into(float* y, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
 }  // namespace
@@ -45,7 +55,7 @@ ChannelFfn::ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_
     ffn_up_.resize(ff);
     m_.resize(ff);
     ones_.assign(ff, 1.0f);
-    active_.reserve(std::max<size_t>(ff, static_cast<size_t>(n_embd)));
+    active_.resize(std::max<size_t>(ff, static_cast<size_t>(n_embd)));
     kept_.reserve(ff);
     size_t act = 0;
     for (const LayerWeights& L : file) {
@@ -56,10 +66,10 @@ ChannelFfn::ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_
     acts_.resize(act + 64);
 }
 
-void ChannelFfn::build(const WeightView& w, std::vector<uint8_t>& bytes, TransposedView& view) {
+void ChannelFfn::build(const WeightView& w, PageBuffer& bytes, TransposedView& view) {
     view = plan_transposed(w);
-    bytes.assign(view.bytes(), 0);
-    const int64_t groups = view.n_pad / kTGroup;
+    bytes = PageBuffer(view.bytes());
+    const int64_t groups = view.groups();
     const int n_tasks = static_cast<int>(std::min<int64_t>(groups, 4 * pool_.size()));
     pool_.run(n_tasks, [&](int task, int) {
         const int64_t g0 = groups * task / n_tasks, g1 = groups * (task + 1) / n_tasks;
@@ -77,10 +87,10 @@ void ChannelFfn::update(size_t l, uint8_t want, bool free) {
     }
     if ((want & kWantDown) && T.down_bytes.empty()) build(W.w_down, T.down_bytes, T.down);
     if (free && !(want & kWantGateUp)) {
-        std::vector<uint8_t>().swap(T.gate_bytes);
-        std::vector<uint8_t>().swap(T.up_bytes);
+        T.gate_bytes.reset();
+        T.up_bytes.reset();
     }
-    if (free && !(want & kWantDown)) std::vector<uint8_t>().swap(T.down_bytes);
+    if (free && !(want & kWantDown)) T.down_bytes.reset();
     want_[l] = free ? want : static_cast<uint8_t>(want_[l] | want);
 }
 
@@ -129,17 +139,30 @@ void ChannelFfn::dense_matvec(const WeightView& w, const float* x, float* y) {
     });
 }
 
+void pooled_sparse_matvec(ThreadPool& pool, const TransposedView& a, const SparseInput& x,
+                          float* ya, const TransposedView* b, float* yb,
+                          std::vector<float>& parts) {
+    // Task k computes every output over part k of the active blocks (balanced by channel count);
+    // task 0 writes ya (yb), the others their own part of `parts`, added after the run.
+    const int n = static_cast<int>(std::min<int64_t>(pool.size(), std::max<int64_t>(1, x.units())));
+    const size_t stride = static_cast<size_t>(a.n_out + (b != nullptr ? b->n_out : 0));
+    parts.resize(stride * static_cast<size_t>(n));
+    pool.run(n, [&](int task, int) {
+        const auto [k0, k1] = x.part(task, n);
+        float* pa = task == 0 ? ya : parts.data() + stride * static_cast<size_t>(task);
+        cpu::sparse_matvec(a, x, pa, k0, k1);
+        if (b != nullptr) cpu::sparse_matvec(*b, x, task == 0 ? yb : pa + a.n_out, k0, k1);
+    });
+    for (int task = 1; task < n; ++task) {
+        const float* pa = parts.data() + stride * static_cast<size_t>(task);
+        add_into(ya, pa, a.n_out);
+        if (b != nullptr) add_into(yb, pa + a.n_out, b->n_out);
+    }
+}
+
 void ChannelFfn::sparse_matvec(const TransposedView& a, const SparseInput& xa, float* ya,
                                const TransposedView* b, float* yb) {
-    const int n = pool_.size();
-    pool_.run(n, [&](int task, int) {
-        const auto [o0, o1] = group_slice(a.n_out, task, n);
-        cpu::sparse_matvec(a, xa, ya, o0, o1);
-        if (b != nullptr) {
-            const auto [p0, p1] = group_slice(b->n_out, task, n);
-            cpu::sparse_matvec(*b, xa, yb, p0, p1);
-        }
-    });
+    pooled_sparse_matvec(pool_, a, xa, ya, b, yb, parts_);
 }
 
 ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
@@ -158,12 +181,8 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
     // gate and up from h~.
     const bool in_on = !std::isnan(th.in), gate_on = !std::isnan(th.gate);
     if (in_on) {
-        active_.clear();
-        for (int64_t i = 0; i < d; ++i) {
-            if (rules::channel_keep(hn[i], th.in)) active_.push_back(static_cast<int32_t>(i));
-        }
-        c.dropped_in = static_cast<int32_t>(d - static_cast<int64_t>(active_.size()));
-        const int64_t na = static_cast<int64_t>(active_.size());
+        const int64_t na = kept_channels(hn, d, th.in, active_.data());
+        c.dropped_in = static_cast<int32_t>(d - na);
         in_.prepare(T.gate, hn, active_.data(), na);
         c.bytes += static_cast<int64_t>(in_.bytes_read(T.gate));
         if (T.up.blk == T.gate.blk && T.up.super == T.gate.super) {
@@ -225,19 +244,18 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
     // out = W_down m~.
     const bool mid_on = !std::isnan(th.mid);
     if (gate_on || mid_on) {
-        active_.clear();
+        int64_t nm = 0;
         if (gate_on) {
             for (int32_t j : kept_) {
-                if (rules::channel_keep(m_[j], th.mid)) active_.push_back(j);
+                active_[static_cast<size_t>(nm)] = j;
+                nm += rules::channel_keep(m_[j], th.mid) ? 1 : 0;
             }
-            c.dropped_mid = static_cast<int32_t>(kept_.size() - active_.size());
+            c.dropped_mid = static_cast<int32_t>(static_cast<int64_t>(kept_.size()) - nm);
         } else {
-            for (int64_t j = 0; j < ff; ++j) {
-                if (rules::channel_keep(m_[j], th.mid)) active_.push_back(static_cast<int32_t>(j));
-            }
-            c.dropped_mid = static_cast<int32_t>(ff - static_cast<int64_t>(active_.size()));
+            nm = kept_channels(m_.data(), ff, th.mid, active_.data());
+            c.dropped_mid = static_cast<int32_t>(ff - nm);
         }
-        mid_.prepare(T.down, m_.data(), active_.data(), static_cast<int64_t>(active_.size()));
+        mid_.prepare(T.down, m_.data(), active_.data(), nm);
         sparse_matvec(T.down, mid_, out);
         c.bytes += static_cast<int64_t>(mid_.bytes_read(T.down));
     } else {

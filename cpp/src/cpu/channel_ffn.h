@@ -17,6 +17,7 @@
 #include <memory>
 #include <vector>
 
+#include "cpu/page_buffer.h"
 #include "cpu/threadpool.h"
 #include "cpu/transposed.h"
 #include "ffn_skip.h"
@@ -38,6 +39,13 @@ struct ChannelHists {
     void count(int64_t* hist, const float* v, int64_t n) const;
     bool on() const { return h != nullptr; }
 };
+
+// ya = A x over x's active channels on a layout by input channel (and yb = B x, B with A's
+// blocks, in the same pool run), x's units split over the pool's threads, whose outputs are
+// added (parts: their scratch). Split by input, not by output: W_down has few outputs (SmolLM2:
+// 9 groups of 64, 5 and 4 a thread), and a thread's whole rows are longer streams.
+void pooled_sparse_matvec(ThreadPool& pool, const TransposedView& a, const SparseInput& x,
+                          float* ya, const TransposedView* b, float* yb, std::vector<float>& parts);
 
 class ChannelFfn {
   public:
@@ -65,16 +73,16 @@ class ChannelFfn {
 
   private:
     struct Layouts {  // one layer's matrices by input channel (empty: not built)
-        std::vector<uint8_t> gate_bytes, up_bytes, down_bytes;
+        PageBuffer gate_bytes, up_bytes, down_bytes;
         TransposedView gate, up, down;
     };
     // y = W x for one token on the dense kernels, output rows split over the pool.
     void dense_matvec(const WeightView& w, const float* x, float* y);
-    // y = W x over x's active channels on a layout by input channel, outputs split over the pool
-    // (two matrices with the same input in one pool run when b is given).
+    // y = W x over x's active channels on a layout by input channel, input blocks split over the
+    // pool (two matrices with the same input in one pool run when b is given).
     void sparse_matvec(const TransposedView& a, const SparseInput& xa, float* ya,
                        const TransposedView* b = nullptr, float* yb = nullptr);
-    void build(const WeightView& w, std::vector<uint8_t>& bytes, TransposedView& view);
+    void build(const WeightView& w, PageBuffer& bytes, TransposedView& view);
     // Builds the layouts of layer l in `want` that are missing; frees the others when `free`.
     void update(size_t l, uint8_t want, bool free);
 
@@ -86,6 +94,7 @@ class ChannelFfn {
     std::vector<uint8_t> want_;  // per layer: bit 0 gate/up, bit 1 down (what prepare() built)
     // Per-token scratch.
     std::vector<float> ffn_gate_, ffn_up_, m_, ones_;
+    std::vector<float> parts_;  // the products' outputs of the pool's tasks but the first
     std::vector<int32_t> active_, kept_;
     std::vector<uint8_t> acts_;
     SparseInput in_, up_in_, mid_;

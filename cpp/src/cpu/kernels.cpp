@@ -218,16 +218,14 @@ void matvec_rows(const WeightView& w, const float* x, const uint8_t* acts, const
     K().matvec_rows(w, acts, rows, n, y);
 }
 
-void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
-                   int64_t o1) {
-    if (o0 < 0 || o1 > t.n_out || o0 > o1 || o0 % kTGroup != 0 ||
-        (o1 % kTGroup != 0 && o1 != t.n_out)) {
-        throw InvalidArgument("sparse_matvec: output range [" + std::to_string(o0) + ", " +
-                              std::to_string(o1) + ") is not a group-aligned part of 0.." +
-                              std::to_string(t.n_out));
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t k0,
+                   int64_t k1) {
+    if (k0 < 0 || k1 > x.units() || k0 > k1) {
+        throw InvalidArgument("sparse_matvec: units [" + std::to_string(k0) + ", " +
+                              std::to_string(k1) + ") are not a part of the input's " +
+                              std::to_string(x.units()));
     }
-    if (o0 == o1) return;
-    K().sparse_matvec(t, x, y, o0, o1);
+    K().sparse_matvec(t, x, y, k0, k1);
 }
 
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {

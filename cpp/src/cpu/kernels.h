@@ -38,9 +38,10 @@ void matmul_each_token(const WeightView& w, const float* x, const uint8_t* acts,
 void matvec_rows(const WeightView& w, const float* x, const uint8_t* acts, const int32_t* rows,
                  int64_t n, float* y);
 // Channel-sparse product on weights laid out by input channel (transposed.h): y[o] = sum over
-// x's active channels i of x_i W[o, i], for o in [o0, o1) (o0 a multiple of kTGroup; o1 one too,
-// or t.n_out). Reads only those channels' codes and their blocks' scales.
-void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0, int64_t o1);
+// the active channels i of x's units [k0, k1) (SparseInput::part) of x_i W[o, i], for every
+// output o < n_out (all 0 for an empty range). Reads only those channels' codes and their blocks'
+// scales. Threads split a product by units and add their outputs.
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t k0, int64_t k1);
 
 // Fast dequantization of one row (embedding lookup); same values as dequantize_row_ref.
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);

@@ -132,7 +132,7 @@ bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, 
 void matvec_rows(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
                  float* y);
 // Channel-sparse matvec on weights laid out by input channel (kernels_sparse_avx2.cpp).
-void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t o0, int64_t o1);
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t k0, int64_t k1);
 // Prompt-sized matmul: f32 GEMM over dequantized weight panels (kernels_gemm_f32_avx2.cpp); used
 // for the float weight types, reads only the f32 x.
 void gemm_f32(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy, int64_t r0,

@@ -56,8 +56,8 @@ struct KernelTable {
     // One token, listed rows of a quantized (plain or grouped) matrix (kernels.h matvec_rows).
     void (*matvec_rows)(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
                         float* y);
-    void (*sparse_matvec)(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
-                          int64_t o1);
+    void (*sparse_matvec)(const TransposedView& t, const SparseInput& x, float* y, int64_t k0,
+                          int64_t k1);
     // Several tokens, each bitwise as one-token matmul gives it (kernels.h matmul_each_token);
     // returns false for the types it has no such tile for (null, the default: none).
     bool (*matmul_each_token)(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,
@@ -68,8 +68,8 @@ struct KernelTable {
 // entries of a level without its own version (every entry of a table must be set).
 void matvec_rows_scalar(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
                         float* y);
-void sparse_matvec_scalar(const TransposedView& t, const SparseInput& x, float* y, int64_t o0,
-                          int64_t o1);
+void sparse_matvec_scalar(const TransposedView& t, const SparseInput& x, float* y, int64_t k0,
+                          int64_t k1);
 
 extern const KernelTable kScalarKernels;  // kernels_scalar.cpp
 #if defined(FFNSKIP_X86)

@@ -1,9 +1,11 @@
 """Model families beyond llama/qwen2 on the CPU backend, against the numpy reference.
 
-qwen3 (per-head q/k RMSNorm before NEOX rope, no q/k/v bias) and llama rope scaling (linear by
+qwen3 (per-head q/k RMSNorm before NEOX rope, no q/k/v bias), llama rope scaling (linear by
 `{arch}.rope.scaling.type`, llama3-style by the `rope_freqs.weight` divisors llama.cpp's converter
-writes for Llama 3.1/3.2). Tolerances are those of test_forward.py: rel. L2 <= 1e-2 and the same
-top-1 at every position. Each family also runs the block-skip path under a forced policy.
+writes for Llama 3.1/3.2) and phi3 (q/k/v stacked in attn_qkv, gate and up in ffn_up, NEOX rope;
+its longrope variant with per-pair long/short factors and rope.scaling.attn_factor). Tolerances
+are those of test_forward.py: rel. L2 <= 1e-2 and the same top-1 at every position. Each family
+also runs the block-skip and channel-sparse paths under forced policies.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import reference
 from ffnskip_native import BackendUnavailableError, ModelFormatError, SkipConfig, _core
+from test_channel_sparse import compare_to_reference, recorded_thresholds
 from test_forward import rel_err, rewrite, sample_tokens
 from test_skip import check_policy
 
@@ -51,6 +54,21 @@ def llama3_factors(
 # (2*pi .. 2*pi*10000^(7/8)), so all three regimes of the rule occur.
 LLAMA3 = llama3_factors(HEAD_DIM, 10000.0, factor=8.0, low=1.0, high=4.0, original_ctx=256)
 LINEAR = {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0}
+# Phi-3-mini-128k's kind of longrope: per-pair factors rising from 1 (long) or near 1 (short),
+# original context 32 so that an engine with n_ctx 64 or 128 takes the long ones, and the
+# attention factor llama.cpp's converter writes, sqrt(1 + ln(scale) / ln(original context)).
+PHI3_ORIG_CTX = 32
+
+
+def longrope_factors(n_pairs: int) -> tuple[list[float], list[float]]:
+    """(long, short) per-pair divisors of the shape of Phi-3-mini-128k's."""
+    return [1.0 + 0.5 * i for i in range(n_pairs)], [1.0 + 0.05 * i for i in range(n_pairs)]
+
+
+LONGROPE_META = {
+    "phi3.rope.scaling.original_context_length": PHI3_ORIG_CTX,
+    "phi3.rope.scaling.attn_factor": math.sqrt(1 + math.log(16) / math.log(PHI3_ORIG_CTX)),
+}
 
 
 def family_model(path: Path, family: str, **kw) -> Path:
@@ -61,10 +79,17 @@ def family_model(path: Path, family: str, **kw) -> Path:
         return make_model(path, arch="llama", extra_metadata=LINEAR, **kw)
     if family == "llama3":
         return make_model(path, arch="llama", rope_freqs=LLAMA3, **kw)
+    if family == "phi3":
+        return make_model(path, arch="phi3", **kw)
+    if family == "phi3-longrope":
+        factors = longrope_factors(kw.get("n_embd", 64) // kw.get("n_head", 4) // 2)
+        return make_model(
+            path, arch="phi3", rope_factors=factors, extra_metadata=LONGROPE_META, **kw
+        )
     raise ValueError(family)
 
 
-FAMILIES = ["qwen3", "llama-linear", "llama3"]
+FAMILIES = ["qwen3", "llama-linear", "llama3", "phi3", "phi3-longrope"]
 
 
 def test_llama3_factors_cover_all_three_regimes():
@@ -77,7 +102,7 @@ def test_llama3_factors_cover_all_three_regimes():
 def test_family_matches_reference(tmp_path, family, wtype):
     shape = dict(n_embd=256, n_ff=512, n_head=16, n_head_kv=4) if wtype == "Q4_K" else {}
     path = family_model(tmp_path / "m.gguf", family, wtype=wtype, n_layer=2, seed=5, **shape)
-    ref = reference.load(path)
+    ref = reference.load(path, n_ctx=64)
     tokens = sample_tokens(48, ref.hp.n_vocab, seed=1)
     expected = ref.forward(tokens)
     eng = _core.Engine(str(path), backend="cpu", n_ctx=64, n_threads=2)
@@ -119,6 +144,27 @@ def test_family_forced_block_skip_matches_reference(tmp_path, family):
     skip = SkipConfig(threshold=-1.0, span=1, warmup=0, cold_start=1, cold_end=1)
     stats, _ = check_policy(path, skip)
     assert stats["skipped"] == [0, 0, 32, 0, 32, 0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_channel_sparse_matches_reference(tmp_path, family):
+    shape = dict(n_embd=96, n_ff=160, n_head=6)  # head_dim 16, as LLAMA3 expects
+    path = family_model(tmp_path / "m.gguf", family, wtype="Q8_0", seed=6, **shape)
+    tokens = sample_tokens(24, 288, seed=3)
+    eng = _core.Engine(str(path), backend="cpu", n_ctx=128, n_threads=2)
+    # Thresholds of 0 keep every entry but run every matrix by input channel: exact decisions
+    # and logits within the forward tolerance.
+    keep_all = SkipConfig(threshold=math.nan, warmup=2, t_in=0.0, t_gate=0.0, t_mid=0.0)
+    logits = eng.logits(tokens, all_positions=True, skip=keep_all.to_core(), prompt_len=6)
+    assert eng.skip_stats()["channel_runs"] == [16] * 2
+    want, _, _ = reference.load(path, n_ctx=128).forward_with_skip(tokens, 6, keep_all)
+    assert rel_err(logits, want).max() <= REL_TOL
+    # Real filters at 40/30/30% of the engine's own |h|, |act(gate)|, |m| histograms.
+    t_in, t_gate, t_mid = recorded_thresholds(eng, tokens, 6)
+    cfg = SkipConfig(threshold=math.nan, warmup=2, t_in=t_in, t_gate=t_gate, t_mid=t_mid)
+    stats = compare_to_reference(path, cfg, tokens, 6)
+    assert 0.1 < stats["ffn_bytes_saved"] < 0.9
+    assert all(d > 0 for d in stats["dropped_gate"])
 
 
 def test_qwen3_hparams(tmp_path):
@@ -197,4 +243,96 @@ def test_cuda_refuses_what_it_cannot_compute(tmp_path, family):
     path = family_model(tmp_path / "m.gguf", family, wtype="F32", n_layer=1)
     word = "q/k norm" if family == "qwen3" else "rope_freqs"
     with pytest.raises(BackendUnavailableError, match=word):
+        _core.Engine(str(path), backend="cuda", n_ctx=16)
+
+
+# ---- phi3 -----------------------------------------------------------------------------------
+
+
+def test_phi3_hparams(tmp_path):
+    path = make_model(tmp_path / "p.gguf", arch="phi3", wtype="F32", n_layer=1)
+    hp = _core.Engine(str(path), backend="cpu", n_ctx=16).hparams
+    assert (hp["arch"], hp["rope"], hp["ffn_act"]) == ("phi3", "neox", "silu")
+
+
+@pytest.mark.parametrize("wtype", ["Q4_0", "Q5_1", "Q6_K"])
+def test_phi3_fused_views_of_every_block_type(tmp_path, wtype):
+    # The q/k/v and gate/up views start inside their fused tensors: a row range of any block
+    # type must read as its own matrix.
+    shape = dict(n_embd=256, n_ff=512, n_head=8, n_head_kv=2) if wtype == "Q6_K" else {}
+    path = make_model(tmp_path / "p.gguf", arch="phi3", wtype=wtype, seed=4, **shape)
+    ref = reference.load(path, n_ctx=64)
+    tokens = sample_tokens(32, ref.hp.n_vocab, seed=2)
+    got = _core.Engine(str(path), backend="cpu", n_ctx=64, n_threads=2).logits(
+        tokens, all_positions=True
+    )
+    assert rel_err(got, ref.forward(tokens)).max() <= REL_TOL
+
+
+def test_phi3_partial_rotary_matches_reference(tmp_path):
+    # Phi-4-mini rotates 3/4 of each head: dimensions past n_rot pass through unrotated.
+    path = make_model(tmp_path / "p.gguf", arch="phi3", wtype="F32", n_rot=12, seed=7)
+    ref = reference.load(path, n_ctx=64)
+    tokens = sample_tokens(40, ref.hp.n_vocab, seed=2)
+    got = _core.Engine(str(path), backend="cpu", n_ctx=64).logits(tokens, all_positions=True)
+    assert rel_err(got, ref.forward(tokens)).max() <= REL_TOL
+
+
+def test_phi3_longrope_takes_long_factors_past_the_original_context(tmp_path):
+    # llama.cpp's rule: the long factors when the context exceeds the original one, else the
+    # short; the attention factor applies either way.
+    path = family_model(tmp_path / "p.gguf", "phi3-longrope", wtype="F32", seed=3)
+    tokens = sample_tokens(PHI3_ORIG_CTX, 288, seed=4)
+    got = {}
+    for n_ctx in (PHI3_ORIG_CTX, 2 * PHI3_ORIG_CTX):
+        eng = _core.Engine(str(path), backend="cpu", n_ctx=n_ctx)
+        got[n_ctx] = eng.logits(tokens, all_positions=True)
+        want = reference.load(path, n_ctx=n_ctx).forward(tokens)
+        assert rel_err(got[n_ctx], want).max() <= REL_TOL
+    assert rel_err(got[PHI3_ORIG_CTX][1:], got[2 * PHI3_ORIG_CTX][1:]).max() > 10 * REL_TOL
+    plain = make_model(tmp_path / "plain.gguf", arch="phi3", wtype="F32", seed=3)
+    unscaled = _core.Engine(str(plain), backend="cpu", n_ctx=PHI3_ORIG_CTX)
+    # Position 0 is not rotated, but the attention factor still scales q.k (one key: no effect).
+    assert rel_err(
+        got[PHI3_ORIG_CTX][1:], unscaled.logits(tokens, all_positions=True)[1:]
+    ).max() > (10 * REL_TOL)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"drop": "blk.1.attn_qkv.weight"}, r"blk\.1\.attn_qkv\.weight"),
+        ({"reshape": ("blk.0.ffn_up.weight", [128, 64])}, r"ffn_up\.weight' has shape \[64, 128\]"),
+        ({"reshape": ("blk.0.attn_qkv.weight", [64, 96])}, r"attn_qkv\.weight' has shape"),
+        ({"drop": "rope_factors_short.weight"}, r"rope_factors_short\.weight"),
+        ({"reshape": ("rope_factors_long.weight", [4])}, r"rope_factors_long\.weight' has shape"),
+    ],
+)
+def test_phi3_bad_tensors_are_rejected(tmp_path, change, message):
+    src = family_model(tmp_path / "p.gguf", "phi3-longrope", wtype="F32", n_layer=2)
+    bad = rewrite(src, tmp_path / "bad.gguf", **change)
+    with pytest.raises(ModelFormatError, match=message):
+        _core.Engine(str(bad), backend="cpu", n_ctx=16)
+
+
+def test_phi3_attn_factor_with_partial_rotary_is_refused(tmp_path):
+    # The factor scales only the rotated dimensions: not one scalar on q.k when n_rot < head_dim.
+    factors = ([1.0] * 6, [1.0] * 6)
+    path = make_model(
+        tmp_path / "p.gguf",
+        arch="phi3",
+        wtype="F32",
+        n_rot=12,
+        rope_factors=factors,
+        extra_metadata=LONGROPE_META,
+    )
+    with pytest.raises(ModelFormatError, match=r"attn_factor.*rope\.dimension_count"):
+        _core.Engine(str(path), backend="cpu", n_ctx=16)
+
+
+def test_cuda_refuses_phi3_longrope(tmp_path):
+    if not _core.cuda_available():
+        pytest.skip("no CUDA device")
+    path = family_model(tmp_path / "p.gguf", "phi3-longrope", wtype="F32", n_layer=1)
+    with pytest.raises(BackendUnavailableError, match="rope"):
         _core.Engine(str(path), backend="cuda", n_ctx=16)

@@ -4,7 +4,8 @@ Small random-weight configs of each family (realistic head dims and GQA ratios) 
 safetensors, converted by the project's converter at f32, and run by the engine; every position's
 logits must match transformers' float32 forward to rel. L2 <= 1e-3 over 64 tokens. The llama3
 config's original context (16) puts positions 16..63 past its rope-scaling boundary; the gemma3
-configs' sliding window (8) puts positions 8..63 of their local layers past it.
+configs' sliding window (8) puts positions 8..63 of their local layers past it; the phi3 longrope
+config's original context (32) makes both sides take its long factors.
 
 torch and transformers come from the optional `oracle` extra (`pip install .[oracle]`); without
 them these tests skip with that reason. Marked `oracle` so a run can select them (`-m oracle`).
@@ -54,6 +55,10 @@ GEMMA3: Dict[str, Any] = dict(
     tie_word_embeddings=True,
 )
 
+# Phi-3-mini's layout (fused qkv and gate_up), no bos/eos/pad ids in the tiny vocabulary.
+PHI3: Dict[str, Any] = dict(COMMON, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+HEAD_DIM = COMMON["hidden_size"] // COMMON["num_attention_heads"]
+
 CONFIGS: Dict[str, Any] = {
     # Qwen3-0.6B's head_dim 128 with fewer heads than hidden/head_dim: key_length != n_embd/n_head.
     "qwen3": lambda: transformers.Qwen3Config(
@@ -84,6 +89,20 @@ CONFIGS: Dict[str, Any] = {
             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
         },
     ),
+    # Phi-4-mini's partial rotary: 3/4 of each head rotated.
+    "phi3": lambda: transformers.Phi3Config(**PHI3, partial_rotary_factor=0.75),
+    # Phi-3-mini-128k's longrope with an original context of 32: all 64 positions take the long
+    # factors (transformers: sequence > 32; the engine: n_ctx 64 > 32) and the magnitude
+    # sqrt(1 + ln(128/32) / ln(32)) = 1.18 on cos and sin (Phi-3-mini-128k's: 1.19).
+    "phi3-longrope": lambda: transformers.Phi3Config(
+        **(PHI3 | {"max_position_embeddings": 128}),
+        original_max_position_embeddings=32,
+        rope_scaling={
+            "rope_type": "longrope",
+            "long_factor": [1.0 + 0.3 * i for i in range(HEAD_DIM // 2)],
+            "short_factor": [1.0 + 0.01 * i for i in range(HEAD_DIM // 2)],
+        },
+    ),
 }
 CLASSES = {
     "qwen3": "Qwen3ForCausalLM",
@@ -91,6 +110,8 @@ CLASSES = {
     "llama3": "LlamaForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
     "gemma3-linear": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "phi3-longrope": "Phi3ForCausalLM",
 }
 
 
@@ -167,3 +188,18 @@ def test_gemma3_window_and_scaling_are_reached(tmp_path: Path, family: str, chan
     got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
     err = np.linalg.norm(got - changed, axis=1) / np.linalg.norm(changed, axis=1)
     assert err[16:].min() > 10 * REL_TOL
+
+
+def test_phi3_longrope_is_reached(tmp_path: Path) -> None:
+    # The same weights without longrope must miss transformers' logits: the match above then
+    # proves the long factors and the magnitude, not just the plain rope.
+    model = hf_model("phi3-longrope", tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    plain = transformers.Phi3ForCausalLM(transformers.Phi3Config(**PHI3)).float().eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        unscaled = plain(torch.tensor([tokens])).logits[0].double().numpy()
+    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
+    assert err[1:].min() > 10 * REL_TOL

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 
 from .errors import ConvertError
 from .fields import Fields
+from .phi3 import Phi3Rope, phi3_rope
 
 # HF `architectures` entry -> GGUF general.architecture.
 ARCHITECTURES = {
@@ -16,6 +17,7 @@ ARCHITECTURES = {
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "Gemma3ForCausalLM": "gemma3",
+    "Phi3ForCausalLM": "phi3",
 }
 
 # The layer rule llama.cpp applies to gemma3 (GGUF has no key for it): layer l is global when
@@ -38,7 +40,7 @@ class Llama3Rope:
 class HParams:
     """The config.json values the GGUF metadata and the shape checks need."""
 
-    arch: str  # "llama" | "qwen2" | "qwen3" | "gemma3"
+    arch: str  # "llama" | "qwen2" | "qwen3" | "gemma3" | "phi3"
     n_vocab: int
     n_embd: int
     n_layer: int
@@ -52,7 +54,14 @@ class HParams:
     tied: bool
     rope_scaling_factor: Optional[float]  # linear rope scaling, None when absent
     llama3_rope: Optional[Llama3Rope] = None
-    sliding_window: Optional[int] = None  # gemma3's attention.sliding_window
+    # attention.sliding_window: gemma3's local layers; phi3's every layer (0: none)
+    sliding_window: Optional[int] = None
+    phi3: Optional[Phi3Rope] = None  # rotated dims, original context, longrope factors
+
+    @property
+    def n_rot(self) -> int:
+        """Rotated dimensions per head (rope.dimension_count)."""
+        return self.phi3.n_rot if self.phi3 is not None else self.head_dim
 
     @staticmethod
     def from_config(cfg: Fields) -> HParams:
@@ -86,7 +95,12 @@ class HParams:
         scaling, rope_theta = _gemma3_rope(cfg) if arch == "gemma3" else _rope_fields(cfg)
         factor: Optional[float] = None
         llama3: Optional[Llama3Rope] = None
-        if scaling.obj:
+        phi3: Optional[Phi3Rope] = None
+        if arch == "phi3":
+            kind = scaling.get_str("rope_type", scaling.get_str("type", None))
+            phi3 = phi3_rope(cfg, scaling, kind, n_embd, n_head)
+            window = cfg.get_int("sliding_window", 0, lo=0)  # llama.cpp writes 0 for none
+        elif scaling.obj:
             kind = scaling.get_str("rope_type", scaling.get_str("type", None))
             if kind not in ("linear", "default", "llama3"):
                 raise ConvertError(f"config.json: rope_scaling type {kind!r} is not supported")
@@ -97,7 +111,7 @@ class HParams:
             else:
                 factor = scaling.get_float("factor", None, gt=0.0)
         if cfg.get_bool("mlp_bias", False) or (
-            arch in ("llama", "qwen3") and cfg.get_bool("attention_bias", False)
+            arch in ("llama", "qwen3", "phi3") and cfg.get_bool("attention_bias", False)
         ):
             raise ConvertError(
                 f"config.json: {arch} with attention_bias / mlp_bias is not supported"
@@ -120,6 +134,7 @@ class HParams:
             rope_scaling_factor=factor,
             llama3_rope=llama3,
             sliding_window=window,
+            phi3=phi3,
         )
 
 

@@ -285,3 +285,17 @@ def test_unsupported_phi3_configs_are_refused(
     src = phi3_variant(tiny_llama, tmp_path / "bad", config)
     with pytest.raises(Error, match=message):
         cv.convert(src, tmp_path / "bad.gguf", "f32")
+
+
+@pytest.mark.parametrize("window, stored", [(4096, 4096), (None, None)])
+def test_mistral_sliding_window_is_written(
+    tmp_path: Path, tiny_llama: Path, window: Any, stored: Any
+) -> None:
+    # Mistral 7B v0.1 slides over 4096 positions on every layer; v0.2+ give null (no window).
+    config = {"architectures": ["MistralForCausalLM"], "sliding_window": window}
+    src = variant(tiny_llama, tmp_path / "m", config, {})
+    out = cv.convert(src, tmp_path / "m.gguf", "f32")
+    assert field(out, "general.architecture") == "llama"
+    assert field(out, "llama.attention.sliding_window") == stored
+    eng = _core.Engine(str(out), backend="cpu", n_ctx=16)
+    assert eng.hparams["sliding_window"] == 0  # a window covering n_ctx cannot drop a key

@@ -2,10 +2,11 @@
 
 qwen3 (per-head q/k RMSNorm before NEOX rope, no q/k/v bias), llama rope scaling (linear by
 `{arch}.rope.scaling.type`, llama3-style by the `rope_freqs.weight` divisors llama.cpp's converter
-writes for Llama 3.1/3.2) and phi3 (q/k/v stacked in attn_qkv, gate and up in ffn_up, NEOX rope;
-its longrope variant with per-pair long/short factors and rope.scaling.attn_factor). Tolerances
-are those of test_forward.py: rel. L2 <= 1e-2 and the same top-1 at every position. Each family
-also runs the block-skip and channel-sparse paths under forced policies.
+writes for Llama 3.1/3.2), mistral (llama with `attention.sliding_window` on every layer) and
+phi3 (q/k/v stacked in attn_qkv, gate and up in ffn_up, NEOX rope; its longrope variant with
+per-pair long/short factors and rope.scaling.attn_factor). Tolerances are those of
+test_forward.py: rel. L2 <= 1e-2 and the same top-1 at every position. Each family also runs the
+block-skip and channel-sparse paths under forced policies.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import reference
 from ffnskip_native import BackendUnavailableError, ModelFormatError, SkipConfig, _core
+from test_batch import _greedy_logits
 from test_channel_sparse import compare_to_reference, recorded_thresholds
 from test_forward import rel_err, rewrite, sample_tokens
 from test_skip import check_policy
@@ -54,6 +56,10 @@ def llama3_factors(
 # (2*pi .. 2*pi*10000^(7/8)), so all three regimes of the rule occur.
 LLAMA3 = llama3_factors(HEAD_DIM, 10000.0, factor=8.0, low=1.0, high=4.0, original_ctx=256)
 LINEAR = {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0}
+# Mistral 7B v0.1's kind of window (4096 of 32768), scaled down: every layer sees the last 8
+# positions, so 40 of the 48 tested positions drop keys.
+WINDOW = 8
+MISTRAL = {"llama.attention.sliding_window": WINDOW}
 # Phi-3-mini-128k's kind of longrope: per-pair factors rising from 1 (long) or near 1 (short),
 # original context 32 so that an engine with n_ctx 64 or 128 takes the long ones, and the
 # attention factor llama.cpp's converter writes, sqrt(1 + ln(scale) / ln(original context)).
@@ -79,6 +85,8 @@ def family_model(path: Path, family: str, **kw) -> Path:
         return make_model(path, arch="llama", extra_metadata=LINEAR, **kw)
     if family == "llama3":
         return make_model(path, arch="llama", rope_freqs=LLAMA3, **kw)
+    if family == "mistral":
+        return make_model(path, arch="llama", extra_metadata=MISTRAL, **kw)
     if family == "phi3":
         return make_model(path, arch="phi3", **kw)
     if family == "phi3-longrope":
@@ -89,7 +97,7 @@ def family_model(path: Path, family: str, **kw) -> Path:
     raise ValueError(family)
 
 
-FAMILIES = ["qwen3", "llama-linear", "llama3", "phi3", "phi3-longrope"]
+FAMILIES = ["qwen3", "llama-linear", "llama3", "mistral", "phi3", "phi3-longrope"]
 
 
 def test_llama3_factors_cover_all_three_regimes():
@@ -335,4 +343,68 @@ def test_cuda_refuses_phi3_longrope(tmp_path):
         pytest.skip("no CUDA device")
     path = family_model(tmp_path / "p.gguf", "phi3-longrope", wtype="F32", n_layer=1)
     with pytest.raises(BackendUnavailableError, match="rope"):
+        _core.Engine(str(path), backend="cuda", n_ctx=16)
+
+
+# ---- sliding window on every layer (mistral, phi3) -----------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+def test_every_layer_window_drops_keys_past_it(tmp_path, arch):
+    meta = {f"{arch}.attention.sliding_window": WINDOW}
+    path = make_model(tmp_path / "w.gguf", arch=arch, wtype="F32", seed=8, extra_metadata=meta)
+    plain = make_model(tmp_path / "p.gguf", arch=arch, wtype="F32", seed=8)
+    tokens = sample_tokens(48, 288, seed=5)
+    eng = _core.Engine(str(path), backend="cpu", n_ctx=64)
+    assert eng.hparams["sliding_window"] == WINDOW
+    got = eng.logits(tokens, all_positions=True)
+    assert rel_err(got, reference.load(path, n_ctx=64).forward(tokens)).max() <= REL_TOL
+    full = _core.Engine(str(plain), backend="cpu", n_ctx=64).logits(tokens, all_positions=True)
+    # The same up to the window, different once keys fall out of it.
+    assert rel_err(got[:WINDOW], full[:WINDOW]).max() <= 1e-5
+    assert rel_err(got[WINDOW + 4 :], full[WINDOW + 4 :]).min() > 10 * REL_TOL
+
+
+def test_mistral_serving_rows_past_the_window(tmp_path):
+    # Batched serving steps: sequences at different positions, each past the window for most of
+    # its tokens, give bitwise the logits of decoding alone, and those match the reference.
+    path = family_model(tmp_path / "m.gguf", "mistral", wtype="Q8_0", seed=7)
+    eng = _core.BatchEngine(str(path), "cpu", 64, 3, 2)
+    eng.skip = None
+    prompts = [sample_tokens(n, 288, seed=n) for n in (3, 11, 20)]
+    together = _greedy_logits(eng, [0, 1, 2], prompts, 12)
+    ref = reference.load(path, n_ctx=64)
+    for s, prompt in enumerate(prompts):
+        alone = _greedy_logits(eng, [s], [prompt], 12)[s]
+        assert all(np.array_equal(a, b) for a, b in zip(alone, together[s]))
+        generated = [int(np.argmax(lg)) for lg in alone[:-1]]
+        want = ref.forward(prompt + generated)[len(prompt) - 1 :]
+        assert rel_err(np.stack(alone), want).max() <= REL_TOL
+
+
+def test_window_covering_the_context_is_dropped(tmp_path):
+    # A window of at least n_ctx cannot drop a key: such an engine runs as if there were none,
+    # which also lets rope scaling through (Phi-3-mini-128k: window 262144, longrope).
+    meta = {"phi3.attention.sliding_window": 64} | LONGROPE_META
+    path = make_model(
+        tmp_path / "p.gguf",
+        arch="phi3",
+        wtype="F32",
+        rope_factors=longrope_factors(8),
+        extra_metadata=meta,
+    )
+    eng = _core.Engine(str(path), backend="cpu", n_ctx=64)
+    tokens = sample_tokens(40, 288, seed=1)
+    want = reference.load(path, n_ctx=64).forward(tokens)
+    assert rel_err(eng.logits(tokens, all_positions=True), want).max() <= REL_TOL
+    # A window inside the context with rope scaling: not supported (the local rope is unscaled).
+    with pytest.raises(ModelFormatError, match=r"sliding_window = 64 < n_ctx 65.*rope scaling"):
+        _core.Engine(str(path), backend="cpu", n_ctx=65)
+
+
+def test_cuda_refuses_a_sliding_window(tmp_path):
+    if not _core.cuda_available():
+        pytest.skip("no CUDA device")
+    path = family_model(tmp_path / "m.gguf", "mistral", wtype="F32", n_layer=1)
+    with pytest.raises(BackendUnavailableError, match="sliding-window"):
         _core.Engine(str(path), backend="cuda", n_ctx=16)

@@ -4,7 +4,8 @@ Small random-weight configs of each family (realistic head dims and GQA ratios) 
 safetensors, converted by the project's converter at f32, and run by the engine; every position's
 logits must match transformers' float32 forward to rel. L2 <= 1e-3 over 64 tokens. The llama3
 config's original context (16) puts positions 16..63 past its rope-scaling boundary; the gemma3
-configs' sliding window (8) puts positions 8..63 of their local layers past it; the phi3 longrope
+configs' sliding window (8) puts positions 8..63 of their local layers past it, mistral's (16)
+positions 16..63 of every layer; the phi3 longrope
 config's original context (32) makes both sides take its long factors.
 
 torch and transformers come from the optional `oracle` extra (`pip install .[oracle]`); without
@@ -89,6 +90,8 @@ CONFIGS: Dict[str, Any] = {
             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
         },
     ),
+    # Mistral 7B v0.1's window on every layer, scaled down: positions 16..63 drop keys.
+    "mistral": lambda: transformers.MistralConfig(**COMMON, sliding_window=16),
     # Phi-4-mini's partial rotary: 3/4 of each head rotated.
     "phi3": lambda: transformers.Phi3Config(**PHI3, partial_rotary_factor=0.75),
     # Phi-3-mini-128k's longrope with an original context of 32: all 64 positions take the long
@@ -110,6 +113,7 @@ CLASSES = {
     "llama3": "LlamaForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
     "gemma3-linear": "Gemma3ForCausalLM",
+    "mistral": "MistralForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "phi3-longrope": "Phi3ForCausalLM",
 }
@@ -203,3 +207,19 @@ def test_phi3_longrope_is_reached(tmp_path: Path) -> None:
     got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
     err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
     assert err[1:].min() > 10 * REL_TOL
+
+
+def test_mistral_window_is_reached(tmp_path: Path) -> None:
+    # The same weights without the window must miss transformers' logits past it.
+    model = hf_model("mistral", tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    config = transformers.MistralConfig(**COMMON, sliding_window=None)
+    full = transformers.MistralForCausalLM(config).float().eval()
+    full.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        unwindowed = full(torch.tensor([tokens])).logits[0].double().numpy()
+    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - unwindowed, axis=1) / np.linalg.norm(unwindowed, axis=1)
+    assert err[:16].max() <= REL_TOL
+    assert err[24:].min() > 10 * REL_TOL

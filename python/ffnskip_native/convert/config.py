@@ -54,7 +54,7 @@ class HParams:
     tied: bool
     rope_scaling_factor: Optional[float]  # linear rope scaling, None when absent
     llama3_rope: Optional[Llama3Rope] = None
-    # attention.sliding_window: gemma3's local layers; phi3's every layer (0: none)
+    # attention.sliding_window: gemma3's local layers; mistral's and phi3's every layer (0: none)
     sliding_window: Optional[int] = None
     phi3: Optional[Phi3Rope] = None  # rotated dims, original context, longrope factors
 
@@ -92,6 +92,8 @@ class HParams:
                 f"config.json: head dimension {head_dim} is not a positive even number"
             )
         window = _gemma3_checks(cfg, n_embd, n_head, head_dim) if arch == "gemma3" else None
+        if known[0] == "MistralForCausalLM":  # every layer slides; null: no window
+            window = cfg.get_int("sliding_window", None)
         scaling, rope_theta = _gemma3_rope(cfg) if arch == "gemma3" else _rope_fields(cfg)
         factor: Optional[float] = None
         llama3: Optional[Llama3Rope] = None

@@ -105,6 +105,33 @@ def test_llama3_rope_scaling_becomes_rope_freqs(tmp_path: Path, tiny_llama: Path
     assert field(out, "llama.rope.scaling.type") is None  # llama.cpp writes no type for llama3
 
 
+@pytest.mark.parametrize(
+    "extra, keys",
+    [
+        ({}, {}),
+        (
+            {"beta_fast": 16, "beta_slow": 2, "attention_factor": 1.25},
+            {"yarn_beta_fast": 16.0, "yarn_beta_slow": 2.0, "yarn_attn_factor": 1.25},
+        ),
+    ],
+)
+def test_yarn_scaling_metadata(
+    tmp_path: Path, tiny_llama: Path, extra: Dict[str, Any], keys: Dict[str, float]
+) -> None:
+    # Qwen2.5's rope_scaling; the optional keys only when the config has them (llama.cpp's).
+    scaling = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128} | extra
+    src = variant(tiny_llama, tmp_path / "y", {"rope_scaling": scaling}, {})
+    out = cv.convert(src, tmp_path / "y.gguf", "f32")
+    assert field(out, "llama.rope.scaling.type") == "yarn"
+    assert field(out, "llama.rope.scaling.factor") == pytest.approx(4.0)
+    assert field(out, "llama.rope.scaling.original_context_length") == 128
+    for key in ("yarn_beta_fast", "yarn_beta_slow", "yarn_attn_factor"):
+        got = field(out, f"llama.rope.scaling.{key}")
+        assert got == (pytest.approx(keys[key]) if key in keys else None)
+    eng = _core.Engine(str(out), backend="cpu", n_ctx=16)
+    assert np.isfinite(eng.logits([1, 2, 3], all_positions=True)).all()
+
+
 def test_linear_scaling_from_rope_parameters(tmp_path: Path, tiny_llama: Path) -> None:
     # transformers >= 5 layout: theta and scaling in one object, no top-level rope_theta.
     params = {"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0}
@@ -118,7 +145,26 @@ def test_linear_scaling_from_rope_parameters(tmp_path: Path, tiny_llama: Path) -
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "'yarn' is not supported"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 4.0}}, "'dynamic' is not supported"),
+        (
+            {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+            "original_max_position_embeddings",
+        ),
+        (
+            {
+                "rope_scaling": {
+                    "rope_type": "yarn",
+                    "factor": 4.0,
+                    "mscale": 1.0,
+                    "mscale_all_dim": 1.0,
+                }
+            },
+            "mscale",
+        ),
+        (
+            {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "truncate": False}},
+            "truncate",
+        ),
         ({"rope_parameters": {"full_attention": {"rope_theta": 1e4}}}, "per-layer-type"),
         (
             {"rope_scaling": {"rope_type": "llama3", "low_freq_factor": 4, "high_freq_factor": 1}},

@@ -56,6 +56,22 @@ def llama3_factors(
 # (2*pi .. 2*pi*10000^(7/8)), so all three regimes of the rule occur.
 LLAMA3 = llama3_factors(HEAD_DIM, 10000.0, factor=8.0, low=1.0, high=4.0, original_ctx=256)
 LINEAR = {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0}
+# YaRN with an original context of 4096: over head_dim 16 (base 10000) pairs 0-1 keep their
+# frequency, 2-6 blend, 7 is interpolated; q.k is scaled by (1 + 0.1 ln 4)^2.
+YARN = {
+    "llama.rope.scaling.type": "yarn",
+    "llama.rope.scaling.factor": 4.0,
+    "llama.rope.scaling.original_context_length": 4096,
+}
+# Qwen2.5's yarn keys with the optional ones llama.cpp's converter writes when a config has them.
+QWEN2_YARN = {
+    "qwen2.rope.scaling.type": "yarn",
+    "qwen2.rope.scaling.factor": 8.0,
+    "qwen2.rope.scaling.original_context_length": 1024,
+    "qwen2.rope.scaling.yarn_beta_fast": 16.0,
+    "qwen2.rope.scaling.yarn_beta_slow": 2.0,
+    "qwen2.rope.scaling.yarn_attn_factor": 1.1,
+}
 # Mistral 7B v0.1's kind of window (4096 of 32768), scaled down: every layer sees the last 8
 # positions, so 40 of the 48 tested positions drop keys.
 WINDOW = 8
@@ -85,6 +101,10 @@ def family_model(path: Path, family: str, **kw) -> Path:
         return make_model(path, arch="llama", extra_metadata=LINEAR, **kw)
     if family == "llama3":
         return make_model(path, arch="llama", rope_freqs=LLAMA3, **kw)
+    if family == "llama-yarn":
+        return make_model(path, arch="llama", extra_metadata=YARN, **kw)
+    if family == "qwen2-yarn":
+        return make_model(path, arch="qwen2", extra_metadata=QWEN2_YARN, **kw)
     if family == "mistral":
         return make_model(path, arch="llama", extra_metadata=MISTRAL, **kw)
     if family == "phi3":
@@ -97,7 +117,16 @@ def family_model(path: Path, family: str, **kw) -> Path:
     raise ValueError(family)
 
 
-FAMILIES = ["qwen3", "llama-linear", "llama3", "mistral", "phi3", "phi3-longrope"]
+FAMILIES = [
+    "qwen3",
+    "llama-linear",
+    "llama3",
+    "llama-yarn",
+    "qwen2-yarn",
+    "mistral",
+    "phi3",
+    "phi3-longrope",
+]
 
 
 def test_llama3_factors_cover_all_three_regimes():
@@ -120,7 +149,7 @@ def test_family_matches_reference(tmp_path, family, wtype):
     assert np.array_equal(got.argmax(1), expected.argmax(1))
 
 
-@pytest.mark.parametrize("family", ["llama-linear", "llama3"])
+@pytest.mark.parametrize("family", ["llama-linear", "llama3", "llama-yarn"])
 def test_rope_scaling_changes_the_logits(tmp_path, family):
     # The reference agreeing means nothing if neither applied the scaling: the scaled model must
     # differ from the same weights without it, beyond the forward tolerance.
@@ -199,8 +228,13 @@ def test_qwen3_qk_norm_of_wrong_size_is_rejected(tmp_path):
 @pytest.mark.parametrize(
     "meta, message",
     [
-        ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0}, r"'yarn'"),
+        ({"llama.rope.scaling.type": "dynamic", "llama.rope.scaling.factor": 4.0}, r"'dynamic'"),
         ({"llama.rope.scaling.type": "longrope"}, r"'longrope'"),
+        ({"llama.rope.scaling.type": "yarn"}, r"llama\.rope\.scaling\.factor"),
+        (YARN | {"llama.rope.scaling.yarn_ext_factor": 0.5}, r"yarn_ext_factor"),
+        (YARN | {"llama.rope.scaling.yarn_log_multiplier": 0.1}, r"yarn_log_multiplier"),
+        (YARN | {"llama.rope.scaling.yarn_beta_fast": 0.0}, r"yarn_beta_fast = 0"),
+        (YARN | {"llama.rope.scaling.attn_factor": -1.0}, r"attn_factor = -1"),
         ({"llama.rope.scaling.type": "linear"}, r"llama\.rope\.scaling\.factor"),
         ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 0.5}, r"factor"),
     ],
@@ -208,6 +242,29 @@ def test_qwen3_qk_norm_of_wrong_size_is_rejected(tmp_path):
 def test_unsupported_rope_scaling_is_an_error(tmp_path, meta, message):
     path = make_model(tmp_path / "m.gguf", wtype="F32", n_layer=1, extra_metadata=meta)
     with pytest.raises(ModelFormatError, match=message):
+        _core.Engine(str(path), backend="cpu", n_ctx=16)
+
+
+def test_yarn_keys_change_the_logits(tmp_path):
+    # beta_fast/beta_slow move the blend and yarn_attn_factor replaces the default magnitude:
+    # each key must reach the logits (and the reference agrees with all of them, above).
+    tokens = sample_tokens(40, 288, seed=2)
+    logits = []
+    for extra in ({}, {"yarn_beta_fast": 8.0}, {"yarn_beta_slow": 4.0}, {"yarn_attn_factor": 1.0}):
+        meta = YARN | {f"llama.rope.scaling.{k}": v for k, v in extra.items()}
+        path = make_model(tmp_path / "y.gguf", wtype="F32", seed=3, extra_metadata=meta)
+        eng = _core.Engine(str(path), backend="cpu", n_ctx=64)
+        logits.append(eng.logits(tokens, all_positions=True))
+        want = reference.load(path, n_ctx=64).forward(tokens)
+        assert rel_err(logits[-1], want).max() <= REL_TOL
+    for other in logits[1:]:
+        assert rel_err(other[1:], logits[0][1:]).max() > 10 * REL_TOL
+
+
+def test_yarn_with_partial_rotary_is_refused(tmp_path):
+    # Its magnitude scales only the rotated dimensions: not one scalar on q.k.
+    path = make_model(tmp_path / "y.gguf", wtype="F32", n_rot=8, extra_metadata=YARN)
+    with pytest.raises(ModelFormatError, match=r"attn_factor.*rope\.dimension_count 8"):
         _core.Engine(str(path), backend="cpu", n_ctx=16)
 
 

@@ -90,6 +90,27 @@ CONFIGS: Dict[str, Any] = {
             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
         },
     ),
+    # YaRN (Qwen2.5's long-context scaling) with an original context of 1024: over head_dim 64
+    # pairs 0-4 keep their frequency, 5-18 blend, 19-31 are interpolated; magnitude 1 + 0.1 ln 4.
+    "llama-yarn": lambda: transformers.LlamaConfig(
+        **COMMON,
+        rope_theta=10000.0,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024},
+    ),
+    # The optional yarn keys: beta_fast/beta_slow move the blend, attention_factor replaces the
+    # default magnitude.
+    "qwen2-yarn": lambda: transformers.Qwen2Config(
+        **COMMON,
+        rope_theta=10000.0,
+        rope_scaling={
+            "rope_type": "yarn",
+            "factor": 8.0,
+            "original_max_position_embeddings": 512,
+            "beta_fast": 16.0,
+            "beta_slow": 2.0,
+            "attention_factor": 1.1,
+        },
+    ),
     # Mistral 7B v0.1's window on every layer, scaled down: positions 16..63 drop keys.
     "mistral": lambda: transformers.MistralConfig(**COMMON, sliding_window=16),
     # Phi-4-mini's partial rotary: 3/4 of each head rotated.
@@ -113,6 +134,8 @@ CLASSES = {
     "llama3": "LlamaForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
     "gemma3-linear": "Gemma3ForCausalLM",
+    "llama-yarn": "LlamaForCausalLM",
+    "qwen2-yarn": "Qwen2ForCausalLM",
     "mistral": "MistralForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "phi3-longrope": "Phi3ForCausalLM",
@@ -223,3 +246,19 @@ def test_mistral_window_is_reached(tmp_path: Path) -> None:
     err = np.linalg.norm(got - unwindowed, axis=1) / np.linalg.norm(unwindowed, axis=1)
     assert err[:16].max() <= REL_TOL
     assert err[24:].min() > 10 * REL_TOL
+
+
+@pytest.mark.parametrize("family", ["llama-yarn", "qwen2-yarn"])
+def test_yarn_is_reached(tmp_path: Path, family: str) -> None:
+    # The same weights without yarn must miss transformers' logits.
+    model = hf_model(family, tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    config_class = type(model.config)
+    plain = type(model)(config_class(**COMMON, rope_theta=10000.0)).float().eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        unscaled = plain(torch.tensor([tokens])).logits[0].double().numpy()
+    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
+    assert err[1:].min() > 10 * REL_TOL

@@ -56,12 +56,12 @@ def llama3_factors(
 # (2*pi .. 2*pi*10000^(7/8)), so all three regimes of the rule occur.
 LLAMA3 = llama3_factors(HEAD_DIM, 10000.0, factor=8.0, low=1.0, high=4.0, original_ctx=256)
 LINEAR = {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0}
-# YaRN with an original context of 4096: over head_dim 16 (base 10000) pairs 0-1 keep their
-# frequency, 2-6 blend, 7 is interpolated; q.k is scaled by (1 + 0.1 ln 4)^2.
+# YaRN with an original context of 1024: over head_dim 16 (base 10000) pair 0 keeps its
+# frequency, 1-5 blend, 6-7 are interpolated; q.k is scaled by (1 + 0.1 ln 4)^2.
 YARN = {
     "llama.rope.scaling.type": "yarn",
     "llama.rope.scaling.factor": 4.0,
-    "llama.rope.scaling.original_context_length": 4096,
+    "llama.rope.scaling.original_context_length": 1024,
 }
 # Qwen2.5's yarn keys with the optional ones llama.cpp's converter writes when a config has them.
 QWEN2_YARN = {
@@ -186,7 +186,11 @@ def test_family_forced_block_skip_matches_reference(tmp_path, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_channel_sparse_matches_reference(tmp_path, family):
     shape = dict(n_embd=96, n_ff=160, n_head=6)  # head_dim 16, as LLAMA3 expects
-    path = family_model(tmp_path / "m.gguf", family, wtype="Q8_0", seed=6, **shape)
+    # Seed 7: with seed 6, qwen2-yarn's gate values lie within 1.2e-4 (relative) of the threshold
+    # in both layers of one token; two of them swapping sides between engine and reference
+    # would leave the dropped counts that compare_to_reference compares unchanged, showing only
+    # as a logit error (2.9% at that token, under no counted flip).
+    path = family_model(tmp_path / "m.gguf", family, wtype="Q8_0", seed=7, **shape)
     tokens = sample_tokens(24, 288, seed=3)
     eng = _core.Engine(str(path), backend="cpu", n_ctx=128, n_threads=2)
     # Thresholds of 0 keep every entry but run every matrix by input channel: exact decisions
@@ -250,7 +254,7 @@ def test_yarn_keys_change_the_logits(tmp_path):
     # each key must reach the logits (and the reference agrees with all of them, above).
     tokens = sample_tokens(40, 288, seed=2)
     logits = []
-    for extra in ({}, {"yarn_beta_fast": 8.0}, {"yarn_beta_slow": 4.0}, {"yarn_attn_factor": 1.0}):
+    for extra in ({}, {"yarn_beta_fast": 8.0}, {"yarn_beta_slow": 8.0}, {"yarn_attn_factor": 1.0}):
         meta = YARN | {f"llama.rope.scaling.{k}": v for k, v in extra.items()}
         path = make_model(tmp_path / "y.gguf", wtype="F32", seed=3, extra_metadata=meta)
         eng = _core.Engine(str(path), backend="cpu", n_ctx=64)

@@ -99,9 +99,31 @@ double float_in(const gguf::File& f, const std::string& key, double def, double 
     return v;
 }
 
+// YaRN (arXiv 2309.00071) as llama.cpp's rope applies it: per rotated pair i, the angle's
+// multiplier blends 1 (the trained frequency) and 1/factor (interpolated) by a ramp in i that is 1
+// up to the pair turning beta_fast times over the original context and 0 from the pair turning
+// beta_slow times (pair = n_rot ln(orig / (2 pi turns)) / (2 ln base), rounded outwards). The
+// divisors are the inverse multipliers.
+std::vector<float> yarn_divisors(int n_rot, double base, double factor, double orig_ctx,
+                                 double beta_fast, double beta_slow) {
+    auto pair_turning = [&](double turns) {
+        return n_rot * std::log(orig_ctx / (turns * 2.0 * kPi)) / (2.0 * std::log(base));
+    };
+    const double low = std::max(0.0, std::floor(pair_turning(beta_fast)));
+    const double high = std::min(n_rot - 1.0, std::ceil(pair_turning(beta_slow)));
+    std::vector<float> out(static_cast<size_t>(n_rot / 2));
+    for (int i = 0; i < n_rot / 2; ++i) {
+        const double keep = 1.0 - std::clamp((i - low) / std::max(0.001, high - low), 0.0, 1.0);
+        out[static_cast<size_t>(i)] = static_cast<float>(1.0 / (keep + (1.0 - keep) / factor));
+    }
+    return out;
+}
+
 // {arch}.rope.scaling.* as llama.cpp writes them: the type, factor, original context and the
-// generic attn_factor (a magnitude on cos and sin). Types this engine cannot apply are refused by
-// name: a silent fallback would give wrong logits at every scaled position. Needs n_ctx_train.
+// generic attn_factor (a magnitude on cos and sin); yarn's beta_fast/beta_slow (defaults 32 and
+// 1) and attention factor (default 1 + 0.1 ln factor, the YaRN paper's). Types and keys this
+// engine cannot apply are refused by name: a silent fallback would give wrong logits at every
+// scaled position. Needs n_rot, rope_base and n_ctx_train.
 void read_rope_scaling(const gguf::File& f, const std::string& a, Hparams& hp) {
     hp.rope_orig_ctx = f.find(a + "rope.scaling.original_context_length")
                            ? hparam(f, a + "rope.scaling.original_context_length", 1, 1 << 24)
@@ -114,16 +136,35 @@ void read_rope_scaling(const gguf::File& f, const std::string& a, Hparams& hp) {
         hp.rope_scaling = RopeScaling::LongRope;  // the factors are tensors (Model::from_file)
         return;
     }
-    if (type != "linear") {
+    if (type != "linear" && type != "yarn") {
         fail("unsupported " + key + " " + gguf::quote(type) +
-             " (supported: none, linear; longrope for phi3)");
+             " (supported: none, linear, yarn; longrope for phi3)");
     }
     const double factor = f.require_float(a + "rope.scaling.factor");
     if (!(factor >= 1.0) || !(factor <= 1e6)) {
         fail(a + "rope.scaling.factor must be in [1, 1e6] for " + type + " scaling");
     }
-    hp.rope_scaling = RopeScaling::Linear;
-    hp.rope_scale = static_cast<float>(1.0 / factor);
+    if (type == "linear") {
+        hp.rope_scaling = RopeScaling::Linear;
+        hp.rope_scale = static_cast<float>(1.0 / factor);
+        return;
+    }
+    if (f.find(a + "rope.scaling.yarn_ext_factor") &&
+        f.get_float(a + "rope.scaling.yarn_ext_factor", 1.0) != 1.0) {
+        fail("unsupported " + a + "rope.scaling.yarn_ext_factor (only 1, full YaRN, is)");
+    }
+    if (f.find(a + "rope.scaling.yarn_log_multiplier") &&
+        f.get_float(a + "rope.scaling.yarn_log_multiplier", 0.0) != 0.0) {
+        fail("unsupported " + a + "rope.scaling.yarn_log_multiplier");
+    }
+    const double beta_fast = float_in(f, a + "rope.scaling.yarn_beta_fast", 32.0, 0.0, 1e6);
+    const double beta_slow = float_in(f, a + "rope.scaling.yarn_beta_slow", 1.0, 0.0, 1e6);
+    const double mscale =
+        float_in(f, a + "rope.scaling.yarn_attn_factor", 1.0 + 0.1 * std::log(factor), 0.0, 1e3);
+    hp.rope_scaling = RopeScaling::Yarn;
+    hp.rope_mscale *= static_cast<float>(mscale);
+    hp.rope_freq_factors =
+        yarn_divisors(hp.n_rot, hp.rope_base, factor, hp.rope_orig_ctx, beta_fast, beta_slow);
 }
 
 // gemma3's metadata and the rules llama.cpp applies to it (the file stores no key for them):
@@ -310,7 +351,7 @@ std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer, in
     return cfg;
 }
 
-// The per-pair rope divisors stored as tensors:
+// The per-pair rope divisors stored as tensors, multiplied into those of the metadata (yarn):
 // llama3's rope_freqs.weight; phi3's rope_factors_short.weight, with rope_factors_long.weight
 // kept for Hparams::for_context. Then the magnitude is folded into the attention scale.
 void read_rope_tensors(const gguf::File& f, Hparams& hp) {

@@ -26,8 +26,9 @@ enum class RopeStyle { Norm, Neox };
 // Linear divides every angle by `factor` ({arch}.rope.scaling.type = "linear"). The others become
 // per-pair divisors (Hparams::rope_freq_factors) and a magnitude (Hparams::rope_mscale): Llama 3.x
 // files carry no type key but a divisor tensor, rope_freqs.weight; phi3 (no type key, or
-// "longrope") carries rope_factors_long/short.weight.
-enum class RopeScaling { None, Linear, LongRope };
+// "longrope") carries rope_factors_long/short.weight; yarn blends each pair between its trained
+// and its interpolated frequency.
+enum class RopeScaling { None, Linear, Yarn, LongRope };
 
 struct Hparams {
     std::string arch_name;  // "llama" | "qwen2" | "qwen3" | "gemma3" | "phi3"
@@ -46,14 +47,14 @@ struct Hparams {
     RopeScaling rope_scaling = RopeScaling::None;
     float rope_scale = 1.0f;  // angle multiplier: 1 / rope.scaling.factor for Linear, else 1
     // Per rotated pair i (n_rot/2 values, or empty): angle i is divided by it. The product of
-    // rope_freqs.weight (llama3) and phi3's short factors; for_context() swaps in the long ones.
-    // Computed by the model loader.
+    // rope_freqs.weight (llama3), yarn's blend and phi3's short factors; for_context() swaps in
+    // the long ones. Computed by the model loader.
     std::vector<float> rope_freq_factors;
     // phi3 longrope: the divisors to use instead when n_ctx > rope_orig_ctx (llama.cpp's rule:
     // the long factors once the context exceeds the original one), else empty.
     std::vector<float> rope_freq_factors_long;
     int rope_orig_ctx = 0;  // rope.scaling.original_context_length (default n_ctx_train)
-    // cos and sin are multiplied by it (rope.scaling.attn_factor). With every
+    // cos and sin are multiplied by it (yarn's magnitude, rope.scaling.attn_factor). With every
     // head dimension rotated that scales q.k by rope_mscale^2, so the loader folds it into
     // attn_scale; partial rotary with a factor != 1 is refused.
     float rope_mscale = 1.0f;

@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 from .errors import ConvertError
 from .fields import Fields
 from .phi3 import Phi3Rope, phi3_rope
+from .yarn import Yarn, yarn_rope
 
 # HF `architectures` entry -> GGUF general.architecture.
 ARCHITECTURES = {
@@ -57,6 +58,7 @@ class HParams:
     # attention.sliding_window: gemma3's local layers; mistral's and phi3's every layer (0: none)
     sliding_window: Optional[int] = None
     phi3: Optional[Phi3Rope] = None  # rotated dims, original context, longrope factors
+    yarn: Optional[Yarn] = None
 
     @property
     def n_rot(self) -> int:
@@ -98,18 +100,21 @@ class HParams:
         factor: Optional[float] = None
         llama3: Optional[Llama3Rope] = None
         phi3: Optional[Phi3Rope] = None
+        yarn: Optional[Yarn] = None
         if arch == "phi3":
             kind = scaling.get_str("rope_type", scaling.get_str("type", None))
             phi3 = phi3_rope(cfg, scaling, kind, n_embd, n_head)
             window = cfg.get_int("sliding_window", 0, lo=0)  # llama.cpp writes 0 for none
         elif scaling.obj:
             kind = scaling.get_str("rope_type", scaling.get_str("type", None))
-            if kind not in ("linear", "default", "llama3"):
+            if kind not in ("linear", "default", "llama3", "yarn"):
                 raise ConvertError(f"config.json: rope_scaling type {kind!r} is not supported")
-            if kind == "llama3" and arch == "gemma3":
+            if kind in ("llama3", "yarn") and arch == "gemma3":
                 raise ConvertError("config.json: gemma3 supports linear rope scaling only")
             if kind == "llama3":
                 llama3 = _llama3_rope(cfg, scaling)
+            elif kind == "yarn":
+                yarn = yarn_rope(cfg, scaling)
             else:
                 factor = scaling.get_float("factor", None, gt=0.0)
         if cfg.get_bool("mlp_bias", False) or (
@@ -137,6 +142,7 @@ class HParams:
             llama3_rope=llama3,
             sliding_window=window,
             phi3=phi3,
+            yarn=yarn,
         )
 
 

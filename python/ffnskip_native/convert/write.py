@@ -62,6 +62,20 @@ def _write_metadata(w: Any, hp: HParams, name: str, file_type: int) -> None:
         w.add_value_length(hp.head_dim)
     if hp.sliding_window is not None:
         w.add_sliding_window(hp.sliding_window)
+    if hp.yarn is not None:
+        import gguf
+
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(hp.yarn.factor)
+        w.add_rope_scaling_orig_ctx_len(hp.yarn.orig_ctx)
+        # Raw key names: gguf releases before 2025 have no add_* for them.
+        for key, value in (
+            ("yarn_beta_fast", hp.yarn.beta_fast),
+            ("yarn_beta_slow", hp.yarn.beta_slow),
+            ("yarn_attn_factor", hp.yarn.attn_factor),
+        ):
+            if value is not None:
+                w.add_float32(f"{hp.arch}.rope.scaling.{key}", value)
     if hp.phi3 is not None:
         w.add_rope_scaling_orig_ctx_len(hp.phi3.orig_ctx)
         if hp.phi3.longrope is not None:

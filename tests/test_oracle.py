@@ -8,6 +8,10 @@ configs' sliding window (8) puts positions 8..63 of their local layers past it, 
 positions 16..63 of every layer; the phi3 longrope
 config's original context (32) makes both sides take its long factors.
 
+The new families (yarn, mistral, phi3) also run converted at q8_0 and q4_0 against transformers
+loaded with the dequantized weights of the file, at the forward tests' tolerance (1e-2) with the
+same top-1.
+
 torch and transformers come from the optional `oracle` extra (`pip install .[oracle]`); without
 them these tests skip with that reason. Marked `oracle` so a run can select them (`-m oracle`).
 """
@@ -262,3 +266,51 @@ def test_yarn_is_reached(tmp_path: Path, family: str) -> None:
     got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
     err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
     assert err[1:].min() > 10 * REL_TOL
+
+
+# ---- quantized files ---------------------------------------------------------------------------
+
+NEW_FAMILIES = ["llama-yarn", "qwen2-yarn", "mistral", "phi3", "phi3-longrope"]
+QUANT_TOL = 1e-2  # the forward tests' tolerance (test_forward.py); measured: <= 9.5e-4
+
+
+def dequantized_state(model: Any, hf_dir: Path, gguf_path: Path) -> Dict[str, Any]:
+    """model's state with every matrix replaced by its dequantized value in the GGUF file (q/k
+    rows of llama files returned to transformers' layout), to run transformers on the weights the
+    engine reads."""
+    import gguf
+    from ffnskip_native.convert.config import HParams, load_config
+    from ffnskip_native.convert.plan import plan
+    from ffnskip_native.convert.tensors import open_checkpoint
+
+    items, _ = plan(HParams.from_config(load_config(hf_dir)), open_checkpoint(hf_dir), "f32")
+    stored = {t.name: t for t in gguf.GGUFReader(gguf_path).tensors}
+    state = model.state_dict()
+    for item in items:
+        if item.ref.name not in state or len(item.ref.shape) != 2:
+            continue
+        t = stored[item.gguf_name]
+        w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(item.ref.shape)
+        if item.permute_heads:
+            w = hf.unpermute_qk(w, item.permute_heads)
+        state[item.ref.name] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+    return state
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_quantized_logits_match_transformers(tmp_path: Path, family: str, outtype: str) -> None:
+    # transformers runs the weights the file holds, so the comparison measures the engine's
+    # quantized kernels, not the quantization itself.
+    model = hf_model(family, tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", outtype)
+    model.load_state_dict(dequantized_state(model, tmp_path / "hf", path))
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    with torch.no_grad():
+        expected = model(torch.tensor([tokens])).logits[0].double().numpy()
+    eng = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS, n_threads=2)
+    got = eng.logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - expected, axis=1) / np.linalg.norm(expected, axis=1)
+    print(f"{family}/{outtype}: max rel err {err.max():.3g}, mean {err.mean():.3g}")
+    assert err.max() <= QUANT_TOL, f"{family}/{outtype}: max rel err {err.max():.3g}"
+    assert np.array_equal(got.argmax(1), expected.argmax(1))

@@ -25,7 +25,7 @@ from test_forward import rel_err, rewrite, sample_tokens
 from test_skip import check_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from make_test_model import make_model  # noqa: E402
+from make_test_model import WEIGHT_TYPES, make_model  # noqa: E402
 
 REL_TOL = 1e-2
 HEAD_DIM = 16  # make_model's default shape: n_embd 64 over 4 heads
@@ -324,11 +324,12 @@ def test_phi3_hparams(tmp_path):
     assert (hp["arch"], hp["rope"], hp["ffn_act"]) == ("phi3", "neox", "silu")
 
 
-@pytest.mark.parametrize("wtype", ["Q4_0", "Q5_1", "Q6_K"])
+@pytest.mark.parametrize("wtype", WEIGHT_TYPES)
 def test_phi3_fused_views_of_every_block_type(tmp_path, wtype):
     # The q/k/v and gate/up views start inside their fused tensors: a row range of any block
-    # type must read as its own matrix.
-    shape = dict(n_embd=256, n_ff=512, n_head=8, n_head_kv=2) if wtype == "Q6_K" else {}
+    # type (plain, or grouped by the AVX2 repack) must read as its own matrix.
+    kq = wtype.endswith("_K")
+    shape = dict(n_embd=256, n_ff=512, n_head=8, n_head_kv=2) if kq else {}
     path = make_model(tmp_path / "p.gguf", arch="phi3", wtype=wtype, seed=4, **shape)
     ref = reference.load(path, n_ctx=64)
     tokens = sample_tokens(32, ref.hp.n_vocab, seed=2)

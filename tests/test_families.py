@@ -339,6 +339,41 @@ def test_phi3_fused_views_of_every_block_type(tmp_path, wtype):
     assert rel_err(got, ref.forward(tokens)).max() <= REL_TOL
 
 
+def test_phi3_with_separate_q_k_v_tensors(tmp_path):
+    # llama.cpp also loads phi3 files whose q, k and v are separate tensors: the same logits.
+    import gguf
+
+    fused = make_model(tmp_path / "p.gguf", arch="phi3", wtype="F32", seed=2)
+    r = gguf.GGUFReader(fused)
+    w = gguf.GGUFWriter(tmp_path / "split.gguf", "phi3")
+    for key, field in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        if field.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_array(key, field.contents())
+        else:
+            w.add_key_value(key, field.contents(), field.types[0])
+    for t in r.tensors:
+        data = np.array(t.data)
+        if t.name.endswith("attn_qkv.weight"):  # 64 q rows, then 32 k and 32 v rows
+            for name, rows in (
+                ("attn_q", data[:64]),
+                ("attn_k", data[64:96]),
+                ("attn_v", data[96:]),
+            ):
+                w.add_tensor(t.name.replace("attn_qkv", name), np.ascontiguousarray(rows))
+        else:
+            w.add_tensor(t.name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tokens = sample_tokens(20, 288, seed=3)
+    a = _core.Engine(str(fused), backend="cpu", n_ctx=32).logits(tokens, all_positions=True)
+    b = _core.Engine(str(tmp_path / "split.gguf"), backend="cpu", n_ctx=32)
+    assert np.array_equal(a, b.logits(tokens, all_positions=True))
+
+
 def test_phi3_partial_rotary_matches_reference(tmp_path):
     # Phi-4-mini rotates 3/4 of each head: dimensions past n_rot pass through unrotated.
     path = make_model(tmp_path / "p.gguf", arch="phi3", wtype="F32", n_rot=12, seed=7)

@@ -7,8 +7,11 @@ head before it) and `gemma3` (as qwen3, plus: embeddings times sqrt(n_embd), a G
 RMSNorms on the attention and FFN outputs before their residual adds, and llama.cpp's layer rule:
 every 6th layer global, the others attending to the last `attention.sliding_window` positions with
 RoPE base 10000; norm weights are used as stored, llama.cpp's converter having added gemma's +1),
-rope scaling (linear by `{arch}.rope.scaling.type`, llama3-style by the per-pair
-divisors of `rope_freqs.weight`), plus the FFN skip policy of
+`phi3` (as llama with NEOX rope, q/k/v stacked in one attn_qkv matrix and gate/up in one ffn_up,
+gate rows first), a sliding window on every layer for llama (mistral) and phi3 when
+`attention.sliding_window` > 0, rope scaling (linear by `{arch}.rope.scaling.type`, llama3-style
+by the per-pair divisors of `rope_freqs.weight`, phi3's long or short per-pair factors with
+`rope.scaling.attn_factor` on the rotated dims, and yarn), plus the FFN skip policy of
 shared/DESIGN.md ("FFN skipping — exact semantics") and the channel-sparse FFN ("Conditional FFN —
 two kinds": thresholds t_in / t_gate / t_mid on |h|, |act(gate)| and |m|, NaN = off).
 
@@ -37,8 +40,8 @@ import gguf
 import numpy as np
 from gguf.quants import dequantize
 
-ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
-ROPE_STYLE = {"llama": "norm", "qwen2": "neox", "qwen3": "neox", "gemma3": "neox"}
+ARCHS = ("llama", "qwen2", "qwen3", "gemma3", "phi3")
+ROPE_STYLE = {"llama": "norm", "qwen2": "neox", "qwen3": "neox", "gemma3": "neox", "phi3": "neox"}
 GEMMA3_SWA_PERIOD = 6  # llama.cpp: layer l is global when l % 6 == 5, else sliding-window
 GEMMA3_LOCAL_ROPE_BASE = 10000.0
 
@@ -64,11 +67,17 @@ class HParams:
     embd_scale: float = 1.0
     attn_scale: float = 0.0  # q.k multiplier; 1/sqrt(head_dim) unless the architecture says else
     swa_window: int = 0  # keys a sliding-window layer sees (0: none)
-    swa_period: int = 0
+    swa_period: int = 0  # gemma3: every swa_period-th layer is global; 0: all layers slide
+    # Per rotated pair, the divisor of its angle (rope_freqs.weight, phi3's long or short
+    # factors, yarn's interpolation), or None.
+    rope_factors: np.ndarray | None = None
+    rope_mscale: float = 1.0  # rotated dims are multiplied by it (yarn, rope.scaling.attn_factor)
 
     def sliding(self, layer: int) -> bool:
         """Whether `layer` attends only to the last swa_window positions."""
-        return self.swa_period > 0 and layer % self.swa_period < self.swa_period - 1
+        if self.swa_window <= 0:
+            return False
+        return self.swa_period == 0 or layer % self.swa_period < self.swa_period - 1
 
 
 @dataclass
@@ -129,14 +138,35 @@ def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
     return f.contents()
 
 
-def _rope_scale(reader: gguf.GGUFReader, arch: str) -> float:
-    """The angle multiplier of {arch}.rope.scaling.type; unknown types raise (never a default)."""
+def _rope_scale(reader: gguf.GGUFReader, arch: str) -> tuple[str, float]:
+    """({arch}.rope.scaling.type, the angle multiplier of linear scaling); unknown types raise."""
     kind = str(_field(reader, f"{arch}.rope.scaling.type", "none"))
-    if kind == "none":
-        return 1.0
+    if kind in ("none", "yarn") or (kind == "longrope" and arch == "phi3"):
+        return kind, 1.0
     if kind == "linear":
-        return 1.0 / float(_field(reader, f"{arch}.rope.scaling.factor"))
+        return kind, 1.0 / float(_field(reader, f"{arch}.rope.scaling.factor"))
     raise ValueError(f"reference does not implement rope scaling type {kind!r}")
+
+
+def yarn_divisors(
+    n_rot: int, base: float, factor: float, orig_ctx: int, beta_fast: float, beta_slow: float
+) -> np.ndarray:
+    """Per rotated pair, the divisor of its angle under YaRN (arXiv 2309.00071, section 3.2).
+
+    Pairs that turn more than beta_fast times over the original context keep their frequency,
+    those that turn fewer than beta_slow times are interpolated (angle / factor), and in between
+    the two blend linearly in the pair index. The pair that turns r times over orig_ctx is
+    n_rot * ln(orig_ctx / (2 pi r)) / (2 ln base); the blend's ends are rounded outwards.
+    """
+
+    def pair_turning(r: float) -> float:
+        return n_rot * math.log(orig_ctx / (2 * math.pi * r)) / (2 * math.log(base))
+
+    low = max(0.0, math.floor(pair_turning(beta_fast)))
+    high = min(n_rot - 1.0, math.ceil(pair_turning(beta_slow)))
+    i = np.arange(n_rot // 2, dtype=np.float64)
+    keep = 1.0 - np.clip((i - low) / max(0.001, high - low), 0.0, 1.0)
+    return 1.0 / (keep + (1.0 - keep) / factor)
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -152,20 +182,21 @@ def rope(
     style: str,
     scale: float = 1.0,
     freq_factors: np.ndarray | None = None,
+    mscale: float = 1.0,
 ) -> np.ndarray:
     """Rotary embedding of x (n_pos, n_heads, head_dim) at positions pos (n_pos,).
 
-    Pair i (i < n_rot/2) is rotated by angle pos * base^(-2i/n_rot) * scale / freq_factors[i].
-    "norm" pairs the adjacent elements (2i, 2i+1); "neox" pairs (i, i + n_rot/2). Dimensions
-    >= n_rot are left unchanged.
+    Pair i (i < n_rot/2) is rotated by angle pos * base^(-2i/n_rot) * scale / freq_factors[i]
+    and multiplied by mscale. "norm" pairs the adjacent elements (2i, 2i+1); "neox" pairs
+    (i, i + n_rot/2). Dimensions >= n_rot are left unchanged.
     """
     half = n_rot // 2
     inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / n_rot) * scale
     if freq_factors is not None:
         inv_freq = inv_freq / freq_factors
     ang = np.asarray(pos, dtype=np.float64)[:, None] * inv_freq[None, :]
-    cos = np.cos(ang)[:, None, :]
-    sin = np.sin(ang)[:, None, :]
+    cos = np.cos(ang)[:, None, :] * mscale
+    sin = np.sin(ang)[:, None, :] * mscale
     out = np.array(x, dtype=np.float64, copy=True)
     if style == "norm":
         a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
@@ -211,14 +242,16 @@ class RefModel:
     models stay fully resident and big ones still run with bounded memory.
     """
 
-    def __init__(self, path: str | Path, cache_bytes: int = 3 << 30) -> None:
+    def __init__(
+        self, path: str | Path, cache_bytes: int = 3 << 30, n_ctx: int | None = None
+    ) -> None:
         limit_blas_threads()
         self.path = Path(path)
         self.reader = gguf.GGUFReader(str(self.path))
         self._tensors = {t.name: t for t in self.reader.tensors}
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_bytes = cache_bytes
-        self.hp = self._read_hparams()
+        self.hp = self._read_hparams(n_ctx)
         self.ffn_trace: list[np.ndarray] = []  # per eval() of generated rows (see eval)
         # Per eval() of generated rows: (n, n_layer, 3) entries dropped by t_in / t_gate / t_mid,
         # -1 where no channel-sparse FFN ran.
@@ -231,7 +264,7 @@ class RefModel:
             "output.weight" if "output.weight" in self._tensors else "token_embd.weight"
         )
 
-    def _read_hparams(self) -> HParams:
+    def _read_hparams(self, n_ctx: int | None) -> HParams:
         r = self.reader
         arch = str(_field(r, "general.architecture"))
         if arch not in ARCHS:
@@ -239,15 +272,42 @@ class RefModel:
         n_embd = int(_field(r, f"{arch}.embedding_length"))
         n_head = int(_field(r, f"{arch}.attention.head_count"))
         head_dim = int(_field(r, f"{arch}.attention.key_length", n_embd // n_head))
+        n_rot = int(_field(r, f"{arch}.rope.dimension_count", head_dim))
+        rope_base = float(_field(r, f"{arch}.rope.freq_base", 10000.0))
+        n_ctx_train = int(_field(r, f"{arch}.context_length"))
+        n_ctx = n_ctx_train if n_ctx is None else n_ctx
         emb = self._tensors["token_embd.weight"]
-        gemma: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         if arch == "gemma3":
-            gemma = dict(
+            extra = dict(
                 act="gelu_tanh",
                 embd_scale=math.sqrt(n_embd),
                 swa_window=int(_field(r, "gemma3.attention.sliding_window")),
                 swa_period=GEMMA3_SWA_PERIOD,
             )
+        elif arch in ("llama", "phi3"):  # mistral, phi3: every layer slides (0: no window)
+            extra = dict(swa_window=int(_field(r, f"{arch}.attention.sliding_window", 0)))
+        kind, rope_scale = _rope_scale(r, arch)
+        factors = np.ones(n_rot // 2)
+        if self.has("rope_freqs.weight"):  # llama3
+            factors *= self.weight("rope_freqs.weight")
+        orig_ctx = int(_field(r, f"{arch}.rope.scaling.original_context_length", n_ctx_train))
+        if self.has("rope_factors_long.weight"):  # phi3 longrope: llama.cpp picks by context
+            long = n_ctx > orig_ctx
+            factors *= self.weight(f"rope_factors_{'long' if long else 'short'}.weight")
+        mscale = float(_field(r, f"{arch}.rope.scaling.attn_factor", 1.0))
+        if kind == "yarn":
+            factor = float(_field(r, f"{arch}.rope.scaling.factor"))
+            factors *= yarn_divisors(
+                n_rot,
+                rope_base,
+                factor,
+                orig_ctx,
+                float(_field(r, f"{arch}.rope.scaling.yarn_beta_fast", 32.0)),
+                float(_field(r, f"{arch}.rope.scaling.yarn_beta_slow", 1.0)),
+            )
+            default = 1.0 + 0.1 * math.log(factor) if factor > 1 else 1.0
+            mscale *= float(_field(r, f"{arch}.rope.scaling.yarn_attn_factor", default))
         n_layer = int(_field(r, f"{arch}.block_count"))
         # llama.cpp's rule: query_pre_attn_scalar is head_dim, except n_embd / n_head for the
         # 62-layer Gemma 3 27B.
@@ -260,14 +320,16 @@ class RefModel:
             n_head=n_head,
             n_head_kv=int(_field(r, f"{arch}.attention.head_count_kv", n_head)),
             head_dim=head_dim,
-            n_rot=int(_field(r, f"{arch}.rope.dimension_count", head_dim)),
-            rope_base=float(_field(r, f"{arch}.rope.freq_base", 10000.0)),
-            rope_scale=_rope_scale(r, arch),
+            n_rot=n_rot,
+            rope_base=rope_base,
+            rope_scale=rope_scale,
             eps=float(_field(r, f"{arch}.attention.layer_norm_rms_epsilon")),
-            n_ctx=int(_field(r, f"{arch}.context_length")),
+            n_ctx=n_ctx,
             n_vocab=int(emb.shape[1]),
             attn_scale=1.0 / math.sqrt(scale_dim),
-            **gemma,
+            rope_factors=None if np.all(factors == 1.0) else factors,
+            rope_mscale=mscale,
+            **extra,
         )
 
     # ---- weights -------------------------------------------------------------------------------
@@ -315,9 +377,8 @@ class RefModel:
         p = f"blk.{layer}."
         n = x.shape[0]
         xn = rms_norm(x, self.weight(p + "attn_norm.weight"), hp.eps)
-        q = xn @ self.weight(p + "attn_q.weight").T
-        k = xn @ self.weight(p + "attn_k.weight").T
-        v = xn @ self.weight(p + "attn_v.weight").T
+        wq, wk, wv = self._qkv(p)
+        q, k, v = xn @ wq.T, xn @ wk.T, xn @ wv.T
         for name, arr in (("attn_q.bias", q), ("attn_k.bias", k), ("attn_v.bias", v)):
             if self.has(p + name):
                 arr += self.weight(p + name)
@@ -327,11 +388,13 @@ class RefModel:
         if self.has(p + "attn_q_norm.weight"):  # qwen3: per-head RMSNorm, one weight for all heads
             q = rms_norm(q, self.weight(p + "attn_q_norm.weight"), hp.eps)
             k = rms_norm(k, self.weight(p + "attn_k_norm.weight"), hp.eps)
-        ff = self.weight("rope_freqs.weight") if self.has("rope_freqs.weight") else None
-        args = (pos, hp.n_rot, hp.rope_base, self.rope_style, hp.rope_scale, ff)
+        args = (
+            pos, hp.n_rot, hp.rope_base, self.rope_style, hp.rope_scale, hp.rope_factors,
+            hp.rope_mscale,
+        )  # fmt: skip
         local = hp.sliding(layer)
-        if local:  # sliding-window layers: their own base, no scaling
-            args = (pos, hp.n_rot, GEMMA3_LOCAL_ROPE_BASE, self.rope_style, 1.0, None)
+        if local and hp.arch == "gemma3":  # its sliding-window layers: own base, no scaling
+            args = (pos, hp.n_rot, GEMMA3_LOCAL_ROPE_BASE, self.rope_style)
         q = rope(q, *args)
         k = rope(k, *args)
         v = v.reshape(n, hp.n_head_kv, hp.head_dim)
@@ -357,6 +420,23 @@ class RefModel:
             p + "post_attention_norm.weight", out @ self.weight(p + "attn_output.weight").T
         )
 
+    def _qkv(self, p: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """W_q, W_k, W_v of a layer; phi3 stores them stacked in that order as attn_qkv."""
+        if not self.has(p + "attn_qkv.weight"):
+            return tuple(self.weight(p + f"attn_{w}.weight") for w in "qkv")  # type: ignore
+        w = self.weight(p + "attn_qkv.weight")
+        q_dim, kv_dim = self.hp.n_head * self.hp.head_dim, self.hp.n_head_kv * self.hp.head_dim
+        assert w.shape[0] == q_dim + 2 * kv_dim, w.shape
+        return w[:q_dim], w[q_dim : q_dim + kv_dim], w[q_dim + kv_dim :]
+
+    def _gate_up(self, p: str) -> tuple[np.ndarray, np.ndarray]:
+        """W_gate, W_up of a layer; phi3 stores both in ffn_up, the gate's rows first."""
+        if self.has(p + "ffn_gate.weight"):
+            return self.weight(p + "ffn_gate.weight"), self.weight(p + "ffn_up.weight")
+        w = self.weight(p + "ffn_up.weight")
+        assert w.shape[0] == 2 * self.hp.n_ff, w.shape
+        return w[: self.hp.n_ff], w[self.hp.n_ff :]
+
     def _post_norm(self, name: str, out: np.ndarray) -> np.ndarray:
         """gemma3's RMSNorm of a block's output before the residual add; others: out itself."""
         return rms_norm(out, self.weight(name), self.hp.eps) if self.has(name) else out
@@ -378,8 +458,8 @@ class RefModel:
         post = p + "post_ffw_norm.weight"
         hn = rms_norm(h, self.weight(p + "ffn_norm.weight"), self.hp.eps)
         if channel is None:
-            gate = hn @ self.weight(p + "ffn_gate.weight").T
-            up = hn @ self.weight(p + "ffn_up.weight").T
+            w_gate, w_up = self._gate_up(p)
+            gate, up = hn @ w_gate.T, hn @ w_up.T
             return h + self._post_norm(
                 post, (act(gate) * up) @ self.weight(p + "ffn_down.weight").T
             )
@@ -390,9 +470,10 @@ class RefModel:
 
         k_in = keep(hn, t_in)
         hn = hn * k_in
-        g = act(hn @ self.weight(p + "ffn_gate.weight").T)
+        w_gate, w_up = self._gate_up(p)
+        g = act(hn @ w_gate.T)
         k_gate = keep(g, t_gate)
-        m = g * k_gate * (hn @ self.weight(p + "ffn_up.weight").T)
+        m = g * k_gate * (hn @ w_up.T)
         k_mid = keep(m, t_mid) & k_gate
         self.channel_values.append((layer, hn, g, m))
         self._dropped = np.stack(
@@ -614,9 +695,14 @@ class _Policy:
         return _TokenState(self, past_warmup)
 
 
-def load(path: str | Path, cache_bytes: int = 3 << 30) -> RefModel:
-    """Open a llama/qwen2/qwen3/gemma3 GGUF file for reference evaluation."""
-    return RefModel(path, cache_bytes=cache_bytes)
+def load(path: str | Path, cache_bytes: int = 3 << 30, n_ctx: int | None = None) -> RefModel:
+    """Open a llama/qwen2/qwen3/gemma3/phi3 GGUF file for reference evaluation.
+
+    n_ctx: the context the engine under test runs with (default: the file's context_length). It
+    bounds the positions and picks phi3's long or short rope factors (llama.cpp's rule: long when
+    n_ctx exceeds rope.scaling.original_context_length).
+    """
+    return RefModel(path, cache_bytes=cache_bytes, n_ctx=n_ctx)
 
 
 def gguf_vocab(path: str | Path) -> list[str]:

@@ -105,6 +105,33 @@ def test_llama3_rope_scaling_becomes_rope_freqs(tmp_path: Path, tiny_llama: Path
     assert field(out, "llama.rope.scaling.type") is None  # llama.cpp writes no type for llama3
 
 
+@pytest.mark.parametrize(
+    "extra, keys",
+    [
+        ({}, {}),
+        (
+            {"beta_fast": 16, "beta_slow": 2, "attention_factor": 1.25},
+            {"yarn_beta_fast": 16.0, "yarn_beta_slow": 2.0, "yarn_attn_factor": 1.25},
+        ),
+    ],
+)
+def test_yarn_scaling_metadata(
+    tmp_path: Path, tiny_llama: Path, extra: Dict[str, Any], keys: Dict[str, float]
+) -> None:
+    # Qwen2.5's rope_scaling; the optional keys only when the config has them (llama.cpp's).
+    scaling = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128} | extra
+    src = variant(tiny_llama, tmp_path / "y", {"rope_scaling": scaling}, {})
+    out = cv.convert(src, tmp_path / "y.gguf", "f32")
+    assert field(out, "llama.rope.scaling.type") == "yarn"
+    assert field(out, "llama.rope.scaling.factor") == pytest.approx(4.0)
+    assert field(out, "llama.rope.scaling.original_context_length") == 128
+    for key in ("yarn_beta_fast", "yarn_beta_slow", "yarn_attn_factor"):
+        got = field(out, f"llama.rope.scaling.{key}")
+        assert got == (pytest.approx(keys[key]) if key in keys else None)
+    eng = _core.Engine(str(out), backend="cpu", n_ctx=16)
+    assert np.isfinite(eng.logits([1, 2, 3], all_positions=True)).all()
+
+
 def test_linear_scaling_from_rope_parameters(tmp_path: Path, tiny_llama: Path) -> None:
     # transformers >= 5 layout: theta and scaling in one object, no top-level rope_theta.
     params = {"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0}
@@ -118,7 +145,26 @@ def test_linear_scaling_from_rope_parameters(tmp_path: Path, tiny_llama: Path) -
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "'yarn' is not supported"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 4.0}}, "'dynamic' is not supported"),
+        (
+            {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+            "original_max_position_embeddings",
+        ),
+        (
+            {
+                "rope_scaling": {
+                    "rope_type": "yarn",
+                    "factor": 4.0,
+                    "mscale": 1.0,
+                    "mscale_all_dim": 1.0,
+                }
+            },
+            "mscale",
+        ),
+        (
+            {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "truncate": False}},
+            "truncate",
+        ),
         ({"rope_parameters": {"full_attention": {"rope_theta": 1e4}}}, "per-layer-type"),
         (
             {"rope_scaling": {"rope_type": "llama3", "low_freq_factor": 4, "high_freq_factor": 1}},
@@ -205,3 +251,97 @@ def test_unsupported_gemma3_configs_are_refused(
     src = gemma3_variant(tiny_llama, tmp_path / "bad", config)
     with pytest.raises(Error, match=message):
         cv.convert(src, tmp_path / "bad.gguf", "f32")
+
+
+def phi3_variant(tiny_llama: Path, dst: Path, config: Dict[str, Any]) -> Path:
+    """tiny_llama as a Phi3ForCausalLM: q/k/v stacked in qkv_proj, gate/up in gate_up_proj."""
+    shutil.copytree(tiny_llama, dst)
+    w = hf.hf_weights(tiny_llama)
+    for i in range(hf.TINY["layers"]):
+        p = f"model.layers.{i}."
+        qkv = [w.pop(p + f"self_attn.{x}_proj.weight") for x in "qkv"]
+        w[p + "self_attn.qkv_proj.weight"] = np.concatenate(qkv)
+        gate_up = [w.pop(p + f"mlp.{x}_proj.weight") for x in ("gate", "up")]
+        w[p + "mlp.gate_up_proj.weight"] = np.concatenate(gate_up)
+    hf.write_safetensors(
+        dst / "model.safetensors", [(n, "F32", a.shape, a.astype(np.float32)) for n, a in w.items()]
+    )
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg |= {"architectures": ["Phi3ForCausalLM"]} | config
+    (dst / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
+    return dst
+
+
+PHI3_LONGROPE: Dict[str, Any] = {
+    "max_position_embeddings": 512,
+    "original_max_position_embeddings": 32,
+    "partial_rotary_factor": 0.75,
+    "rope_scaling": {
+        "rope_type": "longrope",
+        "long_factor": [1.0 + i for i in range(6)],
+        "short_factor": [1.0 + 0.1 * i for i in range(6)],
+    },
+}
+
+
+def test_phi3_fused_tensors_and_longrope_metadata(tmp_path: Path, tiny_llama: Path) -> None:
+    src = phi3_variant(tiny_llama, tmp_path / "p3", PHI3_LONGROPE)
+    out = cv.convert(src, tmp_path / "p3.gguf", "f32")
+    assert field(out, "general.architecture") == "phi3"
+    # llama.cpp's: int(0.75 * 64) // 4 rotated dims, the original context, sliding window 0 (none)
+    # and the attention factor sqrt(1 + ln(512 / 32) / ln(32)).
+    assert field(out, "phi3.rope.dimension_count") == 12
+    assert field(out, "phi3.rope.scaling.original_context_length") == 32
+    assert field(out, "phi3.attention.sliding_window") == 0
+    want = np.sqrt(1 + np.log(16) / np.log(32))
+    assert field(out, "phi3.rope.scaling.attn_factor") == pytest.approx(want, rel=1e-6)
+    got, w = tensors(out), hf.hf_weights(src)
+    # Stored as the checkpoint holds them: q/k/v rows, then the gate's rows before up's; no
+    # permutation (NEOX rope).
+    np.testing.assert_array_equal(
+        got["blk.1.attn_qkv.weight"], w["model.layers.1.self_attn.qkv_proj.weight"]
+    )
+    np.testing.assert_array_equal(
+        got["blk.0.ffn_up.weight"], w["model.layers.0.mlp.gate_up_proj.weight"]
+    )
+    np.testing.assert_array_equal(got["rope_factors_long.weight"], [1, 2, 3, 4, 5, 6])
+    assert "blk.0.ffn_gate.weight" not in got
+    # Loads and runs (partial rotary with an attn_factor is refused; the plain model loads).
+    plain = phi3_variant(tiny_llama, tmp_path / "plain", {"partial_rotary_factor": 0.75})
+    eng = _core.Engine(str(cv.convert(plain, tmp_path / "plain.gguf", "q8_0")), backend="cpu")
+    assert eng.hparams["n_rot"] == 12
+    assert np.isfinite(eng.logits([1, 2, 3], all_positions=True)).all()
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            {"rope_scaling": {"rope_type": "longrope", "long_factor": [1.0], "short_factor": []}},
+            r"long_factor must be 8 positive numbers",
+        ),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, r"phi3 rope_scaling type"),
+        ({"partial_rotary_factor": 0.01}, r"partial_rotary_factor"),
+        ({"attention_bias": True}, "attention_bias"),
+    ],
+)
+def test_unsupported_phi3_configs_are_refused(
+    tmp_path: Path, tiny_llama: Path, config: Dict[str, Any], message: str
+) -> None:
+    src = phi3_variant(tiny_llama, tmp_path / "bad", config)
+    with pytest.raises(Error, match=message):
+        cv.convert(src, tmp_path / "bad.gguf", "f32")
+
+
+@pytest.mark.parametrize("window, stored", [(4096, 4096), (None, None)])
+def test_mistral_sliding_window_is_written(
+    tmp_path: Path, tiny_llama: Path, window: Any, stored: Any
+) -> None:
+    # Mistral 7B v0.1 slides over 4096 positions on every layer; v0.2+ give null (no window).
+    config = {"architectures": ["MistralForCausalLM"], "sliding_window": window}
+    src = variant(tiny_llama, tmp_path / "m", config, {})
+    out = cv.convert(src, tmp_path / "m.gguf", "f32")
+    assert field(out, "general.architecture") == "llama"
+    assert field(out, "llama.attention.sliding_window") == stored
+    eng = _core.Engine(str(out), backend="cpu", n_ctx=16)
+    assert eng.hparams["sliding_window"] == (stored or 0)

@@ -4,7 +4,13 @@ Small random-weight configs of each family (realistic head dims and GQA ratios) 
 safetensors, converted by the project's converter at f32, and run by the engine; every position's
 logits must match transformers' float32 forward to rel. L2 <= 1e-3 over 64 tokens. The llama3
 config's original context (16) puts positions 16..63 past its rope-scaling boundary; the gemma3
-configs' sliding window (8) puts positions 8..63 of their local layers past it.
+configs' sliding window (8) puts positions 8..63 of their local layers past it, mistral's (16)
+positions 16..63 of every layer; the phi3 longrope
+config's original context (32) makes both sides take its long factors.
+
+The new families (yarn, mistral, phi3) also run converted at q8_0 and q4_0 against transformers
+loaded with the dequantized weights of the file, at the forward tests' tolerance (1e-2) with the
+same top-1.
 
 torch and transformers come from the optional `oracle` extra (`pip install .[oracle]`); without
 them these tests skip with that reason. Marked `oracle` so a run can select them (`-m oracle`).
@@ -54,6 +60,10 @@ GEMMA3: Dict[str, Any] = dict(
     tie_word_embeddings=True,
 )
 
+# Phi-3-mini's layout (fused qkv and gate_up), no bos/eos/pad ids in the tiny vocabulary.
+PHI3: Dict[str, Any] = dict(COMMON, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+HEAD_DIM = COMMON["hidden_size"] // COMMON["num_attention_heads"]
+
 CONFIGS: Dict[str, Any] = {
     # Qwen3-0.6B's head_dim 128 with fewer heads than hidden/head_dim: key_length != n_embd/n_head.
     "qwen3": lambda: transformers.Qwen3Config(
@@ -84,6 +94,43 @@ CONFIGS: Dict[str, Any] = {
             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
         },
     ),
+    # YaRN (Qwen2.5's long-context scaling) with an original context of 1024: over head_dim 64
+    # pairs 0-4 keep their frequency, 5-18 blend, 19-31 are interpolated; magnitude 1 + 0.1 ln 4.
+    "llama-yarn": lambda: transformers.LlamaConfig(
+        **COMMON,
+        rope_theta=10000.0,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024},
+    ),
+    # The optional yarn keys: beta_fast/beta_slow move the blend, attention_factor replaces the
+    # default magnitude.
+    "qwen2-yarn": lambda: transformers.Qwen2Config(
+        **COMMON,
+        rope_theta=10000.0,
+        rope_scaling={
+            "rope_type": "yarn",
+            "factor": 8.0,
+            "original_max_position_embeddings": 512,
+            "beta_fast": 16.0,
+            "beta_slow": 2.0,
+            "attention_factor": 1.1,
+        },
+    ),
+    # Mistral 7B v0.1's window on every layer, scaled down: positions 16..63 drop keys.
+    "mistral": lambda: transformers.MistralConfig(**COMMON, sliding_window=16),
+    # Phi-4-mini's partial rotary: 3/4 of each head rotated.
+    "phi3": lambda: transformers.Phi3Config(**PHI3, partial_rotary_factor=0.75),
+    # Phi-3-mini-128k's longrope with an original context of 32: all 64 positions take the long
+    # factors (transformers: sequence > 32; the engine: n_ctx 64 > 32) and the magnitude
+    # sqrt(1 + ln(128/32) / ln(32)) = 1.18 on cos and sin (Phi-3-mini-128k's: 1.19).
+    "phi3-longrope": lambda: transformers.Phi3Config(
+        **(PHI3 | {"max_position_embeddings": 128}),
+        original_max_position_embeddings=32,
+        rope_scaling={
+            "rope_type": "longrope",
+            "long_factor": [1.0 + 0.3 * i for i in range(HEAD_DIM // 2)],
+            "short_factor": [1.0 + 0.01 * i for i in range(HEAD_DIM // 2)],
+        },
+    ),
 }
 CLASSES = {
     "qwen3": "Qwen3ForCausalLM",
@@ -91,6 +138,11 @@ CLASSES = {
     "llama3": "LlamaForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
     "gemma3-linear": "Gemma3ForCausalLM",
+    "llama-yarn": "LlamaForCausalLM",
+    "qwen2-yarn": "Qwen2ForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "phi3-longrope": "Phi3ForCausalLM",
 }
 
 
@@ -167,3 +219,98 @@ def test_gemma3_window_and_scaling_are_reached(tmp_path: Path, family: str, chan
     got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
     err = np.linalg.norm(got - changed, axis=1) / np.linalg.norm(changed, axis=1)
     assert err[16:].min() > 10 * REL_TOL
+
+
+def test_phi3_longrope_is_reached(tmp_path: Path) -> None:
+    # The same weights without longrope must miss transformers' logits: the match above then
+    # proves the long factors and the magnitude, not just the plain rope.
+    model = hf_model("phi3-longrope", tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    plain = transformers.Phi3ForCausalLM(transformers.Phi3Config(**PHI3)).float().eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        unscaled = plain(torch.tensor([tokens])).logits[0].double().numpy()
+    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
+    assert err[1:].min() > 10 * REL_TOL
+
+
+def test_mistral_window_is_reached(tmp_path: Path) -> None:
+    # The same weights without the window must miss transformers' logits past it.
+    model = hf_model("mistral", tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    config = transformers.MistralConfig(**COMMON, sliding_window=None)
+    full = transformers.MistralForCausalLM(config).float().eval()
+    full.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        unwindowed = full(torch.tensor([tokens])).logits[0].double().numpy()
+    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - unwindowed, axis=1) / np.linalg.norm(unwindowed, axis=1)
+    assert err[:16].max() <= REL_TOL
+    assert err[24:].min() > 10 * REL_TOL
+
+
+@pytest.mark.parametrize("family", ["llama-yarn", "qwen2-yarn"])
+def test_yarn_is_reached(tmp_path: Path, family: str) -> None:
+    # The same weights without yarn must miss transformers' logits.
+    model = hf_model(family, tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    config_class = type(model.config)
+    plain = type(model)(config_class(**COMMON, rope_theta=10000.0)).float().eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        unscaled = plain(torch.tensor([tokens])).logits[0].double().numpy()
+    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
+    assert err[1:].min() > 10 * REL_TOL
+
+
+# ---- quantized files ---------------------------------------------------------------------------
+
+NEW_FAMILIES = ["llama-yarn", "qwen2-yarn", "mistral", "phi3", "phi3-longrope"]
+QUANT_TOL = 1e-2  # the forward tests' tolerance (test_forward.py); measured: <= 9.5e-4
+
+
+def dequantized_state(model: Any, hf_dir: Path, gguf_path: Path) -> Dict[str, Any]:
+    """model's state with every matrix replaced by its dequantized value in the GGUF file (q/k
+    rows of llama files returned to transformers' layout), to run transformers on the weights the
+    engine reads."""
+    import gguf
+    from ffnskip_native.convert.config import HParams, load_config
+    from ffnskip_native.convert.plan import plan
+    from ffnskip_native.convert.tensors import open_checkpoint
+
+    items, _ = plan(HParams.from_config(load_config(hf_dir)), open_checkpoint(hf_dir), "f32")
+    stored = {t.name: t for t in gguf.GGUFReader(gguf_path).tensors}
+    state = model.state_dict()
+    for item in items:
+        if item.ref.name not in state or len(item.ref.shape) != 2:
+            continue
+        t = stored[item.gguf_name]
+        w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(item.ref.shape)
+        if item.permute_heads:
+            w = hf.unpermute_qk(w, item.permute_heads)
+        state[item.ref.name] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+    return state
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_quantized_logits_match_transformers(tmp_path: Path, family: str, outtype: str) -> None:
+    # transformers runs the weights the file holds, so the comparison measures the engine's
+    # quantized kernels, not the quantization itself.
+    model = hf_model(family, tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", outtype)
+    model.load_state_dict(dequantized_state(model, tmp_path / "hf", path))
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    with torch.no_grad():
+        expected = model(torch.tensor([tokens])).logits[0].double().numpy()
+    eng = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS, n_threads=2)
+    got = eng.logits(tokens, all_positions=True)
+    err = np.linalg.norm(got - expected, axis=1) / np.linalg.norm(expected, axis=1)
+    print(f"{family}/{outtype}: max rel err {err.max():.3g}, mean {err.mean():.3g}")
+    assert err.max() <= QUANT_TOL, f"{family}/{outtype}: max rel err {err.max():.3g}"
+    assert np.array_equal(got.argmax(1), expected.argmax(1))

@@ -258,6 +258,10 @@ def _expected_tensors(
             want |= {p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,)}
         if arch == "gemma3":
             want |= {p + "post_attention_norm.weight": (e,), p + "post_ffw_norm.weight": (e,)}
+        if arch == "phi3":  # q/k/v and gate/up stacked, as llama.cpp stores them
+            for name in ("attn_q", "attn_k", "attn_v", "ffn_gate"):
+                del want[p + name + ".weight"]
+            want |= {p + "attn_qkv.weight": (e, e + 2 * kv), p + "ffn_up.weight": (e, 2 * ff)}
     return want
 
 

@@ -63,7 +63,7 @@ WEIGHT_TYPES = (
     "Q6_K",
 )
 NORM_TYPES = ("F32", "F16")
-ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma3", "phi3")
 
 # general.file_type (llama.cpp's LlamaFileType) for a model made of one weight type.
 _FILE_TYPE = {
@@ -160,10 +160,13 @@ def _tensor_plan(
     n_vocab: int,
     tied: bool,
     rope_freqs: bool = False,
+    n_rot: int = 0,
+    rope_factors: bool = False,
 ) -> list[tuple[str, tuple[int, ...], str, float]]:
     """(name, numpy shape (out, in) or (n,), type, sigma) for every tensor, in file order.
 
-    For 1-D tensors sigma is the noise around the centre (1 for norms, 0 for biases).
+    For 1-D tensors sigma is the noise around the centre (1 for norms, 0 for biases). phi3 stacks
+    q, k and v in attn_qkv and gate and up in ffn_up (gate rows first), as llama.cpp stores them.
     """
     hd = n_embd // n_head
     kv = n_head_kv * hd
@@ -174,9 +177,12 @@ def _tensor_plan(
     for i in range(n_layer):
         p = f"blk.{i}."
         plan.append((p + "attn_norm.weight", (n_embd,), norm_type, 0.1))
-        plan.append((p + "attn_q.weight", (n_embd, n_embd), wtype, n_embd**-0.5))
-        plan.append((p + "attn_k.weight", (kv, n_embd), wtype, n_embd**-0.5))
-        plan.append((p + "attn_v.weight", (kv, n_embd), wtype, n_embd**-0.5))
+        if arch == "phi3":
+            plan.append((p + "attn_qkv.weight", (n_embd + 2 * kv, n_embd), wtype, n_embd**-0.5))
+        else:
+            plan.append((p + "attn_q.weight", (n_embd, n_embd), wtype, n_embd**-0.5))
+            plan.append((p + "attn_k.weight", (kv, n_embd), wtype, n_embd**-0.5))
+            plan.append((p + "attn_v.weight", (kv, n_embd), wtype, n_embd**-0.5))
         if arch == "qwen2":
             plan.append((p + "attn_q.bias", (n_embd,), norm_type, 0.1))
             plan.append((p + "attn_k.bias", (kv,), norm_type, 0.1))
@@ -188,16 +194,23 @@ def _tensor_plan(
         if arch == "gemma3":
             plan.append((p + "post_attention_norm.weight", (n_embd,), norm_type, 0.1))
         plan.append((p + "ffn_norm.weight", (n_embd,), norm_type, 0.1))
-        plan.append((p + "ffn_gate.weight", (n_ff, n_embd), wtype, n_embd**-0.5))
-        plan.append((p + "ffn_up.weight", (n_ff, n_embd), wtype, n_embd**-0.5))
+        if arch == "phi3":
+            plan.append((p + "ffn_up.weight", (2 * n_ff, n_embd), wtype, n_embd**-0.5))
+        else:
+            plan.append((p + "ffn_gate.weight", (n_ff, n_embd), wtype, n_embd**-0.5))
+            plan.append((p + "ffn_up.weight", (n_ff, n_embd), wtype, n_embd**-0.5))
         plan.append((p + "ffn_down.weight", (n_embd, n_ff), wtype, n_ff**-0.5))
         if arch == "gemma3":
             plan.append((p + "post_ffw_norm.weight", (n_embd,), norm_type, 0.1))
     plan.append(("output_norm.weight", (n_embd,), norm_type, 0.1))
     if not tied:
         plan.append(("output.weight", (n_vocab, n_embd), wtype, io))
-    if rope_freqs:  # last, so the other tensors' seeds match a model without it; see make_model
-        plan.append(("rope_freqs.weight", (hd // 2,), "F32", 0.0))
+    # Last, so the other tensors' seeds match a model without them; see make_model.
+    if rope_freqs:
+        plan.append(("rope_freqs.weight", (n_rot // 2,), "F32", 0.0))
+    if rope_factors:
+        plan.append(("rope_factors_long.weight", (n_rot // 2,), "F32", 0.0))
+        plan.append(("rope_factors_short.weight", (n_rot // 2,), "F32", 0.0))
     return plan
 
 
@@ -314,14 +327,17 @@ def make_model(
     vocab_only: bool = False,
     rope_freqs: list[float] | None = None,
     sliding_window: int = 8,
+    n_rot: int | None = None,
+    rope_factors: tuple[list[float], list[float]] | None = None,
 ) -> Path:
     """Write a random-weight GGUF model (or, with vocab_only, only its tokenizer) to `path`.
 
     Deterministic for a given seed and arguments. K-quants need n_embd and n_ff to be multiples of
     256, the other block types multiples of 32. `rope_freqs` (head_dim/2 values) is stored as the
     rope_freqs.weight tensor of llama3-style rope scaling. `sliding_window` is gemma3's
-    attention.sliding_window (its layers l % 6 != 5 see that many positions). Returns the path
-    written.
+    attention.sliding_window (its layers l % 6 != 5 see that many positions). `n_rot` is
+    rope.dimension_count (default head_dim); `rope_factors` (long, short; n_rot/2 values each) are
+    phi3's rope_factors_long/short.weight. Returns the path written.
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}")
@@ -330,8 +346,11 @@ def make_model(
     if norm_type not in NORM_TYPES:
         raise ValueError(f"norm_type must be one of {NORM_TYPES}")
     _check_shape(wtype, n_embd, n_ff, n_head, n_head_kv)
-    if rope_freqs is not None and len(rope_freqs) != n_embd // n_head // 2:
-        raise ValueError(f"rope_freqs needs head_dim/2 = {n_embd // n_head // 2} values")
+    n_rot = n_embd // n_head if n_rot is None else n_rot
+    if rope_freqs is not None and len(rope_freqs) != n_rot // 2:
+        raise ValueError(f"rope_freqs needs n_rot/2 = {n_rot // 2} values")
+    if rope_factors is not None and any(len(f) != n_rot // 2 for f in rope_factors):
+        raise ValueError(f"rope_factors need n_rot/2 = {n_rot // 2} values each")
     path = Path(path)
     tokens, types, merges, bos, eos = make_vocab(n_vocab)
 
@@ -344,7 +363,7 @@ def make_model(
     w.add_head_count(n_head)
     w.add_head_count_kv(n_head_kv)
     w.add_rope_freq_base(rope_base)
-    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_rope_dimension_count(n_rot)
     w.add_layer_norm_rms_eps(1e-5 if arch == "llama" else 1e-6)
     if arch == "gemma3":
         w.add_sliding_window(sliding_window)
@@ -377,6 +396,8 @@ def make_model(
             n_vocab,
             tied,
             rope_freqs is not None,
+            n_rot,
+            rope_factors is not None,
         )
     )
     for name, shape, ttype, _ in plan:
@@ -388,6 +409,10 @@ def make_model(
     for i, (name, shape, ttype, sigma) in enumerate(plan):
         if name == "rope_freqs.weight":
             w.write_tensor_data(np.asarray(rope_freqs, dtype=np.float32))
+            continue
+        if name.startswith("rope_factors_") and rope_factors is not None:
+            long = name == "rope_factors_long.weight"
+            w.write_tensor_data(np.asarray(rope_factors[0 if long else 1], dtype=np.float32))
             continue
         rng = np.random.default_rng([seed, i])
         is_norm = name.endswith("norm.weight")

@@ -255,6 +255,7 @@ void bind_engine(py::module_& m) {
                                    d["embd_scale"] = h.embd_scale;
                                    d["sliding_window"] = h.swa_window;  // 0: none
                                    d["swa_period"] = h.swa_period;
+                                   d["rope_mscale"] = h.rope_mscale;
                                    d["tied_output"] = p.e().model().tied_output;
                                    return d;
                                })

@@ -6,7 +6,10 @@
 namespace ffnskip {
 
 Backend::Backend(std::shared_ptr<const Model> model, int n_ctx, int max_chunk, int n_slots)
-    : model_(std::move(model)), hp_(model_->hparams()), n_ctx_(n_ctx), max_chunk_(max_chunk) {
+    : model_(std::move(model)),
+      hp_(model_->hparams().for_context(n_ctx)),
+      n_ctx_(n_ctx),
+      max_chunk_(max_chunk) {
     if (n_ctx_ < 1) throw InvalidArgument("n_ctx must be >= 1, got " + std::to_string(n_ctx_));
     if (n_slots < 1) throw InvalidArgument("n_slots must be >= 1, got " + std::to_string(n_slots));
     slot_past_.assign(static_cast<size_t>(n_slots), 0);

@@ -99,7 +99,7 @@ class Backend {
                            const SkipRequest* skip, int first) = 0;
 
     std::shared_ptr<const Model> model_;
-    const Hparams& hp_;
+    const Hparams hp_;  // the model's, for this n_ctx (Hparams::for_context)
 
   private:
     bool cancelled() const { return cancel_ && cancel_->load(std::memory_order_relaxed); }

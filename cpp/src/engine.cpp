@@ -21,6 +21,19 @@ void check_engine_args(const std::string& backend, int n_ctx, int n_threads) {
     }
 }
 
+// What the CUDA backend's shape checks (cuda/backend_cuda.cu) do not look at yet: its attention
+// has no sliding window (mistral's, phi3's; gemma3 it refuses itself) and ignores
+// Hparams::attn_scale, where the rope magnitude of yarn and phi3's attn_factor is folded. Both
+// would give wrong logits, so they are refused here (to move into check_shapes there).
+void check_cuda_can_compute(const Model& model, int n_ctx) {
+    const Hparams hp = model.hparams().for_context(n_ctx);
+    auto refuse = [](const std::string& what) {
+        throw BackendUnavailable("CUDA backend: unsupported model shape: " + what);
+    };
+    if (hp.slides_every_layer()) refuse("sliding-window attention on every layer");
+    if (hp.rope_mscale != 1.0f) refuse("rope attn_factor (a magnitude on cos and sin)");
+}
+
 // The arguments are checked before the file is read, so a bad argument is reported as such
 // rather than as whatever is wrong with the file.
 std::shared_ptr<Model> load_checked(const std::string& path, const std::string& backend, int n_ctx,
@@ -42,6 +55,7 @@ Engine::Engine(std::shared_ptr<Model> model, const std::string& backend, int n_c
     std::lock_guard<std::mutex> building(model_->build_mutex());
     std::string why;
     if (backend == "cuda" || (backend == "auto" && cuda_available(&why))) {
+        check_cuda_can_compute(*model_, n_ctx);
         backend_ = make_cuda_backend(model_, n_ctx);
     } else {
         backend_ = make_cpu_backend(model_, n_ctx, n_threads_);

@@ -21,6 +21,7 @@ namespace {
 constexpr int64_t kMaxLayers = 1024;
 constexpr int64_t kMaxDim = 1 << 20;
 constexpr int64_t kMaxHeads = 4096;
+constexpr double kPi = 3.14159265358979323846;
 
 int hparam(const gguf::File& f, const std::string& key, int64_t lo, int64_t hi) {
     const int64_t v = f.require_int(key);
@@ -88,22 +89,82 @@ std::vector<float> vec(const gguf::File& f, const std::string& name, int64_t n) 
     return out;
 }
 
-// {arch}.rope.scaling.type and .factor as llama.cpp writes them. Types this engine cannot apply
-// are refused by name: a silent fallback would give wrong logits at every scaled position.
+// A finite float key in (lo, hi], or `def` when absent.
+double float_in(const gguf::File& f, const std::string& key, double def, double lo, double hi) {
+    const double v = f.get_float(key, def);
+    if (!(v > lo) || !(v <= hi)) {
+        fail("metadata " + key + " = " + std::to_string(v) + " is out of range (" +
+             std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    return v;
+}
+
+// YaRN (arXiv 2309.00071) as llama.cpp's rope applies it: per rotated pair i, the angle's
+// multiplier blends 1 (the trained frequency) and 1/factor (interpolated) by a ramp in i that is 1
+// up to the pair turning beta_fast times over the original context and 0 from the pair turning
+// beta_slow times (pair = n_rot ln(orig / (2 pi turns)) / (2 ln base), rounded outwards). The
+// divisors are the inverse multipliers.
+std::vector<float> yarn_divisors(int n_rot, double base, double factor, double orig_ctx,
+                                 double beta_fast, double beta_slow) {
+    auto pair_turning = [&](double turns) {
+        return n_rot * std::log(orig_ctx / (turns * 2.0 * kPi)) / (2.0 * std::log(base));
+    };
+    const double low = std::max(0.0, std::floor(pair_turning(beta_fast)));
+    const double high = std::min(n_rot - 1.0, std::ceil(pair_turning(beta_slow)));
+    std::vector<float> out(static_cast<size_t>(n_rot / 2));
+    for (int i = 0; i < n_rot / 2; ++i) {
+        const double keep = 1.0 - std::clamp((i - low) / std::max(0.001, high - low), 0.0, 1.0);
+        out[static_cast<size_t>(i)] = static_cast<float>(1.0 / (keep + (1.0 - keep) / factor));
+    }
+    return out;
+}
+
+// {arch}.rope.scaling.* as llama.cpp writes them: the type, factor, original context and the
+// generic attn_factor (a magnitude on cos and sin); yarn's beta_fast/beta_slow (defaults 32 and
+// 1) and attention factor (default 1 + 0.1 ln factor, the YaRN paper's). Types and keys this
+// engine cannot apply are refused by name: a silent fallback would give wrong logits at every
+// scaled position. Needs n_rot, rope_base and n_ctx_train.
 void read_rope_scaling(const gguf::File& f, const std::string& a, Hparams& hp) {
+    hp.rope_orig_ctx = f.find(a + "rope.scaling.original_context_length")
+                           ? hparam(f, a + "rope.scaling.original_context_length", 1, 1 << 24)
+                           : hp.n_ctx_train;
+    hp.rope_mscale = static_cast<float>(float_in(f, a + "rope.scaling.attn_factor", 1.0, 0.0, 1e3));
     const std::string key = a + "rope.scaling.type";
-    if (!f.find(key)) return;
-    const std::string type = f.require_string(key);
+    const std::string type = f.find(key) ? f.require_string(key) : "none";
     if (type == "none") return;
-    if (type != "linear") {
-        fail("unsupported " + key + " " + gguf::quote(type) + " (supported: none, linear)");
+    if (type == "longrope" && hp.arch == Arch::Phi3) {
+        hp.rope_scaling = RopeScaling::LongRope;  // the factors are tensors (Model::from_file)
+        return;
+    }
+    if (type != "linear" && type != "yarn") {
+        fail("unsupported " + key + " " + gguf::quote(type) +
+             " (supported: none, linear, yarn; longrope for phi3)");
     }
     const double factor = f.require_float(a + "rope.scaling.factor");
     if (!(factor >= 1.0) || !(factor <= 1e6)) {
-        fail(a + "rope.scaling.factor must be in [1, 1e6] for linear scaling");
+        fail(a + "rope.scaling.factor must be in [1, 1e6] for " + type + " scaling");
     }
-    hp.rope_scaling = RopeScaling::Linear;
-    hp.rope_scale = static_cast<float>(1.0 / factor);
+    if (type == "linear") {
+        hp.rope_scaling = RopeScaling::Linear;
+        hp.rope_scale = static_cast<float>(1.0 / factor);
+        return;
+    }
+    if (f.find(a + "rope.scaling.yarn_ext_factor") &&
+        f.get_float(a + "rope.scaling.yarn_ext_factor", 1.0) != 1.0) {
+        fail("unsupported " + a + "rope.scaling.yarn_ext_factor (only 1, full YaRN, is)");
+    }
+    if (f.find(a + "rope.scaling.yarn_log_multiplier") &&
+        f.get_float(a + "rope.scaling.yarn_log_multiplier", 0.0) != 0.0) {
+        fail("unsupported " + a + "rope.scaling.yarn_log_multiplier");
+    }
+    const double beta_fast = float_in(f, a + "rope.scaling.yarn_beta_fast", 32.0, 0.0, 1e6);
+    const double beta_slow = float_in(f, a + "rope.scaling.yarn_beta_slow", 1.0, 0.0, 1e6);
+    const double mscale =
+        float_in(f, a + "rope.scaling.yarn_attn_factor", 1.0 + 0.1 * std::log(factor), 0.0, 1e3);
+    hp.rope_scaling = RopeScaling::Yarn;
+    hp.rope_mscale *= static_cast<float>(mscale);
+    hp.rope_freq_factors =
+        yarn_divisors(hp.n_rot, hp.rope_base, factor, hp.rope_orig_ctx, beta_fast, beta_slow);
 }
 
 // gemma3's metadata and the rules llama.cpp applies to it (the file stores no key for them):
@@ -151,10 +212,13 @@ Hparams read_hparams(const gguf::File& f) {
         hp.qk_norm = true;
         hp.ffn_act = FfnAct::GeluTanh;
         hp.post_norms = true;
+    } else if (hp.arch_name == "phi3") {
+        hp.arch = Arch::Phi3;
+        hp.rope = RopeStyle::Neox;
     } else {
         // Quoted: the name is raw file bytes (fuzz finding: invalid UTF-8 broke the message).
         fail("unsupported architecture " + gguf::quote(hp.arch_name) +
-             " (supported: llama, qwen2, qwen3, gemma3)");
+             " (supported: llama, qwen2, qwen3, gemma3, phi3)");
     }
     const std::string a = hp.arch_name + ".";
     hp.n_layer = hparam(f, a + "block_count", 1, kMaxLayers);
@@ -193,15 +257,30 @@ Hparams read_hparams(const gguf::File& f) {
     if (!(hp.rope_base > 1.0f) || !std::isfinite(hp.rope_base)) {
         fail("rope.freq_base must be a finite number > 1");
     }
+    const int64_t ctx = f.get_int(a + "context_length", 2048);
+    hp.n_ctx_train = static_cast<int>(ctx < 1 ? 1 : (ctx > (1 << 24) ? (1 << 24) : ctx));
     read_rope_scaling(f, a, hp);
     hp.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5));
     if (!(hp.rms_eps > 0.0f) || !(hp.rms_eps < 1.0f)) {
         fail("attention.layer_norm_rms_epsilon must be in (0, 1)");
     }
-    const int64_t ctx = f.get_int(a + "context_length", 2048);
-    hp.n_ctx_train = static_cast<int>(ctx < 1 ? 1 : (ctx > (1 << 24) ? (1 << 24) : ctx));
     hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
-    if (hp.arch == Arch::Gemma3) read_gemma3(f, a, hp);
+    if (hp.arch == Arch::Gemma3) {
+        if (hp.rope_scaling != RopeScaling::None && hp.rope_scaling != RopeScaling::Linear) {
+            fail("unsupported " + a + "rope.scaling.type for gemma3 (supported: none, linear)");
+        }
+        if (hp.rope_mscale != 1.0f) fail("unsupported " + a + "rope.scaling.attn_factor");
+        read_gemma3(f, a, hp);
+    }
+    // mistral (llama) and phi3 slide on every layer when the file gives a window (0: none).
+    const std::string window = a + "attention.sliding_window";
+    if ((hp.arch == Arch::Llama || hp.arch == Arch::Phi3) && f.find(window)) {
+        hp.swa_window = hparam(f, window, 0, 1 << 30);
+        if (hp.swa_window > 0) {
+            hp.swa_period = hp.n_layer + 1;
+            hp.rope_base_local = hp.rope_base;
+        }
+    }
     return hp;
 }
 
@@ -272,6 +351,53 @@ std::optional<SkipConfig> read_skip_profile(const gguf::File& f, int n_layer, in
     return cfg;
 }
 
+// The per-pair rope divisors stored as tensors, multiplied into those of the metadata (yarn):
+// llama3's rope_freqs.weight; phi3's rope_factors_short.weight, with rope_factors_long.weight
+// kept for Hparams::for_context. Then the magnitude is folded into the attention scale.
+void read_rope_tensors(const gguf::File& f, Hparams& hp) {
+    const size_t n = static_cast<size_t>(hp.n_rot / 2);
+    auto divisors = [&](const char* name) {
+        std::vector<float> d = vec(f, name, hp.n_rot / 2);
+        for (float v : d) {
+            if (!(v > 0.0f)) fail("tensor '" + std::string(name) + "' holds a factor <= 0");
+        }
+        return d;
+    };
+    auto times = [&](std::vector<float> a, const std::vector<float>& b) {
+        if (a.empty()) return b;
+        for (size_t i = 0; i < n; ++i) a[i] *= b[i];
+        return a;
+    };
+    if (f.tensor("rope_freqs.weight")) {
+        if (hp.arch == Arch::Gemma3) fail("tensor 'rope_freqs.weight' is not supported for gemma3");
+        hp.rope_freq_factors = times(hp.rope_freq_factors, divisors("rope_freqs.weight"));
+    }
+    const bool longrope =
+        f.tensor("rope_factors_long.weight") || f.tensor("rope_factors_short.weight");
+    if (hp.rope_scaling == RopeScaling::LongRope && !longrope) {
+        fail(
+            "longrope scaling needs the tensors 'rope_factors_long.weight' and "
+            "'rope_factors_short.weight'");
+    }
+    if (longrope) {
+        if (hp.arch != Arch::Phi3) fail("tensors 'rope_factors_*.weight' are only read for phi3");
+        hp.rope_scaling = RopeScaling::LongRope;
+        hp.rope_freq_factors_long =
+            times(hp.rope_freq_factors, divisors("rope_factors_long.weight"));
+        hp.rope_freq_factors = times(hp.rope_freq_factors, divisors("rope_factors_short.weight"));
+    }
+    if (hp.rope_mscale != 1.0f) {
+        if (hp.n_rot != hp.head_dim) {
+            fail("rope attn_factor " + std::to_string(hp.rope_mscale) +
+                 " with rope.dimension_count " + std::to_string(hp.n_rot) + " < the head size " +
+                 std::to_string(hp.head_dim) +
+                 " is not supported (it scales only the rotated "
+                 "dimensions)");
+        }
+        hp.attn_scale *= hp.rope_mscale * hp.rope_mscale;
+    }
+}
+
 }  // namespace
 
 std::shared_ptr<Model> Model::load(const std::string& path) {
@@ -300,16 +426,7 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
         m->tied_output = true;
     }
 
-    // llama3-style frequency scaling: one divisor per rotated pair, shared by all layers.
-    if (f.tensor("rope_freqs.weight") && hp.arch == Arch::Gemma3) {
-        fail("tensor 'rope_freqs.weight' is not supported for gemma3");
-    }
-    if (f.tensor("rope_freqs.weight")) {
-        hp.rope_freq_factors = vec(f, "rope_freqs.weight", hp.n_rot / 2);
-        for (float v : hp.rope_freq_factors) {
-            if (!(v > 0.0f)) fail("tensor 'rope_freqs.weight' holds a factor <= 0");
-        }
-    }
+    read_rope_tensors(f, hp);
 
     const int64_t q_dim = static_cast<int64_t>(hp.n_head) * hp.head_dim;
     const int64_t kv_dim = static_cast<int64_t>(hp.n_head_kv) * hp.head_dim;
@@ -318,9 +435,18 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
         const std::string p = "blk." + std::to_string(l) + ".";
         LayerWeights& L = m->layers[static_cast<size_t>(l)];
         L.attn_norm = vec(f, p + "attn_norm.weight", hp.n_embd);
-        L.wq = matrix(f, p + "attn_q.weight", q_dim, hp.n_embd);
-        L.wk = matrix(f, p + "attn_k.weight", kv_dim, hp.n_embd);
-        L.wv = matrix(f, p + "attn_v.weight", kv_dim, hp.n_embd);
+        // phi3 stacks q, k and v in one matrix (llama.cpp also takes them apart): row-range views.
+        if (hp.arch == Arch::Phi3 &&
+            (f.tensor(p + "attn_qkv.weight") || !f.tensor(p + "attn_q.weight"))) {
+            const WeightView qkv = matrix(f, p + "attn_qkv.weight", q_dim + 2 * kv_dim, hp.n_embd);
+            L.wq = qkv.row_range(0, q_dim);
+            L.wk = qkv.row_range(q_dim, kv_dim);
+            L.wv = qkv.row_range(q_dim + kv_dim, kv_dim);
+        } else {
+            L.wq = matrix(f, p + "attn_q.weight", q_dim, hp.n_embd);
+            L.wk = matrix(f, p + "attn_k.weight", kv_dim, hp.n_embd);
+            L.wv = matrix(f, p + "attn_v.weight", kv_dim, hp.n_embd);
+        }
         L.wo = matrix(f, p + "attn_output.weight", hp.n_embd, q_dim);
         if (hp.arch == Arch::Qwen2) {
             L.bq = vec(f, p + "attn_q.bias", q_dim);
@@ -334,8 +460,14 @@ std::shared_ptr<Model> Model::from_file(std::unique_ptr<gguf::File> file) {
         if (hp.post_norms) L.post_attn_norm = vec(f, p + "post_attention_norm.weight", hp.n_embd);
         L.ffn_norm = vec(f, p + "ffn_norm.weight", hp.n_embd);
         if (hp.post_norms) L.post_ffn_norm = vec(f, p + "post_ffw_norm.weight", hp.n_embd);
-        L.w_gate = matrix(f, p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
-        L.w_up = matrix(f, p + "ffn_up.weight", hp.n_ff, hp.n_embd);
+        if (hp.arch == Arch::Phi3) {  // gate and up stacked in ffn_up, the gate's rows first
+            const WeightView gate_up = matrix(f, p + "ffn_up.weight", 2 * hp.n_ff, hp.n_embd);
+            L.w_gate = gate_up.row_range(0, hp.n_ff);
+            L.w_up = gate_up.row_range(hp.n_ff, hp.n_ff);
+        } else {
+            L.w_gate = matrix(f, p + "ffn_gate.weight", hp.n_ff, hp.n_embd);
+            L.w_up = matrix(f, p + "ffn_up.weight", hp.n_ff, hp.n_embd);
+        }
         L.w_down = matrix(f, p + "ffn_down.weight", hp.n_embd, hp.n_ff);
     }
 
@@ -388,6 +520,23 @@ void Model::detach_weights(const std::vector<const uint8_t*>& unread) {
         return;
     }
     for (const auto& [begin, end] : merged) file_->detach(begin, end - begin);
+}
+
+Hparams Hparams::for_context(int n_ctx) const {
+    Hparams hp = *this;
+    if (!rope_freq_factors_long.empty() && n_ctx > rope_orig_ctx) {
+        hp.rope_freq_factors = rope_freq_factors_long;
+    }
+    if (hp.slides_every_layer() && hp.swa_window >= n_ctx) {
+        hp.swa_period = 0;
+        hp.swa_window = 0;
+    }
+    if (hp.slides_every_layer() && (hp.rope_scale != 1.0f || !hp.rope_freq_factors.empty())) {
+        fail("a sliding window on every layer (" + arch_name +
+             ".attention.sliding_window = " + std::to_string(swa_window) + " < n_ctx " +
+             std::to_string(n_ctx) + ") together with rope scaling is not supported");
+    }
+    return hp;
 }
 
 size_t Model::ffn_bytes() const {

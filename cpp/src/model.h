@@ -16,19 +16,22 @@
 
 namespace ffnskip {
 
-enum class Arch { Llama, Qwen2, Qwen3, Gemma3 };
+enum class Arch { Llama, Qwen2, Qwen3, Gemma3, Phi3 };
 // The FFN's gate activation: FFN(x) = W_down (act(W_gate x) * (W_up x)). SiLU (SwiGLU) for llama
 // and qwen; GELU with the tanh approximation (GeGLU) for gemma.
 enum class FfnAct { Silu, GeluTanh };
 // NORM rotates adjacent pairs (x[2i], x[2i+1]); NEOX rotates halves (x[i], x[i + n_rot/2]).
 enum class RopeStyle { Norm, Neox };
 // How RoPE angles are stretched for contexts beyond the trained one (llama.cpp's GGUF keys).
-// Linear divides every angle by `factor` ({arch}.rope.scaling.type = "linear"); Llama 3.x files
-// carry no type key but a per-pair divisor tensor, rope_freqs.weight (Hparams::rope_freq_factors).
-enum class RopeScaling { None, Linear };
+// Linear divides every angle by `factor` ({arch}.rope.scaling.type = "linear"). The others become
+// per-pair divisors (Hparams::rope_freq_factors) and a magnitude (Hparams::rope_mscale): Llama 3.x
+// files carry no type key but a divisor tensor, rope_freqs.weight; phi3 (no type key, or
+// "longrope") carries rope_factors_long/short.weight; yarn blends each pair between its trained
+// and its interpolated frequency.
+enum class RopeScaling { None, Linear, Yarn, LongRope };
 
 struct Hparams {
-    std::string arch_name;  // "llama" | "qwen2" | "qwen3" | "gemma3"
+    std::string arch_name;  // "llama" | "qwen2" | "qwen3" | "gemma3" | "phi3"
     Arch arch = Arch::Llama;
     RopeStyle rope = RopeStyle::Norm;
     int n_layer = 0;
@@ -43,9 +46,18 @@ struct Hparams {
     float rope_base = 10000.0f;
     RopeScaling rope_scaling = RopeScaling::None;
     float rope_scale = 1.0f;  // angle multiplier: 1 / rope.scaling.factor for Linear, else 1
-    // Per rotated pair i (n_rot/2 values, or empty): angle i is divided by it (rope_freqs.weight,
-    // llama3-style frequency scaling). Read by the model loader, not a metadata key.
+    // Per rotated pair i (n_rot/2 values, or empty): angle i is divided by it. The product of
+    // rope_freqs.weight (llama3), yarn's blend and phi3's short factors; for_context() swaps in
+    // the long ones. Computed by the model loader.
     std::vector<float> rope_freq_factors;
+    // phi3 longrope: the divisors to use instead when n_ctx > rope_orig_ctx (llama.cpp's rule:
+    // the long factors once the context exceeds the original one), else empty.
+    std::vector<float> rope_freq_factors_long;
+    int rope_orig_ctx = 0;  // rope.scaling.original_context_length (default n_ctx_train)
+    // cos and sin are multiplied by it (yarn's magnitude, rope.scaling.attn_factor). With every
+    // head dimension rotated that scales q.k by rope_mscale^2, so the loader folds it into
+    // attn_scale; partial rotary with a factor != 1 is refused.
+    float rope_mscale = 1.0f;
     bool qk_norm = false;  // qwen3, gemma3: RMSNorm of each q and k head before RoPE
     float rms_eps = 1e-5f;
     FfnAct ffn_act = FfnAct::Silu;
@@ -57,10 +69,20 @@ struct Hparams {
     // l % swa_period < swa_period - 1 (the last layer of each period is global): a local query
     // at position p sees keys p - swa_window + 1 .. p, rotated with rope_base_local and no rope
     // scaling. Global layers see every earlier key and use rope_base and the scaling above.
+    // mistral and phi3 slide on every layer: their period is n_layer + 1 (no global layer) and
+    // their local rope is the global one (the loader sets rope_base_local = rope_base, and
+    // for_context() refuses rope scaling on such a model).
     int swa_period = 0;
     int swa_window = 0;
     float rope_base_local = 10000.0f;
     bool sliding(int layer) const { return swa_period > 0 && layer % swa_period < swa_period - 1; }
+    bool slides_every_layer() const { return swa_period > n_layer; }
+
+    // These hyper-parameters for an engine of n_ctx positions (what a backend computes with):
+    // phi3's long rope factors when n_ctx > rope_orig_ctx; no window on an every-layer sliding
+    // model whose window covers n_ctx (it could not drop a key). FormatError for an every-layer
+    // window with rope scaling, which the backends' local rope table does not apply.
+    Hparams for_context(int n_ctx) const;
 };
 
 struct LayerWeights {

@@ -8,6 +8,8 @@ from typing import Optional, Tuple
 
 from .errors import ConvertError
 from .fields import Fields
+from .phi3 import Phi3Rope, phi3_rope
+from .yarn import Yarn, yarn_rope
 
 # HF `architectures` entry -> GGUF general.architecture.
 ARCHITECTURES = {
@@ -16,6 +18,7 @@ ARCHITECTURES = {
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "Gemma3ForCausalLM": "gemma3",
+    "Phi3ForCausalLM": "phi3",
 }
 
 # The layer rule llama.cpp applies to gemma3 (GGUF has no key for it): layer l is global when
@@ -38,7 +41,7 @@ class Llama3Rope:
 class HParams:
     """The config.json values the GGUF metadata and the shape checks need."""
 
-    arch: str  # "llama" | "qwen2" | "qwen3" | "gemma3"
+    arch: str  # "llama" | "qwen2" | "qwen3" | "gemma3" | "phi3"
     n_vocab: int
     n_embd: int
     n_layer: int
@@ -52,7 +55,15 @@ class HParams:
     tied: bool
     rope_scaling_factor: Optional[float]  # linear rope scaling, None when absent
     llama3_rope: Optional[Llama3Rope] = None
-    sliding_window: Optional[int] = None  # gemma3's attention.sliding_window
+    # attention.sliding_window: gemma3's local layers; mistral's and phi3's every layer (0: none)
+    sliding_window: Optional[int] = None
+    phi3: Optional[Phi3Rope] = None  # rotated dims, original context, longrope factors
+    yarn: Optional[Yarn] = None
+
+    @property
+    def n_rot(self) -> int:
+        """Rotated dimensions per head (rope.dimension_count)."""
+        return self.phi3.n_rot if self.phi3 is not None else self.head_dim
 
     @staticmethod
     def from_config(cfg: Fields) -> HParams:
@@ -83,21 +94,31 @@ class HParams:
                 f"config.json: head dimension {head_dim} is not a positive even number"
             )
         window = _gemma3_checks(cfg, n_embd, n_head, head_dim) if arch == "gemma3" else None
+        if known[0] == "MistralForCausalLM":  # every layer slides; null: no window
+            window = cfg.get_int("sliding_window", None)
         scaling, rope_theta = _gemma3_rope(cfg) if arch == "gemma3" else _rope_fields(cfg)
         factor: Optional[float] = None
         llama3: Optional[Llama3Rope] = None
-        if scaling.obj:
+        phi3: Optional[Phi3Rope] = None
+        yarn: Optional[Yarn] = None
+        if arch == "phi3":
             kind = scaling.get_str("rope_type", scaling.get_str("type", None))
-            if kind not in ("linear", "default", "llama3"):
+            phi3 = phi3_rope(cfg, scaling, kind, n_embd, n_head)
+            window = cfg.get_int("sliding_window", 0, lo=0)  # llama.cpp writes 0 for none
+        elif scaling.obj:
+            kind = scaling.get_str("rope_type", scaling.get_str("type", None))
+            if kind not in ("linear", "default", "llama3", "yarn"):
                 raise ConvertError(f"config.json: rope_scaling type {kind!r} is not supported")
-            if kind == "llama3" and arch == "gemma3":
+            if kind in ("llama3", "yarn") and arch == "gemma3":
                 raise ConvertError("config.json: gemma3 supports linear rope scaling only")
             if kind == "llama3":
                 llama3 = _llama3_rope(cfg, scaling)
+            elif kind == "yarn":
+                yarn = yarn_rope(cfg, scaling)
             else:
                 factor = scaling.get_float("factor", None, gt=0.0)
         if cfg.get_bool("mlp_bias", False) or (
-            arch in ("llama", "qwen3") and cfg.get_bool("attention_bias", False)
+            arch in ("llama", "qwen3", "phi3") and cfg.get_bool("attention_bias", False)
         ):
             raise ConvertError(
                 f"config.json: {arch} with attention_bias / mlp_bias is not supported"
@@ -120,6 +141,8 @@ class HParams:
             rope_scaling_factor=factor,
             llama3_rope=llama3,
             sliding_window=window,
+            phi3=phi3,
+            yarn=yarn,
         )
 
 

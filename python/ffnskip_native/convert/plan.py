@@ -117,6 +117,12 @@ def _layer_map(hp: HParams, i: int) -> Dict[str, Tuple[str, Tuple[int, ...], int
     if hp.arch in ("qwen3", "gemma3"):
         m[p + "self_attn.q_norm.weight"] = (b + "attn_q_norm.weight", (hp.head_dim,), 0)
         m[p + "self_attn.k_norm.weight"] = (b + "attn_k_norm.weight", (hp.head_dim,), 0)
+    if hp.arch == "phi3":  # q/k/v and gate/up stacked, stored as llama.cpp's converter does
+        for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj"):
+            del m[p + name + ".weight"]
+        del m[p + "mlp.up_proj.weight"]  # gate_up_proj's name maps to ffn_up below
+        m[p + "self_attn.qkv_proj.weight"] = (b + "attn_qkv.weight", (q + 2 * kv, e), 0)
+        m[p + "mlp.gate_up_proj.weight"] = (b + "ffn_up.weight", (2 * ff, e), 0)
     if hp.arch == "gemma3":  # its post_attention_layernorm is on the attention output
         m[p + "post_attention_layernorm.weight"] = (b + "post_attention_norm.weight", (e,), 0)
         m[p + "pre_feedforward_layernorm.weight"] = (b + "ffn_norm.weight", (e,), 0)
@@ -195,4 +201,10 @@ def plan(
     if hp.llama3_rope is not None:
         factors = llama3_rope_factors(hp.llama3_rope, hp.head_dim, hp.rope_theta)
         items.insert(0, PlannedTensor("rope_freqs.weight", ArrayRef("rope_freqs", factors), "F32"))
+    longrope = hp.phi3.longrope if hp.phi3 is not None else None
+    if longrope is not None:
+        for kind, factors in (("long", longrope.long_factors), ("short", longrope.short_factors)):
+            name = f"rope_factors_{kind}.weight"
+            data = np.asarray(factors, dtype=np.float32)
+            items.append(PlannedTensor(name, ArrayRef(name, data), "F32"))
     return items, file_type

@@ -54,7 +54,7 @@ def _write_metadata(w: Any, hp: HParams, name: str, file_type: int) -> None:
     w.add_head_count(hp.n_head)
     w.add_head_count_kv(hp.n_head_kv)
     w.add_rope_freq_base(hp.rope_theta)
-    w.add_rope_dimension_count(hp.head_dim)
+    w.add_rope_dimension_count(hp.n_rot)
     w.add_layer_norm_rms_eps(hp.rms_eps)
     w.add_vocab_size(hp.n_vocab)
     if hp.head_dim * hp.n_head != hp.n_embd or hp.arch == "gemma3":
@@ -62,6 +62,24 @@ def _write_metadata(w: Any, hp: HParams, name: str, file_type: int) -> None:
         w.add_value_length(hp.head_dim)
     if hp.sliding_window is not None:
         w.add_sliding_window(hp.sliding_window)
+    if hp.yarn is not None:
+        import gguf
+
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(hp.yarn.factor)
+        w.add_rope_scaling_orig_ctx_len(hp.yarn.orig_ctx)
+        # Raw key names: gguf releases before 2025 have no add_* for them.
+        for key, value in (
+            ("yarn_beta_fast", hp.yarn.beta_fast),
+            ("yarn_beta_slow", hp.yarn.beta_slow),
+            ("yarn_attn_factor", hp.yarn.attn_factor),
+        ):
+            if value is not None:
+                w.add_float32(f"{hp.arch}.rope.scaling.{key}", value)
+    if hp.phi3 is not None:
+        w.add_rope_scaling_orig_ctx_len(hp.phi3.orig_ctx)
+        if hp.phi3.longrope is not None:
+            w.add_rope_scaling_attn_factors(hp.phi3.longrope.attn_factor)
     if hp.rope_scaling_factor is not None:
         import gguf
 

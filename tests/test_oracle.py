@@ -179,22 +179,34 @@ def test_converted_logits_match_transformers(tmp_path: Path, family: str) -> Non
     assert np.array_equal(got.argmax(1), expected.argmax(1))
 
 
+def miss_against(tmp_path: Path, family: str, make_other: Any) -> tuple[Path, np.ndarray]:
+    """(converted file, per-position rel L2 of the engine on it against `make_other(model)`): a
+    transformers model without the feature under test, given `family`'s weights. Where it misses,
+    the match above proves the feature."""
+    model = hf_model(family, tmp_path / "hf")
+    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
+    other = make_other(model).float().eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        want = other(torch.tensor([tokens])).logits[0].double().numpy()
+    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
+    return path, np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
+
+
 def test_llama3_scaling_is_reached(tmp_path: Path) -> None:
     # Without the rope_freqs tensor the same weights must miss transformers' logits: the test
     # above then proves the scaling, not just the unscaled rope.
     import gguf
 
-    model = hf_model("llama3", tmp_path / "hf")
-    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
+    path, err = miss_against(
+        tmp_path,
+        "llama3",
+        lambda _: transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(**COMMON, rope_theta=500000.0)
+        ),
+    )
     assert "rope_freqs.weight" in {t.name for t in gguf.GGUFReader(path).tensors}
-    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
-    unscaled_cfg = transformers.LlamaConfig(**COMMON, rope_theta=500000.0)
-    plain = transformers.LlamaForCausalLM(unscaled_cfg).float().eval()
-    plain.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        unscaled = plain(torch.tensor([tokens])).logits[0].double().numpy()
-    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
-    err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
     assert err[20:].min() > 10 * REL_TOL
 
 
@@ -208,46 +220,36 @@ def test_llama3_scaling_is_reached(tmp_path: Path) -> None:
 def test_gemma3_window_and_scaling_are_reached(tmp_path: Path, family: str, change: Any) -> None:
     # The same weights without the sliding window (or without the global layers' rope scaling)
     # must miss transformers' logits past the window: the match above then proves them.
-    model = hf_model(family, tmp_path / "hf")
-    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
-    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
-    other = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**(GEMMA3 | change)))
-    other = other.float().eval()
-    other.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        changed = other(torch.tensor([tokens])).logits[0].double().numpy()
-    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
-    err = np.linalg.norm(got - changed, axis=1) / np.linalg.norm(changed, axis=1)
+    _, err = miss_against(
+        tmp_path,
+        family,
+        lambda _: transformers.Gemma3ForCausalLM(
+            transformers.Gemma3TextConfig(**(GEMMA3 | change))
+        ),
+    )
     assert err[16:].min() > 10 * REL_TOL
 
 
 def test_phi3_longrope_is_reached(tmp_path: Path) -> None:
     # The same weights without longrope must miss transformers' logits: the match above then
     # proves the long factors and the magnitude, not just the plain rope.
-    model = hf_model("phi3-longrope", tmp_path / "hf")
-    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
-    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
-    plain = transformers.Phi3ForCausalLM(transformers.Phi3Config(**PHI3)).float().eval()
-    plain.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        unscaled = plain(torch.tensor([tokens])).logits[0].double().numpy()
-    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
-    err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
+    _, err = miss_against(
+        tmp_path,
+        "phi3-longrope",
+        lambda _: transformers.Phi3ForCausalLM(transformers.Phi3Config(**PHI3)),
+    )
     assert err[1:].min() > 10 * REL_TOL
 
 
 def test_mistral_window_is_reached(tmp_path: Path) -> None:
     # The same weights without the window must miss transformers' logits past it.
-    model = hf_model("mistral", tmp_path / "hf")
-    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
-    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
-    config = transformers.MistralConfig(**COMMON, sliding_window=None)
-    full = transformers.MistralForCausalLM(config).float().eval()
-    full.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        unwindowed = full(torch.tensor([tokens])).logits[0].double().numpy()
-    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
-    err = np.linalg.norm(got - unwindowed, axis=1) / np.linalg.norm(unwindowed, axis=1)
+    _, err = miss_against(
+        tmp_path,
+        "mistral",
+        lambda _: transformers.MistralForCausalLM(
+            transformers.MistralConfig(**COMMON, sliding_window=None)
+        ),
+    )
     assert err[:16].max() <= REL_TOL
     assert err[24:].min() > 10 * REL_TOL
 
@@ -255,16 +257,11 @@ def test_mistral_window_is_reached(tmp_path: Path) -> None:
 @pytest.mark.parametrize("family", ["llama-yarn", "qwen2-yarn"])
 def test_yarn_is_reached(tmp_path: Path, family: str) -> None:
     # The same weights without yarn must miss transformers' logits.
-    model = hf_model(family, tmp_path / "hf")
-    path = cv.convert(tmp_path / "hf", tmp_path / "m.gguf", "f32")
-    tokens = [int(t) for t in np.random.default_rng(4).integers(0, N_VOCAB, N_TOKENS)]
-    config_class = type(model.config)
-    plain = type(model)(config_class(**COMMON, rope_theta=10000.0)).float().eval()
-    plain.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        unscaled = plain(torch.tensor([tokens])).logits[0].double().numpy()
-    got = _core.Engine(str(path), backend="cpu", n_ctx=N_TOKENS).logits(tokens, all_positions=True)
-    err = np.linalg.norm(got - unscaled, axis=1) / np.linalg.norm(unscaled, axis=1)
+    _, err = miss_against(
+        tmp_path,
+        family,
+        lambda model: type(model)(type(model.config)(**COMMON, rope_theta=10000.0)),
+    )
     assert err[1:].min() > 10 * REL_TOL
 
 

@@ -4,6 +4,7 @@ ffnskip_native.batch.BatchGenerator)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,6 +40,24 @@ def _greedy_logits(
         for i, s in enumerate(slots):
             out[s].append(lg[i].copy())
     return out
+
+
+def check_serving_rows(path: Path, forward: Any, tol: float) -> None:
+    """Batched serving steps of prompts of 3, 11 and 20 tokens, 12 greedy tokens each (so a small
+    window is passed for most of them): each sequence's logits are bitwise those of decoding it
+    alone, and within `tol` relative L2 of `forward(tokens)`, a reference's logits."""
+    from test_forward import rel_err, sample_tokens
+
+    eng = _core.BatchEngine(str(path), "cpu", 64, 3, 2)
+    eng.skip = None
+    prompts = [sample_tokens(n, 288, seed=n) for n in (3, 11, 20)]
+    together = _greedy_logits(eng, [0, 1, 2], prompts, 12)
+    for s, prompt in enumerate(prompts):
+        alone = _greedy_logits(eng, [s], [prompt], 12)[s]
+        assert all(np.array_equal(a, b) for a, b in zip(alone, together[s]))
+        generated = [int(np.argmax(lg)) for lg in alone[:-1]]
+        want = forward(prompt + generated)[len(prompt) - 1 :]
+        assert rel_err(np.stack(alone), want).max() <= tol
 
 
 def test_batched_logits_equal_single_sequence_bitwise(

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import reference
 from ffnskip_native import BackendUnavailableError, ModelFormatError, SkipConfig, _core
-from test_batch import _greedy_logits
+from test_batch import check_serving_rows
 from test_channel_sparse import compare_to_reference, recorded_thresholds
 from test_forward import rel_err, rewrite, sample_tokens
 from test_skip import check_policy
@@ -435,14 +435,6 @@ def test_phi3_attn_factor_with_partial_rotary_is_refused(tmp_path):
         _core.Engine(str(path), backend="cpu", n_ctx=16)
 
 
-def test_cuda_refuses_phi3_longrope(tmp_path):
-    if not _core.cuda_available():
-        pytest.skip("no CUDA device")
-    path = family_model(tmp_path / "p.gguf", "phi3-longrope", wtype="F32", n_layer=1)
-    with pytest.raises(BackendUnavailableError, match="rope"):
-        _core.Engine(str(path), backend="cuda", n_ctx=16)
-
-
 # ---- sliding window on every layer (mistral, phi3) -----------------------------------------
 
 
@@ -466,17 +458,7 @@ def test_mistral_serving_rows_past_the_window(tmp_path):
     # Batched serving steps: sequences at different positions, each past the window for most of
     # its tokens, give bitwise the logits of decoding alone, and those match the reference.
     path = family_model(tmp_path / "m.gguf", "mistral", wtype="Q8_0", seed=7)
-    eng = _core.BatchEngine(str(path), "cpu", 64, 3, 2)
-    eng.skip = None
-    prompts = [sample_tokens(n, 288, seed=n) for n in (3, 11, 20)]
-    together = _greedy_logits(eng, [0, 1, 2], prompts, 12)
-    ref = reference.load(path, n_ctx=64)
-    for s, prompt in enumerate(prompts):
-        alone = _greedy_logits(eng, [s], [prompt], 12)[s]
-        assert all(np.array_equal(a, b) for a, b in zip(alone, together[s]))
-        generated = [int(np.argmax(lg)) for lg in alone[:-1]]
-        want = ref.forward(prompt + generated)[len(prompt) - 1 :]
-        assert rel_err(np.stack(alone), want).max() <= REL_TOL
+    check_serving_rows(path, reference.load(path, n_ctx=64).forward, REL_TOL)
 
 
 def test_window_covering_the_context_is_dropped(tmp_path):
@@ -499,9 +481,13 @@ def test_window_covering_the_context_is_dropped(tmp_path):
         _core.Engine(str(path), backend="cpu", n_ctx=65)
 
 
-def test_cuda_refuses_a_sliding_window(tmp_path):
+@pytest.mark.parametrize(
+    "family, message", [("phi3-longrope", "rope"), ("mistral", "sliding-window")]
+)
+def test_cuda_refuses_what_its_attention_lacks(tmp_path, family, message):
+    # CUDA attention has no rope magnitude and no every-layer window.
     if not _core.cuda_available():
         pytest.skip("no CUDA device")
-    path = family_model(tmp_path / "m.gguf", "mistral", wtype="F32", n_layer=1)
-    with pytest.raises(BackendUnavailableError, match="sliding-window"):
+    path = family_model(tmp_path / "m.gguf", family, wtype="F32", n_layer=1)
+    with pytest.raises(BackendUnavailableError, match=message):
         _core.Engine(str(path), backend="cuda", n_ctx=16)

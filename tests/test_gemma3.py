@@ -23,7 +23,7 @@ from chat_templates import STYLES
 from ffnskip_native import BackendUnavailableError, Generator, ModelFormatError, SkipConfig, _core
 from ffnskip_native.chat import CHATML_TEMPLATE, GEMMA_TEMPLATE, ChatTemplate, fallback_template
 from spm_proto import sentencepiece_from_gguf
-from test_batch import _greedy_logits
+from test_batch import check_serving_rows
 from test_channel_sparse import compare_to_reference, recorded_thresholds
 from test_forward import rel_err, rewrite, sample_tokens
 from test_skip import check_policy
@@ -94,17 +94,7 @@ def test_gemma3_serving_rows_past_the_window(tmp_path):
     # Batched serving steps: sequences at different positions, each past the window for most of
     # its tokens, give bitwise the logits of decoding alone, and those match the reference.
     path = gemma(tmp_path / "g.gguf", "Q8_0", seed=7)
-    eng = _core.BatchEngine(str(path), "cpu", 64, 3, 2)
-    eng.skip = None
-    prompts = [sample_tokens(n, 288, seed=n) for n in (3, 11, 20)]
-    together = _greedy_logits(eng, [0, 1, 2], prompts, 12)
-    ref = reference.load(path)
-    for s, prompt in enumerate(prompts):
-        alone = _greedy_logits(eng, [s], [prompt], 12)[s]
-        assert all(np.array_equal(a, b) for a, b in zip(alone, together[s]))
-        generated = [int(np.argmax(lg)) for lg in alone[:-1]]
-        want = ref.forward(prompt + generated)[len(prompt) - 1 :]
-        assert rel_err(np.stack(alone), want).max() <= REL_TOL
+    check_serving_rows(path, reference.load(path).forward, REL_TOL)
 
 
 def test_gemma3_forced_block_skip_matches_reference(tmp_path):

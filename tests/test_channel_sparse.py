@@ -30,7 +30,9 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 T = _core._testing
-LEVELS = ["scalar", "avx2"]
+# Kernel levels; the x86 sparse product at both lane widths (cpu::sparse_lanes: 512 bits where the
+# CPU has AVX-512).
+LEVELS = ["scalar", "avx2-256", "avx2-512"]
 FLOAT_TYPES = {Q.F32, Q.F16, Q.BF16}
 K_TYPES = {Q.Q4_K, Q.Q5_K, Q.Q6_K}
 REL_TOL = 1e-2
@@ -45,12 +47,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from make_test_model import make_model  # noqa: E402
 
 
+def set_level(level: str) -> bool:
+    name, _, lanes = level.partition("-")
+    return T.set_simd_level(name) and (not lanes or T.set_sparse_lanes(int(lanes)))
+
+
+DEFAULT_LANES = _core.sparse_lanes()
+
+
+def reset_level() -> None:
+    T.set_simd_level("auto")
+    if DEFAULT_LANES:
+        T.set_sparse_lanes(DEFAULT_LANES)
+
+
 @pytest.fixture(params=LEVELS)
 def level(request):
-    if not T.set_simd_level(request.param):
+    if not set_level(request.param):
+        reset_level()
         pytest.skip(f"CPU cannot run {request.param}")
     yield request.param
-    T.set_simd_level("auto")
+    reset_level()
 
 
 def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
@@ -87,17 +104,32 @@ def test_sparse_matvec_matches_float64(qtype, density, level):
     assert rel_l2(y, dense) <= (2e-5 if qtype in FLOAT_TYPES else 1e-2)
 
 
-@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
-def test_sparse_scalar_and_avx2_agree(qtype):
-    if not T.set_simd_level("avx2"):
-        pytest.skip("CPU has no AVX2")
+def test_sparse_lanes_setting():
+    # x86: 256 always settable, 512 only with AVX-512; other hosts have neither.
+    assert DEFAULT_LANES in (0, 256, 512)
+    assert not T.set_sparse_lanes(128)
     try:
-        w, x, active, _ = kernel_case(qtype, 96, 512, 0.6, seed=5)
-        fast, _, _ = T.sparse_matvec(int(qtype), w.tobytes(), 96, 512, x, active)
-        T.set_simd_level("scalar")
-        slow, _, _ = T.sparse_matvec(int(qtype), w.tobytes(), 96, 512, x, active)
+        assert T.set_sparse_lanes(256) == (DEFAULT_LANES != 0)
+        assert T.set_sparse_lanes(512) == (DEFAULT_LANES == 512)
     finally:
-        T.set_simd_level("auto")
+        reset_level()
+    assert _core.sparse_lanes() == DEFAULT_LANES
+
+
+@pytest.mark.parametrize("lanes", [256, 512])
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+def test_sparse_scalar_and_avx2_agree(qtype, lanes):
+    # 150 outputs: three groups of 64, so 512-bit lanes also take their half-vector tail.
+    if not set_level(f"avx2-{lanes}"):
+        reset_level()
+        pytest.skip(f"CPU cannot run avx2-{lanes}")
+    try:
+        w, x, active, _ = kernel_case(qtype, 150, 512, 0.6, seed=5)
+        fast, _, _ = T.sparse_matvec(int(qtype), w.tobytes(), 150, 512, x, active)
+        T.set_simd_level("scalar")
+        slow, _, _ = T.sparse_matvec(int(qtype), w.tobytes(), 150, 512, x, active)
+    finally:
+        reset_level()
     assert rel_l2(fast, slow.astype(np.float64)) <= 1e-6
 
 

@@ -166,6 +166,8 @@ void bind_engine(py::module_& m) {
         return cuda_available(&why) ? std::string() : why;
     });
     m.def("simd_level", [] { return std::string(cpu::simd_level()); });
+    m.def("sparse_lanes", &cpu::sparse_lanes,
+          "The x86 channel-sparse product's lane width in bits (256 or 512; 0 elsewhere).");
     m.def(
         "channel_hist_edges",
         [] {

@@ -331,6 +331,9 @@ void bind_testing(py::module_& m) {
         "set_simd_level",
         [](const std::string& level) { return cpu::set_simd_level(level.c_str()); },
         py::arg("level"), "Force 'scalar', 'avx2', 'neon' or 'auto'; False when this CPU cannot.");
+    t.def("set_sparse_lanes", &cpu::set_sparse_lanes, py::arg("bits"),
+          "Force the x86 channel-sparse product's lane width, 256 or 512; False when this CPU "
+          "cannot.");
     t.def(
         "row_bytes", [](uint32_t type, int64_t n) { return checked_row_bytes(type, n); },
         py::arg("type"), py::arg("n"));

@@ -39,6 +39,23 @@ bool cpu_has_avx2() {
 }
 #endif
 
+}  // namespace
+
+#if defined(FFNSKIP_X86)
+bool cpu_has_avx512() {
+    if (!cpu_has_avx2()) return false;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    unsigned xcr0_lo = 0, xcr0_hi = 0;
+    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0xE6u) != 0xE6u) return false;  // YMM, opmask and both ZMM halves saved
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
+    return (ebx & (f | dq | bw | vl)) == (f | dq | bw | vl);
+}
+#endif
+
+namespace {
+
 const KernelTable* best_table() {
 #if defined(FFNSKIP_X86)
     if (cpu_has_avx2()) return &kAvx2Kernels;
@@ -259,6 +276,16 @@ const char* simd_level() {
 #endif
     return "scalar";
 }
+
+#if !defined(FFNSKIP_X86)
+// No wider lanes off x86 (the x86 ones: kernels_sparse_avx2.cpp).
+int sparse_lanes() {
+    return 0;
+}
+bool set_sparse_lanes(int) {
+    return false;
+}
+#endif
 
 bool set_simd_level(const char* level) {
     const KernelTable* t = table_for(level);

@@ -56,5 +56,10 @@ const char* simd_level();
 // Force a level for tests/benchmarks ("scalar", "avx2", "neon" or "auto"); false when
 // the CPU cannot run it (the level is then unchanged). Also settable by FFNSKIP_SIMD at start-up.
 bool set_simd_level(const char* level);
+// The lane width of the x86 channel-sparse product (kernels_sparse_avx2.cpp): 512 bits where
+// the CPU has AVX-512 (F, BW, VL, DQ), else 256; 0 on other hosts. set_sparse_lanes forces 256
+// or 512 for tests/benchmarks; false when the CPU cannot (the width is then unchanged).
+int sparse_lanes();
+bool set_sparse_lanes(int bits);
 
 }  // namespace ffnskip::cpu

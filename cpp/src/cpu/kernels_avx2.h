@@ -131,7 +131,8 @@ bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, 
 // kernels_matvec_quant_avx2.cpp).
 void matvec_rows(const WeightView& w, const uint8_t* acts, const int32_t* rows, int64_t n,
                  float* y);
-// Channel-sparse matvec on weights laid out by input channel (kernels_sparse_avx2.cpp).
+// Channel-sparse matvec on weights laid out by input channel (kernels_sparse_avx2.cpp), at the
+// lane width cpu::sparse_lanes() says.
 void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t k0, int64_t k1);
 // Prompt-sized matmul: f32 GEMM over dequantized weight panels (kernels_gemm_f32_avx2.cpp); used
 // for the float weight types, reads only the f32 x.
@@ -143,3 +144,8 @@ void prepare_row(const float* x, int64_t cols, uint8_t* out);
 // The fast dequantization of kernels_avx2.cpp (bit-exact with dequantize_row_ref).
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
 }  // namespace ffnskip::cpu::avx2
+
+namespace ffnskip::cpu::avx512 {
+// The same product with 512-bit lanes (kernels_sparse_avx512.cpp); only where cpu_has_avx512().
+void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t k0, int64_t k1);
+}  // namespace ffnskip::cpu::avx512

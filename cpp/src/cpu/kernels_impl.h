@@ -74,6 +74,7 @@ void sparse_matvec_scalar(const TransposedView& t, const SparseInput& x, float* 
 extern const KernelTable kScalarKernels;  // kernels_scalar.cpp
 #if defined(FFNSKIP_X86)
 extern const KernelTable kAvx2Kernels;  // kernels_avx2.cpp (AVX2 + FMA + F16C)
+bool cpu_has_avx512();                  // kernels.cpp: F, BW, VL and DQ, with ZMM state saved
 #endif
 #if defined(FFNSKIP_NEON)
 extern const KernelTable kNeonKernels;  // kernels_neon.cpp (AArch64)

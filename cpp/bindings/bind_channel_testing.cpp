@@ -80,10 +80,12 @@ py::tuple sparse_matvec(uint32_t type, const py::buffer& weight, int64_t rows, i
         py::gil_scoped_release nogil;
         const Transposed t = transpose(w);
         cpu::SparseInput in;
-        in.prepare(t.view, x.data(), a.data(), static_cast<int64_t>(a.size()));
+        // As the engine: planned here, terms filled by the product's threads.
+        in.plan(t.view, x.data(), a.data(), static_cast<int64_t>(a.size()));
         cpu::ThreadPool pool(n_threads);
         std::vector<float> parts;
-        cpu::pooled_sparse_matvec(pool, t.view, in, y.mutable_data(), nullptr, nullptr, parts);
+        cpu::pooled_sparse_matvec(pool, t.view, in, y.mutable_data(), nullptr, nullptr, parts,
+                                  true);
         bytes_read = in.bytes_read(t.view);
         layout_bytes = t.view.bytes();
     }

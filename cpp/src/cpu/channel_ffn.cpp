@@ -139,9 +139,9 @@ void ChannelFfn::dense_matvec(const WeightView& w, const float* x, float* y) {
     });
 }
 
-void pooled_sparse_matvec(ThreadPool& pool, const TransposedView& a, const SparseInput& x,
-                          float* ya, const TransposedView* b, float* yb,
-                          std::vector<float>& parts) {
+void pooled_sparse_matvec(ThreadPool& pool, const TransposedView& a, SparseInput& x, float* ya,
+                          const TransposedView* b, float* yb, std::vector<float>& parts,
+                          bool fill_terms) {
     // Task k computes every output over part k of the active blocks (balanced by channel count);
     // task 0 writes ya (yb), the others their own part of `parts`, added after the run.
     const int n = static_cast<int>(std::min<int64_t>(pool.size(), std::max<int64_t>(1, x.units())));
@@ -149,6 +149,7 @@ void pooled_sparse_matvec(ThreadPool& pool, const TransposedView& a, const Spars
     parts.resize(stride * static_cast<size_t>(n));
     pool.run(n, [&](int task, int) {
         const auto [k0, k1] = x.part(task, n);
+        if (fill_terms) x.fill_terms(k0, k1);
         float* pa = task == 0 ? ya : parts.data() + stride * static_cast<size_t>(task);
         cpu::sparse_matvec(a, x, pa, k0, k1);
         if (b != nullptr) cpu::sparse_matvec(*b, x, task == 0 ? yb : pa + a.n_out, k0, k1);
@@ -160,9 +161,9 @@ void pooled_sparse_matvec(ThreadPool& pool, const TransposedView& a, const Spars
     }
 }
 
-void ChannelFfn::sparse_matvec(const TransposedView& a, const SparseInput& xa, float* ya,
+void ChannelFfn::sparse_matvec(const TransposedView& a, SparseInput& xa, float* ya,
                                const TransposedView* b, float* yb) {
-    pooled_sparse_matvec(pool_, a, xa, ya, b, yb, parts_);
+    pooled_sparse_matvec(pool_, a, xa, ya, b, yb, parts_, true);
 }
 
 ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
@@ -183,7 +184,7 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
     if (in_on) {
         const int64_t na = kept_channels(hn, d, th.in, active_.data());
         c.dropped_in = static_cast<int32_t>(d - na);
-        in_.prepare(T.gate, hn, active_.data(), na);
+        in_.plan(T.gate, hn, active_.data(), na);
         c.bytes += static_cast<int64_t>(in_.bytes_read(T.gate));
         if (T.up.blk == T.gate.blk && T.up.super == T.gate.super) {
             // The same blocks: one prepared input and one pool run for both products.
@@ -191,7 +192,7 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
             c.bytes += static_cast<int64_t>(in_.bytes_read(T.up));
         } else {
             sparse_matvec(T.gate, in_, ffn_gate_.data());
-            up_in_.prepare(T.up, hn, active_.data(), na);
+            up_in_.plan(T.up, hn, active_.data(), na);
             sparse_matvec(T.up, up_in_, ffn_up_.data());
             c.bytes += static_cast<int64_t>(up_in_.bytes_read(T.up));
         }
@@ -255,7 +256,7 @@ ChannelCounts ChannelFfn::run(int layer, SkipPolicy::ChannelThresholds th,
             nm = kept_channels(m_.data(), ff, th.mid, active_.data());
             c.dropped_mid = static_cast<int32_t>(ff - nm);
         }
-        mid_.prepare(T.down, m_.data(), active_.data(), nm);
+        mid_.plan(T.down, m_.data(), active_.data(), nm);
         sparse_matvec(T.down, mid_, out);
         c.bytes += static_cast<int64_t>(mid_.bytes_read(T.down));
     } else {

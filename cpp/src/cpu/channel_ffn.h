@@ -43,9 +43,12 @@ struct ChannelHists {
 // ya = A x over x's active channels on a layout by input channel (and yb = B x, B with A's
 // blocks, in the same pool run), x's units split over the pool's threads, whose outputs are
 // added (parts: their scratch). Split by input, not by output: W_down has few outputs (SmolLM2:
-// 9 groups of 64, 5 and 4 a thread), and a thread's whole rows are longer streams.
-void pooled_sparse_matvec(ThreadPool& pool, const TransposedView& a, const SparseInput& x,
-                          float* ya, const TransposedView* b, float* yb, std::vector<float>& parts);
+// 9 groups of 64, 5 and 4 a thread), and a thread's whole rows are longer streams. With
+// fill_terms, x is only planned (SparseInput::plan) and each thread fills the terms of its part
+// first, instead of the calling thread filling all of them while the others wait.
+void pooled_sparse_matvec(ThreadPool& pool, const TransposedView& a, SparseInput& x, float* ya,
+                          const TransposedView* b, float* yb, std::vector<float>& parts,
+                          bool fill_terms = false);
 
 class ChannelFfn {
   public:
@@ -78,9 +81,10 @@ class ChannelFfn {
     };
     // y = W x for one token on the dense kernels, output rows split over the pool.
     void dense_matvec(const WeightView& w, const float* x, float* y);
-    // y = W x over x's active channels on a layout by input channel, input blocks split over the
-    // pool (two matrices with the same input in one pool run when b is given).
-    void sparse_matvec(const TransposedView& a, const SparseInput& xa, float* ya,
+    // y = W x over x's active channels (xa planned, its terms filled by the pool's threads) on
+    // a layout by input channel, input blocks split over the pool (two matrices with the same
+    // input in one pool run when b is given).
+    void sparse_matvec(const TransposedView& a, SparseInput& xa, float* ya,
                        const TransposedView* b = nullptr, float* yb = nullptr);
     void build(const WeightView& w, PageBuffer& bytes, TransposedView& view);
     // Builds the layouts of layer l in `want` that are missing; frees the others when `free`.

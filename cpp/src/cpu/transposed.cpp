@@ -324,9 +324,14 @@ void fill_transposed(const WeightView& w, const TransposedView& plan, uint8_t* b
 
 void SparseInput::prepare(const TransposedView& t, const float* x, const int32_t* active,
                           int64_t n) {
+    plan(t, x, active, n);
+    fill_terms(0, units());
+}
+
+void SparseInput::plan(const TransposedView& t, const float* x, const int32_t* active, int64_t n) {
     // Per token and matrix on the calling thread while the pool waits: sized once, written by
     // index (push_back and a rounding call per value measured 18 us a SmolLM2 layer, the
-    // products 56 us).
+    // products 56 us); the terms are left to fill_terms, on the threads of the product.
     const size_t N = static_cast<size_t>(n);
     n_active = n;
     index.assign(active, active + n);
@@ -379,11 +384,20 @@ void SparseInput::prepare(const TransposedView& t, const float* x, const int32_t
     }
     first[nb] = static_cast<int32_t>(N);
     choose_second_terms(nb);
-    // Pass 2: the terms.
-    for (size_t kb = 0; kb < nb; ++kb) {
-        const float amax = amax_of[kb];
+    blk_ = t.blk;
+    block.resize(nb);
+    d.resize(nb);
+    qsum.resize(nb);
+    fine.resize(nb);
+    first.resize(nb + 1);
+}
+
+void SparseInput::fill_terms(int64_t k0, int64_t k1) {
+    if (block.empty()) return;  // float types: values only
+    for (size_t kb = static_cast<size_t>(k0); kb < static_cast<size_t>(k1); ++kb) {
+        const float amax = scratch_.amax[kb];
         const bool finite = !std::isnan(amax);
-        const int32_t b0 = block[kb] * t.blk;
+        const int32_t b0 = block[kb] * blk_;
         const bool two = fine[kb] != 0;
         // A block holding Inf or NaN (a broken model) gets values 0 and d = NaN, so its
         // contribution is NaN and no NaN is cast to an integer.
@@ -396,7 +410,7 @@ void SparseInput::prepare(const TransposedView& t, const float* x, const int32_t
             const int q1 = round_half_away(u);
             const int q2 = two ? round_half_away(kResidualScale * (u - static_cast<float>(q1))) : 0;
             sum += static_cast<int32_t>(kResidualScale) * q1 + q2;
-            slot[k] = active[k] - b0;
+            slot[k] = index[k] - b0;
             pattern[k] = (static_cast<uint32_t>(q1) & 0xFFu) * 0x00010001u;
             pattern2[k] = (static_cast<uint32_t>(q2) & 0xFFu) * 0x00010001u;
         }
@@ -404,11 +418,6 @@ void SparseInput::prepare(const TransposedView& t, const float* x, const int32_t
                        : std::numeric_limits<float>::quiet_NaN();
         qsum[kb] = sum;
     }
-    block.resize(nb);
-    d.resize(nb);
-    qsum.resize(nb);
-    fine.resize(nb);
-    first.resize(nb + 1);
 }
 
 void SparseInput::choose_second_terms(size_t nb) {

@@ -127,8 +127,15 @@ struct SparseInput {
     std::vector<uint8_t> fine;  // per block: whether it has second terms (else all q2 = 0)
     int64_t n_super = 0;        // super-blocks with an active channel (K-quants)
 
-    // Keeps x[i] for the listed channels (ascending) of a vector for matrix t.
+    // Keeps x[i] for the listed channels (ascending) of a vector for matrix t: plan, then
+    // fill_terms for every unit.
     void prepare(const TransposedView& t, const float* x, const int32_t* active, int64_t n);
+    // The channels, their values and blocks, each block's largest |x| and which blocks get
+    // second terms (a choice over the whole vector); not yet slot, pattern, pattern2, d, qsum.
+    void plan(const TransposedView& t, const float* x, const int32_t* active, int64_t n);
+    // The terms of units [k0, k1) after plan: the threads of a product each fill their own part
+    // (disjoint ranges may be filled concurrently).
+    void fill_terms(int64_t k0, int64_t k1);
     // Units a product may be split at: blocks with an active channel (float types: channels).
     int64_t units() const { return block.empty() ? n_active : static_cast<int64_t>(block.size()); }
     // The units of part k of n, about equal in active channels: [first, last).
@@ -143,6 +150,7 @@ struct SparseInput {
     size_t bytes_read(const TransposedView& t) const;
 
   private:
+    int blk_ = 0;                         // the matrix's channels per scale block (plan's t)
     void choose_second_terms(size_t nb);  // sets `fine` from scratch_.amax and `first`
     struct {
         std::vector<float> amax;  // per block: max |x| (NaN: not finite)

@@ -66,39 +66,90 @@ ChannelFfn::ChannelFfn(const std::vector<LayerWeights>& file, int n_embd, int n_
     acts_.resize(act + 64);
 }
 
-void ChannelFfn::build(const WeightView& w, PageBuffer& bytes, TransposedView& view) {
-    view = plan_transposed(w);
-    bytes = PageBuffer(view.bytes());
+void ChannelFfn::fill(const WeightView& w, uint8_t* base, TransposedView& view) {
     const int64_t groups = view.groups();
     const int n_tasks = static_cast<int>(std::min<int64_t>(groups, 4 * pool_.size()));
     pool_.run(n_tasks, [&](int task, int) {
         const int64_t g0 = groups * task / n_tasks, g1 = groups * (task + 1) / n_tasks;
-        fill_transposed(w, view, bytes.data(), g0 * kTGroup, g1 * kTGroup);
+        fill_transposed(w, view, base, g0 * kTGroup, g1 * kTGroup);
     });
-    view = bind_transposed(view, bytes.data());
+    view = bind_transposed(view, base);
+}
+
+void ChannelFfn::build(const WeightView& w, PageBuffer& bytes, TransposedView& view) {
+    view = plan_transposed(w);
+    bytes = PageBuffer(view.bytes());
+    fill(w, bytes.data(), view);
 }
 
 void ChannelFfn::update(size_t l, uint8_t want, bool free) {
     Layouts& T = layouts_[l];
     const LayerWeights& W = file_[l];
-    if ((want & kWantGateUp) && T.gate_bytes.empty()) {
+    if ((want & kWantGateUp) && !T.gate_up) {
         build(W.w_gate, T.gate_bytes, T.gate);
         build(W.w_up, T.up_bytes, T.up);
+        T.gate_up = true;
     }
-    if ((want & kWantDown) && T.down_bytes.empty()) build(W.w_down, T.down_bytes, T.down);
+    if ((want & kWantDown) && !T.down_built) {
+        build(W.w_down, T.down_bytes, T.down);
+        T.down_built = true;
+    }
     if (free && !(want & kWantGateUp)) {
         T.gate_bytes.reset();
         T.up_bytes.reset();
+        T.gate_up = false;
     }
-    if (free && !(want & kWantDown)) T.down_bytes.reset();
+    if (free && !(want & kWantDown)) {
+        T.down_bytes.reset();
+        T.down_built = false;
+    }
     want_[l] = free ? want : static_cast<uint8_t>(want_[l] | want);
 }
 
 void ChannelFfn::prepare(const SkipPolicy* policy) {
-    for (size_t l = 0; l < layouts_.size(); ++l) {
-        const uint8_t want = policy ? wanted(policy->channel(static_cast<int>(l))) : 0;
-        if (want != want_[l]) update(l, want, true);
+    const size_t n = layouts_.size();
+    std::vector<uint8_t> want(n, 0);
+    for (size_t l = 0; l < n; ++l)
+        want[l] = policy ? wanted(policy->channel(static_cast<int>(l))) : 0;
+    if (want == want_) return;
+    // Every layout again, in one mapping sized for them (a change of profile is rare; the
+    // layouts of a layer kept would otherwise stay in their own small mappings).
+    layouts_.clear();  // (Layouts holds move-only buffers: cleared and regrown, not assigned)
+    layouts_.resize(n);
+    arena_.reset();
+    want_.assign(n, 0);
+    constexpr size_t kAlign = 4096;
+    auto room = [](const WeightView& w) {
+        return (plan_transposed(w).bytes() + kAlign - 1) / kAlign * kAlign;
+    };
+    size_t total = 0;
+    for (size_t l = 0; l < n; ++l) {
+        const LayerWeights& W = file_[l];
+        if (want[l] & kWantGateUp) total += room(W.w_gate) + room(W.w_up);
+        if (want[l] & kWantDown) total += room(W.w_down);
     }
+    if (total == 0) return;
+    arena_ = PageBuffer(total);
+    size_t at = 0;
+    auto place = [&](const WeightView& w, TransposedView& view) {
+        view = plan_transposed(w);
+        fill(w, arena_.data() + at, view);
+        at += room(w);
+    };
+    for (size_t l = 0; l < n; ++l) {
+        Layouts& T = layouts_[l];
+        const LayerWeights& W = file_[l];
+        if (want[l] & kWantGateUp) {
+            place(W.w_gate, T.gate);
+            place(W.w_up, T.up);
+            T.gate_up = true;
+        }
+        if (want[l] & kWantDown) {
+            place(W.w_down, T.down);
+            T.down_built = true;
+        }
+    }
+    want_ = want;
 }
 
 void ChannelFfn::ensure(const SkipPolicy& policy) {
@@ -120,8 +171,10 @@ void ChannelFfn::count_dense(const float* hn, const float* gate, const float* m,
 
 size_t ChannelFfn::layout_bytes() const {
     size_t b = 0;
-    for (const Layouts& T : layouts_)
-        b += T.gate_bytes.size() + T.up_bytes.size() + T.down_bytes.size();
+    for (const Layouts& T : layouts_) {
+        if (T.gate_up) b += T.gate.bytes() + T.up.bytes();
+        if (T.down_built) b += T.down.bytes();
+    }
     return b;
 }
 

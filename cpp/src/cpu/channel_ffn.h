@@ -75,9 +75,11 @@ class ChannelFfn {
     void count_dense(const float* hn, const float* gate, const float* m, const ChannelHists& hists);
 
   private:
-    struct Layouts {  // one layer's matrices by input channel (empty: not built)
+    struct Layouts {  // one layer's matrices by input channel
+        // Their bytes when ensure() built them one by one (else in arena_, or not built).
         PageBuffer gate_bytes, up_bytes, down_bytes;
         TransposedView gate, up, down;
+        bool gate_up = false, down_built = false;  // which are built
     };
     // y = W x for one token on the dense kernels, output rows split over the pool.
     void dense_matvec(const WeightView& w, const float* x, float* y);
@@ -86,6 +88,8 @@ class ChannelFfn {
     // input in one pool run when b is given).
     void sparse_matvec(const TransposedView& a, SparseInput& xa, float* ya,
                        const TransposedView* b = nullptr, float* yb = nullptr);
+    // view <- the layout of w, filled by the pool into base (view.bytes() from plan_transposed).
+    void fill(const WeightView& w, uint8_t* base, TransposedView& view);
     void build(const WeightView& w, PageBuffer& bytes, TransposedView& view);
     // Builds the layouts of layer l in `want` that are missing; frees the others when `free`.
     void update(size_t l, uint8_t want, bool free);
@@ -95,6 +99,9 @@ class ChannelFfn {
     FfnAct act_;
     ThreadPool& pool_;
     std::vector<Layouts> layouts_;
+    // The layouts prepare() built, in one mapping: SmolLM2's are ~0.6 MB each, too small for a
+    // 2 MiB huge page of their own, and on 4 KiB pages its profile decoded ~10% slower.
+    PageBuffer arena_;
     std::vector<uint8_t> want_;  // per layer: bit 0 gate/up, bit 1 down (what prepare() built)
     // Per-token scratch.
     std::vector<float> ffn_gate_, ffn_up_, m_, ones_;

@@ -11,6 +11,7 @@ block-skip and channel-sparse paths under forced policies.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -265,11 +266,17 @@ def test_yarn_keys_change_the_logits(tmp_path):
         assert rel_err(other[1:], logits[0][1:]).max() > 10 * REL_TOL
 
 
-def test_yarn_with_partial_rotary_is_refused(tmp_path):
-    # Its magnitude scales only the rotated dimensions: not one scalar on q.k.
-    path = make_model(tmp_path / "y.gguf", wtype="F32", n_rot=8, extra_metadata=YARN)
-    with pytest.raises(ModelFormatError, match=r"attn_factor.*rope\.dimension_count 8"):
-        _core.Engine(str(path), backend="cpu", n_ctx=16)
+def test_yarn_with_partial_rotary_matches_reference(tmp_path):
+    # Its magnitude scales only the rotated dimensions (in the cos/sin table, not on q.k), and it
+    # is reached: the reference without it misses the engine.
+    path = make_model(tmp_path / "y.gguf", wtype="F32", n_rot=8, seed=3, extra_metadata=YARN)
+    tokens = sample_tokens(40, 288, seed=2)
+    got = _core.Engine(str(path), backend="cpu", n_ctx=64).logits(tokens, all_positions=True)
+    want = reference.load(path, n_ctx=64).forward(tokens)
+    assert rel_err(got, want).max() <= REL_TOL
+    ref = reference.load(path, n_ctx=64)
+    ref.hp = dataclasses.replace(ref.hp, rope_mscale=1.0)
+    assert rel_err(got[1:], ref.forward(tokens)[1:]).max() > 10 * REL_TOL
 
 
 @pytest.mark.parametrize(
@@ -420,19 +427,23 @@ def test_phi3_bad_tensors_are_rejected(tmp_path, change, message):
         _core.Engine(str(bad), backend="cpu", n_ctx=16)
 
 
-def test_phi3_attn_factor_with_partial_rotary_is_refused(tmp_path):
-    # The factor scales only the rotated dimensions: not one scalar on q.k when n_rot < head_dim.
-    factors = ([1.0] * 6, [1.0] * 6)
+def test_phi3_attn_factor_with_partial_rotary_matches_reference(tmp_path):
+    # Phi-4-mini: longrope's factor on the rotated 3/4 of each head only, past and within the
+    # original context.
+    factors = ([1.0 + 0.3 * i for i in range(6)], [1.0 + 0.01 * i for i in range(6)])
     path = make_model(
         tmp_path / "p.gguf",
         arch="phi3",
         wtype="F32",
         n_rot=12,
+        seed=5,
         rope_factors=factors,
         extra_metadata=LONGROPE_META,
     )
-    with pytest.raises(ModelFormatError, match=r"attn_factor.*rope\.dimension_count"):
-        _core.Engine(str(path), backend="cpu", n_ctx=16)
+    tokens = sample_tokens(PHI3_ORIG_CTX, 288, seed=4)
+    for n_ctx in (PHI3_ORIG_CTX, 2 * PHI3_ORIG_CTX):
+        got = _core.Engine(str(path), backend="cpu", n_ctx=n_ctx).logits(tokens, all_positions=True)
+        assert rel_err(got, reference.load(path, n_ctx=n_ctx).forward(tokens)).max() <= REL_TOL
 
 
 # ---- sliding window on every layer (mistral, phi3) -----------------------------------------

@@ -131,6 +131,18 @@ CONFIGS: Dict[str, Any] = {
             "short_factor": [1.0 + 0.01 * i for i in range(HEAD_DIM // 2)],
         },
     ),
+    # Phi-4-mini's whole rope: partial rotary (3/4) with longrope, whose magnitude scales the
+    # rotated dimensions only.
+    "phi4-mini": lambda: transformers.Phi3Config(
+        **(PHI3 | {"max_position_embeddings": 128}),
+        partial_rotary_factor=0.75,
+        original_max_position_embeddings=32,
+        rope_scaling={
+            "rope_type": "longrope",
+            "long_factor": [1.0 + 0.3 * i for i in range(3 * HEAD_DIM // 8)],
+            "short_factor": [1.0 + 0.01 * i for i in range(3 * HEAD_DIM // 8)],
+        },
+    ),
 }
 CLASSES = {
     "qwen3": "Qwen3ForCausalLM",
@@ -143,6 +155,7 @@ CLASSES = {
     "mistral": "MistralForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "phi3-longrope": "Phi3ForCausalLM",
+    "phi4-mini": "Phi3ForCausalLM",
 }
 
 

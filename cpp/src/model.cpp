@@ -387,14 +387,12 @@ void read_rope_tensors(const gguf::File& f, Hparams& hp) {
         hp.rope_freq_factors = times(hp.rope_freq_factors, divisors("rope_factors_short.weight"));
     }
     if (hp.rope_mscale != 1.0f) {
-        if (hp.n_rot != hp.head_dim) {
-            fail("rope attn_factor " + std::to_string(hp.rope_mscale) +
-                 " with rope.dimension_count " + std::to_string(hp.n_rot) + " < the head size " +
-                 std::to_string(hp.head_dim) +
-                 " is not supported (it scales only the rotated "
-                 "dimensions)");
-        }
-        hp.attn_scale *= hp.rope_mscale * hp.rope_mscale;
+        // Full rotary: q.k scaled by the magnitude squared, one multiply per score. Partial: only
+        // the rotated dimensions of q and k carry it, in the cos/sin table.
+        if (hp.n_rot == hp.head_dim)
+            hp.attn_scale *= hp.rope_mscale * hp.rope_mscale;
+        else
+            hp.rope_table_magnitude = hp.rope_mscale;
     }
 }
 

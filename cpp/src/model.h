@@ -56,8 +56,10 @@ struct Hparams {
     int rope_orig_ctx = 0;  // rope.scaling.original_context_length (default n_ctx_train)
     // cos and sin are multiplied by it (yarn's magnitude, rope.scaling.attn_factor). With every
     // head dimension rotated that scales q.k by rope_mscale^2, so the loader folds it into
-    // attn_scale; partial rotary with a factor != 1 is refused.
+    // attn_scale; with partial rotary (Phi-4-mini: 3/4 of each head) only the rotated dimensions
+    // carry it, so it goes into the cos/sin table instead (rope_table_magnitude).
     float rope_mscale = 1.0f;
+    float rope_table_magnitude = 1.0f;
     bool qk_norm = false;  // qwen3, gemma3: RMSNorm of each q and k head before RoPE
     float rms_eps = 1e-5f;
     FfnAct ffn_act = FfnAct::Silu;

@@ -264,7 +264,8 @@ class CpuBackend final : public Backend {
             const int pos = row_pos_[static_cast<size_t>(t)];
             cpu::rope_table(pos, hp_.n_rot, hp_.rope_base, &rope_cos_[t * half],
                             &rope_sin_[t * half], hp_.rope_scale,
-                            hp_.rope_freq_factors.empty() ? nullptr : hp_.rope_freq_factors.data());
+                            hp_.rope_freq_factors.empty() ? nullptr : hp_.rope_freq_factors.data(),
+                            hp_.rope_table_magnitude);
             if (hp_.swa_period > 0) {  // local layers: their own base, no scaling
                 cpu::rope_table(pos, hp_.n_rot, hp_.rope_base_local, &rope_cos_local_[t * half],
                                 &rope_sin_local_[t * half]);

@@ -20,12 +20,12 @@ void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
 }
 
 void rope_table(int pos, int n_rot, float base, float* cos_out, float* sin_out, float scale,
-                const float* freq_factors) {
+                const float* freq_factors, float magnitude) {
     for (int i = 0; i < n_rot / 2; ++i) {
         double theta = pos * std::pow(static_cast<double>(base), -2.0 * i / n_rot) * scale;
         if (freq_factors) theta /= freq_factors[i];
-        cos_out[i] = static_cast<float>(std::cos(theta));
-        sin_out[i] = static_cast<float>(std::sin(theta));
+        cos_out[i] = static_cast<float>(magnitude * std::cos(theta));
+        sin_out[i] = static_cast<float>(magnitude * std::sin(theta));
     }
 }
 

@@ -12,11 +12,12 @@ namespace ffnskip::cpu {
 // out = x / sqrt(mean(x^2) + eps) * w
 void rmsnorm(const float* x, const float* w, float* out, int n, float eps);
 
-// cos/sin of pos * base^(-2i/n_rot) * scale / freq_factors[i] for i < n_rot/2 (freq_factors
-// null: 1), computed in double for long contexts. scale and freq_factors are the rope scaling
-// of Hparams (linear: scale = 1/factor; llama3: per-pair divisors).
+// magnitude * cos/sin of pos * base^(-2i/n_rot) * scale / freq_factors[i] for i < n_rot/2
+// (freq_factors null: 1), computed in double for long contexts. scale, freq_factors and magnitude
+// are the rope scaling of Hparams (linear: scale = 1/factor; llama3: per-pair divisors;
+// rope_table_magnitude).
 void rope_table(int pos, int n_rot, float base, float* cos_out, float* sin_out, float scale = 1.0f,
-                const float* freq_factors = nullptr);
+                const float* freq_factors = nullptr, float magnitude = 1.0f);
 // Rotates the first n_rot dims of each of n_heads heads (stride head_dim) in place.
 void rope_apply(float* x, int n_heads, int head_dim, int n_rot, RopeStyle style, const float* cos_t,
                 const float* sin_t);

@@ -400,13 +400,13 @@ void SparseInput::fill_terms(int64_t k0, int64_t k1) {
         const int32_t b0 = block[kb] * blk_;
         const bool two = fine[kb] != 0;
         // A block holding Inf or NaN (a broken model) gets values 0 and d = NaN, so its
-        // contribution is NaN and no NaN is cast to an integer.
+        // contribution is NaN and no NaN is cast to an integer (NaN * 0 is NaN: u is set to 0).
         const float id = finite && amax > kActMinMax ? kSparseActMax / amax : 0.0f;
         int32_t sum = 0;
         for (size_t k = static_cast<size_t>(first[kb]); k < static_cast<size_t>(first[kb + 1]);
              ++k) {
             // Rounds half away from zero; |u| <= 127 and |254 (u - q1)| <= 127.
-            const float u = value[k] * id;
+            const float u = finite ? value[k] * id : 0.0f;
             const int q1 = round_half_away(u);
             const int q2 = two ? round_half_away(kResidualScale * (u - static_cast<float>(q1))) : 0;
             sum += static_cast<int32_t>(kResidualScale) * q1 + q2;

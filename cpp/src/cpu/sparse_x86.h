@@ -29,7 +29,9 @@
 //
 // Everything here is in an unnamed namespace on purpose: each kernel file compiles this body with
 // its own ISA flags, and a shared (inline or template) definition would let the linker keep the
-// AVX-512 build of a function for the AVX2 path too, which faults on a CPU without AVX-512.
+// AVX-512 build of a function for the AVX2 path too, which faults on a CPU without AVX-512. For
+// the same reason it uses no std::vector (its member functions are shared templates): buffers
+// come from sparse_scratch.h. tools/check_isa_objects.sh checks the AVX-512 object.
 #pragma once
 
 #include <immintrin.h>
@@ -37,8 +39,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
+#include "cpu/sparse_scratch.h"
 #include "cpu/transposed.h"
 #include "ggml_types.h"
 
@@ -157,34 +159,18 @@ inline __m256 block_product(__m256i acc, __m256i offq, __m256 dx) {
 }
 
 // ---- folds: a block's integer sums into the outputs ---------------------------------------------
-// Each keeps the outputs (and a K-quant super-block's sums) in thread-local buffers, in
-// the scalar reference's order of operations. block() reads a group's 32-bit sums of outputs
-// 8 v .. 8 v + 7 at acc[v * step] (step: the groups a lane vector holds).
-struct FoldOut {
-    std::vector<float> y, z, zm;
-    void reset(size_t n, bool super) {
-        y.assign(n, 0.0f);
-        if (super) {
-            z.assign(n, 0.0f);
-            zm.assign(n, 0.0f);
-        }
-    }
-};
-thread_local FoldOut t_out;
-
-// A lane width's 32-bit sums of a block, one entry per vector of groups.
-template <class L>
-thread_local std::vector<typename L::Sums32> t_acc;
-
+// Each keeps the outputs (and a K-quant super-block's sums) in the thread's scratch
+// (sparse_scratch.h), in the scalar reference's order of operations. block() reads a group's
+// 32-bit sums of outputs 8 v .. 8 v + 7 at acc[v * step] (step: the groups a lane vector holds).
 // w = D * (q - offset) [+ M]: Q4_0 (8), Q5_0 (16), Q8_0 (128); Q4_1 / Q5_1 (a min M).
 template <int kOffset, bool kMin>
 struct FoldPlain {
     static constexpr bool kSuper = false;
     size_t W64 = 0;
-    float* out = nullptr;  // the outputs (t_out.y; read once: thread-local access costs a call)
-    void init(const TransposedView& t, FoldOut& o) {
+    float* out = nullptr;  // the outputs
+    void init(const TransposedView& t, const SparseScratch& s) {
         W64 = static_cast<size_t>(t.n_pad);
-        out = o.y.data();
+        out = s.y;
     }
     void super_block(int64_t, const TransposedView&) {}
     // The group of outputs e .. e + 63 (table tbl).
@@ -212,13 +198,13 @@ struct FoldK {
     size_t W64 = 0;
     int64_t super = -1;
     const uint8_t* sup = nullptr;
-    float *out = nullptr, *zs = nullptr, *zms = nullptr;  // t_out's y, z, zm
-    void init(const TransposedView& t, FoldOut& o) {
+    float *out = nullptr, *zs = nullptr, *zms = nullptr;  // the scratch's y, z, zm
+    void init(const TransposedView& t, const SparseScratch& s) {
         W64 = static_cast<size_t>(t.n_pad);
         super = -1;
-        out = o.y.data();
-        zs = o.z.data();
-        zms = o.zm.data();
+        out = s.y;
+        zs = s.z;
+        zms = s.zm;
     }
     void flush() {
         if (super < 0) return;
@@ -270,15 +256,13 @@ void units_quant(const TransposedView& t, const SparseInput& x, int64_t k0, int6
     const size_t W64 = static_cast<size_t>(W) * kTGroup;
     const int bps = t.blocks_per_super();
     const int64_t n_vec = (W + L::kGroups - 1) / L::kGroups;
-    FoldOut& fold_out = t_out;
-    fold_out.reset(W64, F::kSuper);
-    std::vector<typename L::Sums32>& acc_buf = t_acc<L>;
-    acc_buf.resize(static_cast<size_t>(n_vec));
+    // rows: every active channel's row, in order, for the prefetches ahead.
+    const SparseScratch scratch = sparse_scratch(
+        W64, F::kSuper, sizeof(typename L::Sums32) * static_cast<size_t>(n_vec), x.slot.size());
+    auto* const acc = static_cast<typename L::Sums32*>(scratch.acc);
+    const uint8_t** const rowp = scratch.rows;
     F fold;
-    fold.init(t, fold_out);
-    // Every active channel's row, in order, for the prefetches ahead.
-    thread_local std::vector<const uint8_t*> rowp;
-    rowp.resize(x.slot.size());
+    fold.init(t, scratch);
     for (int64_t kb = k0; kb < k1; ++kb) {
         const uint8_t* rows = t.block_at(x.block[kb]) + t.scale_row();
         for (int32_t c = x.first[kb]; c < x.first[kb + 1]; ++c)
@@ -296,7 +280,6 @@ void units_quant(const TransposedView& t, const SparseInput& x, int64_t k0, int6
         const int32_t c_begin = x.first[kb], c_end = x.first[kb + 1];
         const bool fine = x.fine[static_cast<size_t>(kb)] != 0;
         const uint8_t* next_table = kb + 1 < k1 ? t.block_at(x.block[kb + 1]) : nullptr;
-        typename L::Sums32* acc = acc_buf.data();
         std::memset(static_cast<void*>(acc), 0,
                     sizeof(typename L::Sums32) * static_cast<size_t>(n_vec));
         for (int32_t r0 = c_begin; r0 < c_end; r0 += C::kRun) {
@@ -304,14 +287,14 @@ void units_quant(const TransposedView& t, const SparseInput& x, int64_t k0, int6
             // The rows kAheadRows later, each prefetched once.
             constexpr int32_t kAheadRows = std::max(C::kRun, 8);
             Ahead ahead;
-            ahead.row = rowp.data() + std::min(r0 + kAheadRows, n_rows);
+            ahead.row = rowp + std::min(r0 + kAheadRows, n_rows);
             ahead.rows = std::max(0, std::min(r1 + kAheadRows, n_rows) - (r0 + kAheadRows));
             if (r0 == c_begin && next_table != nullptr) {
                 ahead.table = next_table;
                 ahead.tstep = tstep;
                 ahead.tfield = tfield;
             }
-            const uint8_t* const* row = rowp.data() + r0;
+            const uint8_t* const* row = rowp + r0;
             const uint32_t* p1 = x.pattern.data() + r0;
             const uint32_t* p2 = x.pattern2.data() + r0;
             if (fine)
@@ -325,7 +308,7 @@ void units_quant(const TransposedView& t, const SparseInput& x, int64_t k0, int6
         }
     }
     fold.finish();
-    std::copy(fold_out.y.data(), fold_out.y.data() + t.n_out, y);
+    std::memcpy(y, scratch.y, sizeof(float) * static_cast<size_t>(t.n_out));
 }
 
 // Float types: y += x_i * W[i, :] over the active channels, 64 outputs at a time.
@@ -358,7 +341,8 @@ void units_float(const TransposedView& t, const SparseInput& x, int64_t k0, int6
         const int64_t o = g * kTGroup;
         alignas(32) float tmp[kTGroup];
         for (int j = 0; j < 8; ++j) _mm256_store_ps(tmp + 8 * j, acc[j]);
-        std::copy(tmp, tmp + std::min<int64_t>(kTGroup, t.n_out - o), y + o);
+        std::memcpy(y + o, tmp,
+                    sizeof(float) * static_cast<size_t>(std::min<int64_t>(kTGroup, t.n_out - o)));
     }
 }
 

@@ -1,7 +1,5 @@
 // AVX2 channel-sparse matvec (the shared body and its design: sparse_x86.h): one 64-output code
-// group per vector. Byte 4 j + r of a group is output 8 r + j: even lanes of el (the low nibbles'
-// even bytes) are r = 0, of ol (odd bytes) r = 1, odd lanes of el r = 2, of ol r = 3; eh and oh
-// the same for the high nibbles, r + 4.
+// group per vector.
 #include <atomic>
 
 #include "cpu/kernels.h"
@@ -12,6 +10,17 @@
 namespace ffnskip::cpu::avx2 {
 
 namespace {
+
+struct V256 {
+    using T = __m256i;
+    static T zero() { return _mm256_setzero_si256(); }
+    static T set1(uint32_t v) { return _mm256_set1_epi32(static_cast<int32_t>(v)); }
+    static T slli16(T a, int n) { return _mm256_slli_epi16(a, n); }
+    static T add16(T a, T b) { return _mm256_add_epi16(a, b); }
+    static T add32(T a, T b) { return _mm256_add_epi32(a, b); }
+    static T maddubs(T u8, T s8) { return _mm256_maddubs_epi16(u8, s8); }
+    static T madd(T a, T b) { return _mm256_madd_epi16(a, b); }
+};
 
 struct Lanes256 {
     static constexpr int kGroups = 1;
@@ -25,45 +34,16 @@ struct Lanes256 {
     template <class C, bool kFine>
     static void add_run(const uint8_t* const* row, const uint32_t* p1, const uint32_t* p2, int m,
                         int64_t W, Sums32* acc, const Ahead& ahead) {
-        const __m256i even1 = _mm256_set1_epi32(254), odd1 = _mm256_set1_epi32(254 << 16);
-        const __m256i even2 = _mm256_set1_epi32(1), odd2 = _mm256_set1_epi32(1 << 16);
         for (int64_t g = 0; g < W; ++g) {
             const size_t off = static_cast<size_t>(g) * C::kBytes;
             prefetch_ahead<C::kBytes>(ahead, g, off);
-            __m256i el = _mm256_setzero_si256(), ol = el, eh = el, oh = el;
-            __m256i el2 = el, ol2 = el, eh2 = el, oh2 = el;
+            RunSums<V256, kFine> s;
             for (int j = 0; j < m; ++j) {
                 __m256i lo, hi;
                 C::codes(row[j] + off, lo, hi);
-                const __m256i xe = _mm256_set1_epi32(static_cast<int32_t>(p1[j]));
-                const __m256i xo = _mm256_slli_epi16(xe, 8);
-                el = _mm256_add_epi16(el, _mm256_maddubs_epi16(lo, xe));
-                ol = _mm256_add_epi16(ol, _mm256_maddubs_epi16(lo, xo));
-                eh = _mm256_add_epi16(eh, _mm256_maddubs_epi16(hi, xe));
-                oh = _mm256_add_epi16(oh, _mm256_maddubs_epi16(hi, xo));
-                if constexpr (kFine) {
-                    const __m256i ye = _mm256_set1_epi32(static_cast<int32_t>(p2[j]));
-                    const __m256i yo = _mm256_slli_epi16(ye, 8);
-                    el2 = _mm256_add_epi16(el2, _mm256_maddubs_epi16(lo, ye));
-                    ol2 = _mm256_add_epi16(ol2, _mm256_maddubs_epi16(lo, yo));
-                    eh2 = _mm256_add_epi16(eh2, _mm256_maddubs_epi16(hi, ye));
-                    oh2 = _mm256_add_epi16(oh2, _mm256_maddubs_epi16(hi, yo));
-                }
+                s.add(lo, hi, p1[j], kFine ? p2[j] : 0u);
             }
-            auto wide = [&](__m256i a1, __m256i a2, __m256i w1, __m256i w2) {
-                __m256i r = _mm256_madd_epi16(a1, w1);
-                if constexpr (kFine) r = _mm256_add_epi32(r, _mm256_madd_epi16(a2, w2));
-                return r;
-            };
-            __m256i* a = acc[g].v;
-            a[0] = _mm256_add_epi32(a[0], wide(el, el2, even1, even2));
-            a[1] = _mm256_add_epi32(a[1], wide(ol, ol2, even1, even2));
-            a[2] = _mm256_add_epi32(a[2], wide(el, el2, odd1, odd2));
-            a[3] = _mm256_add_epi32(a[3], wide(ol, ol2, odd1, odd2));
-            a[4] = _mm256_add_epi32(a[4], wide(eh, eh2, even1, even2));
-            a[5] = _mm256_add_epi32(a[5], wide(oh, oh2, even1, even2));
-            a[6] = _mm256_add_epi32(a[6], wide(eh, eh2, odd1, odd2));
-            a[7] = _mm256_add_epi32(a[7], wide(oh, oh2, odd1, odd2));
+            s.widen_into(acc[g].v);
         }
     }
 

@@ -32,6 +32,17 @@ __attribute__((always_inline)) inline void codes2(const uint8_t* g0, __m512i& lo
     }
 }
 
+struct V512 {
+    using T = __m512i;
+    static T zero() { return _mm512_setzero_si512(); }
+    static T set1(uint32_t v) { return _mm512_set1_epi32(static_cast<int32_t>(v)); }
+    static T slli16(T a, int n) { return _mm512_slli_epi16(a, n); }
+    static T add16(T a, T b) { return _mm512_add_epi16(a, b); }
+    static T add32(T a, T b) { return _mm512_add_epi32(a, b); }
+    static T maddubs(T u8, T s8) { return _mm512_maddubs_epi16(u8, s8); }
+    static T madd(T a, T b) { return _mm512_madd_epi16(a, b); }
+};
+
 struct Lanes512 {
     static constexpr int kGroups = 2;
     // The 32-bit sums of two code groups: outputs 8 v .. 8 v + 7 of each in v[v]'s halves.
@@ -45,45 +56,16 @@ struct Lanes512 {
                                                         const uint32_t* p1, const uint32_t* p2,
                                                         int m, int64_t g0, Sums32& acc,
                                                         const Ahead& ahead) {
-        const __m512i even1 = _mm512_set1_epi32(254), odd1 = _mm512_set1_epi32(254 << 16);
-        const __m512i even2 = _mm512_set1_epi32(1), odd2 = _mm512_set1_epi32(1 << 16);
         const size_t off = static_cast<size_t>(g0) * C::kBytes;
         prefetch_ahead<C::kBytes>(ahead, g0, off);
         if constexpr (kPair) prefetch_ahead<C::kBytes>(ahead, g0 + 1, off + C::kBytes);
-        __m512i el = _mm512_setzero_si512(), ol = el, eh = el, oh = el;
-        __m512i el2 = el, ol2 = el, eh2 = el, oh2 = el;
+        RunSums<V512, kFine> s;
         for (int j = 0; j < m; ++j) {
             __m512i lo, hi;
             codes2<C, kPair>(row[j] + off, lo, hi);
-            const __m512i xe = _mm512_set1_epi32(static_cast<int32_t>(p1[j]));
-            const __m512i xo = _mm512_slli_epi16(xe, 8);
-            el = _mm512_add_epi16(el, _mm512_maddubs_epi16(lo, xe));
-            ol = _mm512_add_epi16(ol, _mm512_maddubs_epi16(lo, xo));
-            eh = _mm512_add_epi16(eh, _mm512_maddubs_epi16(hi, xe));
-            oh = _mm512_add_epi16(oh, _mm512_maddubs_epi16(hi, xo));
-            if constexpr (kFine) {
-                const __m512i ye = _mm512_set1_epi32(static_cast<int32_t>(p2[j]));
-                const __m512i yo = _mm512_slli_epi16(ye, 8);
-                el2 = _mm512_add_epi16(el2, _mm512_maddubs_epi16(lo, ye));
-                ol2 = _mm512_add_epi16(ol2, _mm512_maddubs_epi16(lo, yo));
-                eh2 = _mm512_add_epi16(eh2, _mm512_maddubs_epi16(hi, ye));
-                oh2 = _mm512_add_epi16(oh2, _mm512_maddubs_epi16(hi, yo));
-            }
+            s.add(lo, hi, p1[j], kFine ? p2[j] : 0u);
         }
-        auto wide = [&](__m512i a1, __m512i a2, __m512i w1, __m512i w2) {
-            __m512i r = _mm512_madd_epi16(a1, w1);
-            if constexpr (kFine) r = _mm512_add_epi32(r, _mm512_madd_epi16(a2, w2));
-            return r;
-        };
-        __m512i* a = acc.v;
-        a[0] = _mm512_add_epi32(a[0], wide(el, el2, even1, even2));
-        a[1] = _mm512_add_epi32(a[1], wide(ol, ol2, even1, even2));
-        a[2] = _mm512_add_epi32(a[2], wide(el, el2, odd1, odd2));
-        a[3] = _mm512_add_epi32(a[3], wide(ol, ol2, odd1, odd2));
-        a[4] = _mm512_add_epi32(a[4], wide(eh, eh2, even1, even2));
-        a[5] = _mm512_add_epi32(a[5], wide(oh, oh2, even1, even2));
-        a[6] = _mm512_add_epi32(a[6], wide(eh, eh2, odd1, odd2));
-        a[7] = _mm512_add_epi32(a[7], wide(oh, oh2, odd1, odd2));
+        s.widen_into(acc.v);
     }
 
     // As Lanes256::add_run (kernels_sparse_avx2.cpp), two groups per vector.

@@ -109,6 +109,57 @@ struct Int8 {
     }
 };
 
+// ---- a run's products for the groups one vector holds ------------------------------------------
+// The 16-bit sums of a run of channels: el/ol for the low nibbles' even and odd bytes, eh/oh for
+// the high nibbles', of the first terms and (kFine) of the second, then widened into the block's
+// 32-bit sums. V is the lane width's vector type and operations (V256 in
+// kernels_sparse_avx2.cpp, V512 in kernels_sparse_avx512.cpp).
+template <class V, bool kFine>
+struct RunSums {
+    using T = typename V::T;
+    T el = V::zero(), ol = V::zero(), eh = V::zero(), oh = V::zero();
+    T el2 = V::zero(), ol2 = V::zero(), eh2 = V::zero(), oh2 = V::zero();
+
+    // Adds one channel's codes (lo, hi) times its terms p1 (and, with kFine, p2).
+    __attribute__((always_inline)) void add(T lo, T hi, uint32_t p1, uint32_t p2) {
+        add_term(lo, hi, p1, el, ol, eh, oh);
+        if constexpr (kFine) add_term(lo, hi, p2, el2, ol2, eh2, oh2);
+    }
+
+    // a[v] += 254 * (the first terms' sums) + the second terms', widened with vpmaddwd by (w, 0)
+    // and (0, w). Byte 4 j + r of a group is output 8 r + j: even lanes of el are r = 0, of ol
+    // r = 1, odd lanes of el r = 2, of ol r = 3; eh and oh the same for r + 4.
+    __attribute__((always_inline)) void widen_into(T* a) const {
+        const T even1 = V::set1(254), odd1 = V::set1(254u << 16);
+        const T even2 = V::set1(1), odd2 = V::set1(1u << 16);
+        auto wide = [&](T a1, T a2, T w1, T w2) {
+            T r = V::madd(a1, w1);
+            if constexpr (kFine) r = V::add32(r, V::madd(a2, w2));
+            return r;
+        };
+        a[0] = V::add32(a[0], wide(el, el2, even1, even2));
+        a[1] = V::add32(a[1], wide(ol, ol2, even1, even2));
+        a[2] = V::add32(a[2], wide(el, el2, odd1, odd2));
+        a[3] = V::add32(a[3], wide(ol, ol2, odd1, odd2));
+        a[4] = V::add32(a[4], wide(eh, eh2, even1, even2));
+        a[5] = V::add32(a[5], wide(oh, oh2, even1, even2));
+        a[6] = V::add32(a[6], wide(eh, eh2, odd1, odd2));
+        a[7] = V::add32(a[7], wide(oh, oh2, odd1, odd2));
+    }
+
+  private:
+    // The term p is (q & 0xFF) in bytes 0 and 2 of each word: as is it multiplies the even
+    // bytes, shifted by 8 the odd ones.
+    __attribute__((always_inline)) static void add_term(T lo, T hi, uint32_t p, T& e_lo, T& o_lo,
+                                                        T& e_hi, T& o_hi) {
+        const T xe = V::set1(p), xo = V::slli16(xe, 8);
+        e_lo = V::add16(e_lo, V::maddubs(lo, xe));
+        o_lo = V::add16(o_lo, V::maddubs(lo, xo));
+        e_hi = V::add16(e_hi, V::maddubs(hi, xe));
+        o_hi = V::add16(o_hi, V::maddubs(hi, xo));
+    }
+};
+
 // What add_run prefetches while it computes: later rows (at the offsets it reads; the next
 // run's, or 8 rows later for the short runs of 6- and 8-bit codes), and
 // in a block's first run the next block's scale table. Spread over the groups, one line per row

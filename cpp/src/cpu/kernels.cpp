@@ -23,19 +23,29 @@ namespace ffnskip::cpu {
 namespace {
 
 // CPUID and XGETBV directly (clang 14's __builtin_cpu_supports does not know "f16c"): the CPU
-// must have AVX2, FMA and F16C, and the OS must save the YMM registers (XCR0 bits 1 and 2).
+// must have the instructions, and the OS must save the registers they use (XCR0).
 #if defined(FFNSKIP_X86)
+// The OS-saved register state (XCR0; only valid where CPUID says OSXSAVE).
+unsigned xcr0() {
+    unsigned lo = 0, hi = 0;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return lo;
+}
+
+// CPUID leaf 7's EBX (the AVX2 and AVX-512 feature bits); 0 where the leaf is missing.
+unsigned leaf7_ebx() {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) ? ebx : 0;
+}
+
+// AVX2, FMA and F16C, with the YMM registers saved (XCR0 bits 1 and 2).
 bool cpu_has_avx2() {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
     const bool fma = ecx & (1u << 12), osxsave = ecx & (1u << 27), avx = ecx & (1u << 28),
                f16c = ecx & (1u << 29);
     if (!(fma && osxsave && avx && f16c)) return false;
-    unsigned xcr0_lo = 0, xcr0_hi = 0;
-    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 0x6u) != 0x6u) return false;
-    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    return ebx & (1u << 5);  // AVX2
+    return (xcr0() & 0x6u) == 0x6u && (leaf7_ebx() & (1u << 5));
 }
 #endif
 
@@ -43,14 +53,10 @@ bool cpu_has_avx2() {
 
 #if defined(FFNSKIP_X86)
 bool cpu_has_avx512() {
-    if (!cpu_has_avx2()) return false;
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    unsigned xcr0_lo = 0, xcr0_hi = 0;
-    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 0xE6u) != 0xE6u) return false;  // YMM, opmask and both ZMM halves saved
-    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    // F, DQ, BW and VL, with the opmask and both halves of the ZMM registers saved too.
     const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
-    return (ebx & (f | dq | bw | vl)) == (f | dq | bw | vl);
+    return cpu_has_avx2() && (xcr0() & 0xE6u) == 0xE6u &&
+           (leaf7_ebx() & (f | dq | bw | vl)) == (f | dq | bw | vl);
 }
 #endif
 

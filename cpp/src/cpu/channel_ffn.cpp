@@ -118,23 +118,30 @@ void ChannelFfn::prepare(const SkipPolicy* policy) {
     layouts_.resize(n);
     arena_.reset();
     want_.assign(n, 0);
+    // Planned once: their sizes give the mapping's, then they are filled at their offsets.
     constexpr size_t kAlign = 4096;
-    auto room = [](const WeightView& w) {
-        return (plan_transposed(w).bytes() + kAlign - 1) / kAlign * kAlign;
-    };
+    auto room = [](const TransposedView& v) { return (v.bytes() + kAlign - 1) / kAlign * kAlign; };
     size_t total = 0;
     for (size_t l = 0; l < n; ++l) {
+        Layouts& T = layouts_[l];
         const LayerWeights& W = file_[l];
-        if (want[l] & kWantGateUp) total += room(W.w_gate) + room(W.w_up);
-        if (want[l] & kWantDown) total += room(W.w_down);
+        if (want[l] & kWantGateUp) {
+            T.gate = plan_transposed(W.w_gate);
+            T.up = plan_transposed(W.w_up);
+            total += room(T.gate) + room(T.up);
+        }
+        if (want[l] & kWantDown) {
+            T.down = plan_transposed(W.w_down);
+            total += room(T.down);
+        }
     }
     if (total == 0) return;
     arena_ = PageBuffer(total);
     size_t at = 0;
     auto place = [&](const WeightView& w, TransposedView& view) {
-        view = plan_transposed(w);
+        const size_t r = room(view);
         fill(w, arena_.data() + at, view);
-        at += room(w);
+        at += r;
     };
     for (size_t l = 0; l < n; ++l) {
         Layouts& T = layouts_[l];

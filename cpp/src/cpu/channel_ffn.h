@@ -88,7 +88,8 @@ class ChannelFfn {
     // input in one pool run when b is given).
     void sparse_matvec(const TransposedView& a, SparseInput& xa, float* ya,
                        const TransposedView* b = nullptr, float* yb = nullptr);
-    // view <- the layout of w, filled by the pool into base (view.bytes() from plan_transposed).
+    // Fills the planned layout `view` (plan_transposed(w)) of w into base with the pool, and binds
+    // view to it.
     void fill(const WeightView& w, uint8_t* base, TransposedView& view);
     void build(const WeightView& w, PageBuffer& bytes, TransposedView& view);
     // Builds the layouts of layer l in `want` that are missing; frees the others when `free`.

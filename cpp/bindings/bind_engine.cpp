@@ -168,6 +168,9 @@ void bind_engine(py::module_& m) {
     m.def("simd_level", [] { return std::string(cpu::simd_level()); });
     m.def("sparse_lanes", &cpu::sparse_lanes,
           "The x86 channel-sparse product's lane width in bits (256 or 512; 0 elsewhere).");
+    m.def("gemm_lanes", &cpu::gemm_lanes,
+          "The x86 K-quant prompt matmul's lane width in bits (512: AVX-512 VNNI, 256: AVX2; 0 "
+          "elsewhere).");
     m.def(
         "channel_hist_edges",
         [] {

@@ -150,6 +150,7 @@ def run_bench(
             "threads": eng.n_threads,
             "simd": _core.simd_level(),
             "sparse_lanes": _core.sparse_lanes(),
+            "gemm_lanes": _core.gemm_lanes(),
             "n_layer": eng.n_layer,
             "n_prompt": n_prompt,
             "prompt_tok_s": _time_prompt(eng, prompt, repeat),

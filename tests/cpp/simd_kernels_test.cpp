@@ -132,27 +132,33 @@ std::vector<float> matmul_at(const char* level, const WeightView& w, const std::
     return y;
 }
 
+// Both scale groupings: one scale per block of 32 (Q8_0) and per super-block of 256 (Q4_K).
 void check_prepare_acts(const char* level, test::Report& rep) {
     bool ok = true;
     int cases = 0;
-    for (int64_t nb : {1, 3, 75}) {
-        const int64_t cols = 32 * nb;
-        std::vector<float> x = activations(2, cols);
-        if (nb >= 3) {  // a zero block, a block below the smallest scale, Inf and NaN blocks
-            std::fill(x.begin(), x.begin() + 32, 0.0f);
-            std::fill(x.begin() + 32, x.begin() + 64, 1e-35f);
-            x[cols + 5] = INFINITY;
-            x[cols + 70] = NAN;
+    for (uint32_t type : {GGML_Q8_0, GGML_Q4_K}) {
+        const int64_t step = type == GGML_Q4_K ? 8 : 1;
+        for (int64_t nb : {1, 3, 75}) {
+            const int64_t cols = 32 * nb * step;
+            std::vector<float> x = activations(2, cols);
+            // A zero group, a group below the smallest scale, an Inf group and a NaN group.
+            const int64_t g = 32 * step;
+            if (nb >= 3) {
+                std::fill(x.begin(), x.begin() + g, 0.0f);
+                std::fill(x.begin() + g, x.begin() + 2 * g, 1e-35f);
+                x[cols + 5] = INFINITY;
+                x[cols + g + 70] = NAN;
+            }
+            std::vector<uint8_t> want(cpu::act_row_bytes(type, cols) * 2), got(want.size());
+            at_level("scalar", [&] { cpu::prepare_acts(type, x.data(), cols, 0, 2, want.data()); });
+            at_level(level, [&] { cpu::prepare_acts(type, x.data(), cols, 0, 2, got.data()); });
+            ok = ok && want == got;
+            ++cases;
         }
-        std::vector<uint8_t> want(cpu::act_row_bytes(GGML_Q8_0, cols) * 2), got(want.size());
-        at_level("scalar",
-                 [&] { cpu::prepare_acts(GGML_Q8_0, x.data(), cols, 0, 2, want.data()); });
-        at_level(level, [&] { cpu::prepare_acts(GGML_Q8_0, x.data(), cols, 0, 2, got.data()); });
-        ok = ok && want == got;
-        ++cases;
     }
     rep.line(ok, "activation quantization (prepare_acts)",
-             std::to_string(cases) + " cases of 1-75 blocks with zero/tiny/Inf/NaN blocks, " +
+             std::to_string(cases) +
+                 " cases of 1-75 scale groups (32 and 256 values) with zero/tiny/Inf/NaN groups, " +
                  (ok ? "bit-exact" : "bytes differ"));
 }
 
@@ -415,6 +421,16 @@ int main(int argc, char** argv) {
         check_matmul(lv, type, false, rep);
     check_matmul(lv, GGML_Q4_0, true, rep);
     check_matmul(lv, GGML_Q4_1, true, rep);
+    check_matmul(lv, GGML_Q4_K, true, rep);
+    // The K-quant prompt tiles at the other x86 lane width too (AVX2 vs AVX-512 VNNI).
+    const int lanes = cpu::gemm_lanes();
+    for (int other : {256, 512}) {
+        if (other == lanes || !cpu::set_gemm_lanes(other)) continue;
+        std::printf("K-quant prompt tiles at %d-bit lanes:\n", other);
+        for (uint32_t type : {GGML_Q4_K, GGML_Q5_K, GGML_Q6_K}) check_matmul(lv, type, false, rep);
+        check_matmul(lv, GGML_Q4_K, true, rep);
+        cpu::set_gemm_lanes(lanes);
+    }
     check_channel_kernels(lv, rep);
     check_dequantize(lv, rep);
     check_f16(lv, rep);

@@ -38,6 +38,12 @@ unsigned leaf7_ebx() {
     return __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) ? ebx : 0;
 }
 
+// CPUID leaf 7's ECX (AVX512_VNNI among others); 0 where the leaf is missing.
+unsigned leaf7_ecx() {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) ? ecx : 0;
+}
+
 // AVX2, FMA and F16C, with the YMM registers saved (XCR0 bits 1 and 2).
 bool cpu_has_avx2() {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -57,6 +63,10 @@ bool cpu_has_avx512() {
     const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
     return cpu_has_avx2() && (xcr0() & 0xE6u) == 0xE6u &&
            (leaf7_ebx() & (f | dq | bw | vl)) == (f | dq | bw | vl);
+}
+
+bool cpu_has_avx512_vnni() {
+    return cpu_has_avx512() && (leaf7_ecx() & (1u << 11));
 }
 #endif
 
@@ -148,6 +158,17 @@ ActKind act_kind(uint32_t weight_type) {
     }
 }
 
+int act_group_blocks(uint32_t weight_type) {
+    switch (base_type(weight_type)) {
+        case GGML_Q4_K:
+        case GGML_Q5_K:
+        case GGML_Q6_K:
+            return 256 / kActBlock;
+        default:
+            return 1;
+    }
+}
+
 size_t act_row_bytes(uint32_t weight_type, int64_t cols) {
     check_weight_type(weight_type, "act_row_bytes");
     check_cols(weight_type, cols, "act_row_bytes");
@@ -160,8 +181,9 @@ void prepare_acts(uint32_t weight_type, const float* x, int64_t cols, int64_t t0
     const size_t stride = act_row_bytes(weight_type, cols);
     if (stride == 0) return;
     const KernelTable& k = K();
+    const int group = act_group_blocks(weight_type);
     for (int64_t t = t0; t < t1; ++t) {
-        k.prepare_row(x + t * cols, cols, acts + static_cast<size_t>(t) * stride);
+        k.prepare_row(x + t * cols, cols, group, acts + static_cast<size_t>(t) * stride);
     }
 }
 
@@ -188,7 +210,8 @@ void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_
 #if defined(FFNSKIP_X86)
     const bool grouped_kernels = &K() == &kAvx2Kernels;
 #elif defined(FFNSKIP_NEON)
-    const bool grouped_kernels = &K() == &kNeonKernels;
+    // The NEON kernels read grouped Q4_0 and Q4_1 rows; Q4_K is grouped only for AVX2 (repack.h).
+    const bool grouped_kernels = &K() == &kNeonKernels && base_type(w.type) != GGML_Q4_K;
 #else
     const bool grouped_kernels = false;
 #endif
@@ -284,11 +307,17 @@ const char* simd_level() {
 }
 
 #if !defined(FFNSKIP_X86)
-// No wider lanes off x86 (the x86 ones: kernels_sparse_avx2.cpp).
+// No wider lanes off x86 (the x86 ones: kernels_sparse_avx2.cpp, kernels_gemm_quant_avx2.cpp).
 int sparse_lanes() {
     return 0;
 }
 bool set_sparse_lanes(int) {
+    return false;
+}
+int gemm_lanes() {
+    return 0;
+}
+bool set_gemm_lanes(int) {
     return false;
 }
 #endif

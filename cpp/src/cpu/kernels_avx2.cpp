@@ -218,48 +218,53 @@ void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
 }
 
 // ---- activation quantization ---------------------------------------------------------------
-void prepare_row(const float* x, int64_t cols, uint8_t* out) {
+void prepare_row(const float* x, int64_t cols, int group, uint8_t* out) {
     const int64_t nb = cols / kActBlock;
     auto* qs = reinterpret_cast<int16_t*>(out);
     auto* d = reinterpret_cast<float*>(out + nb * kActBlock * sizeof(int16_t));
     float* s = d + nb;
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    for (int64_t b = 0; b < nb; ++b) {
-        const float* xb = x + b * kActBlock;
-        __m256 v[4];
-        for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(xb + 8 * i);
-        __m256 m = _mm256_max_ps(
-            _mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
-            _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask)));
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t g0 = 0; g0 < nb; g0 += group) {
+        const int64_t g1 = std::min<int64_t>(nb, g0 + group);
+        // x * 0 is NaN exactly for Inf/NaN inputs; such a group is marked NaN, as in the scalar
+        // path (max_ps would silently drop NaN from amax).
+        __m256 m = zero, z = zero;
+        for (const float* p = x + g0 * kActBlock; p < x + g1 * kActBlock; p += 8) {
+            const __m256 v = _mm256_loadu_ps(p);
+            m = _mm256_max_ps(m, _mm256_and_ps(v, abs_mask));
+            z = _mm256_add_ps(z, _mm256_mul_ps(v, zero));
+        }
+        if (_mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) != 0) {
+            for (int64_t b = g0; b < g1; ++b) set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
+            continue;
+        }
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         const float amax = _mm_cvtss_f32(m4);
-        // x * 0 is NaN exactly for Inf/NaN inputs; such a block is marked NaN, as in the scalar
-        // path (max_ps would silently drop NaN from amax).
-        const __m256 zero = _mm256_setzero_ps();
-        __m256 z = _mm256_mul_ps(v[0], zero);
-        for (int i = 1; i < 4; ++i) z = _mm256_add_ps(z, _mm256_mul_ps(v[i], zero));
-        if (_mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) != 0) {
-            set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
-            continue;
-        }
         const __m256 id = _mm256_set1_ps(amax > kActMinMax ? kActMax / amax : 0.0f);
-        __m256i q[4];
-        // cvtps rounds to nearest even (the default MXCSR mode), as nearbyint in the scalar path.
-        for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));
-        // packs works per lane: (0-7, 8-15) gives 64-bit groups 0-3, 8-11, 4-7, 12-15.
-        const __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
-        const __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0xD8);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kActBlock), lo);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kActBlock + 16), hi);
-        const __m256i sum8 =
-            _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-        d[b] = amax / kActMax;
-        s[b] = d[b] * static_cast<float>(_mm_cvtsi128_si32(s4));
+        for (int64_t b = g0; b < g1; ++b) {
+            const float* xb = x + b * kActBlock;
+            __m256i q[4];
+            // cvtps rounds to nearest even (the default MXCSR mode), as nearbyint in the scalar
+            // path.
+            for (int i = 0; i < 4; ++i)
+                q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * i), id));
+            // packs works per lane: (0-7, 8-15) gives 64-bit groups 0-3, 8-11, 4-7, 12-15.
+            const __m256i lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
+            const __m256i hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0xD8);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kActBlock), lo);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * kActBlock + 16), hi);
+            const __m256i sum8 =
+                _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            __m128i s4 =
+                _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            d[b] = amax / kActMax;
+            s[b] = d[b] * static_cast<float>(_mm_cvtsi128_si32(s4));
+        }
     }
 }
 

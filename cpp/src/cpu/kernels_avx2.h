@@ -140,10 +140,18 @@ void gemm_f32(const WeightView& w, const float* x, int64_t n_tok, float* y, int6
               int64_t r1);
 // Quantize one token row into the 16-bit activation layout of kernels_impl.h (bit-exact with the
 // scalar path; kernels_avx2.cpp).
-void prepare_row(const float* x, int64_t cols, uint8_t* out);
+void prepare_row(const float* x, int64_t cols, int group, uint8_t* out);
 // The fast dequantization of kernels_avx2.cpp (bit-exact with dequantize_row_ref).
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
 }  // namespace ffnskip::cpu::avx2
+
+namespace ffnskip::cpu::avx512vnni {
+// The prompt matmul of K-quant weights (Q4_K plain or grouped, Q5_K, Q6_K) with 512-bit VNNI
+// lanes (kernels_gemm_k_avx512vnni.cpp), only where cpu::gemm_lanes() is 512; false, doing
+// nothing, for the other types.
+bool gemm_k(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+            int64_t r0, int64_t r1);
+}  // namespace ffnskip::cpu::avx512vnni
 
 namespace ffnskip::cpu::avx512 {
 // The same product with 512-bit lanes (kernels_sparse_avx512.cpp); only where cpu_has_avx512().

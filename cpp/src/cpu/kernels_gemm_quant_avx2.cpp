@@ -7,6 +7,7 @@
 // tile, which decodes the codes inside the tile. The types' decoders are in
 // kernels_quant_blocks_avx2.h.
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "cpu/kernels_quant_blocks_avx2.h"
@@ -351,13 +352,34 @@ void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, in
         drive_plain<T>(w, acts, n_tok, y, ldy, r0, r1);
 }
 
+// The K-quant prompt tile's lane width (kernels.h gemm_lanes): 512 from the start where the CPU
+// can.
+std::atomic<int> g_gemm_lanes{cpu_has_avx512_vnni() ? 512 : 256};
+
 }  // namespace
 
 void gemm_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                 int64_t r0, int64_t r1) {
+    if (n_tok >= kDecodedMinTokens && g_gemm_lanes.load(std::memory_order_relaxed) == 512 &&
+        avx512vnni::gemm_k(w, acts, n_tok, y, ldy, r0, r1))
+        return;
     with_decoder(w.type, [&](auto tag) {
         drive<typename decltype(tag)::type>(w, acts, n_tok, y, ldy, r0, r1);
     });
 }
 
 }  // namespace ffnskip::cpu::avx2
+
+namespace ffnskip::cpu {
+
+int gemm_lanes() {
+    return avx2::g_gemm_lanes.load();
+}
+
+bool set_gemm_lanes(int bits) {
+    if (bits != 256 && !(bits == 512 && cpu_has_avx512_vnni())) return false;
+    avx2::g_gemm_lanes.store(bits);
+    return true;
+}
+
+}  // namespace ffnskip::cpu

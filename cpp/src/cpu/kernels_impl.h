@@ -14,14 +14,19 @@ namespace ffnskip::cpu {
 // Activations for every quantized weight type: 16-bit blocks of 32 values. One token row of
 // nb = cols / 32 blocks is laid out as
 //   int16 qs[nb * 32] | float d[nb] | float s[nb]      x[i] ~= d[b] * qs[i], s[b] = d[b] * sum(qs)
-// with d[b] = max|x| / 32767 over the block. 8-bit blocks were ~300x coarser and measurably
-// moved real models' logits (hidden-state outliers make most of a block's values tiny next to its
-// max); 16 bits keep the rounding error near 2e-5 of the signal. Blocks of 32 also serve the
-// K-quants (their sub-block scales are per 32 or per 16 values), so an outlier only coarsens the
-// 32 values around it. The offset/min terms (sum over blocks of min_w * s) are a contiguous float
-// dot product.
+// with d[b] = max|x| / 32767 over the block's scale group: one block for the 32-value weight
+// types, the 8 blocks of a 256-value super-block for the K-quants (act_group_blocks). 8-bit blocks
+// were ~300x coarser and measurably moved real models' logits (hidden-state outliers make most of
+// a block's values tiny next to its max); 16 bits keep the rounding error near 2e-5 of the signal
+// per 32 values and near 5e-5 per 256 (an outlier coarsens the 256 values around it, still ~100x
+// finer than the 8-bit super-blocks llama.cpp uses). One scale per super-block lets the K-quant
+// prompt tile (kernels_gemm_k_avx512vnni.cpp) fold the weights' 6-bit sub-block scales into their
+// codes and sum a whole super-block in integers. The offset/min terms (sum over blocks of min_w *
+// s) are a contiguous float dot product.
 constexpr int kActBlock = 32;
 constexpr size_t kActBytes32 = kActBlock * sizeof(int16_t) + 2 * sizeof(float);
+// Blocks of 32 sharing one activation scale, for weights of this type (kernels.cpp).
+int act_group_blocks(uint32_t weight_type);
 
 // A block holding Inf or NaN (only a broken model produces one): codes 0 and d = s = NaN, so
 // every dot product touching it is NaN — visible downstream, and no float->int cast of NaN.
@@ -45,8 +50,9 @@ enum class ActKind { kF32, kBlock32 };
 ActKind act_kind(uint32_t weight_type);
 
 struct KernelTable {
-    // Quantize one token row of `cols` activations (a multiple of 32) into the layout above.
-    void (*prepare_row)(const float* x, int64_t cols, uint8_t* out);
+    // Quantize one token row of `cols` activations (a multiple of 32) into the layout above, one
+    // scale per `group` blocks.
+    void (*prepare_row)(const float* x, int64_t cols, int group, uint8_t* out);
     void (*matmul)(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok,
                    float* y, int64_t ldy, int64_t r0, int64_t r1);
     void (*dequantize_row)(uint32_t type, const void* src, float* dst, int64_t n);
@@ -75,6 +81,7 @@ extern const KernelTable kScalarKernels;  // kernels_scalar.cpp
 #if defined(FFNSKIP_X86)
 extern const KernelTable kAvx2Kernels;  // kernels_avx2.cpp (AVX2 + FMA + F16C)
 bool cpu_has_avx512();                  // kernels.cpp: F, BW, VL and DQ, with ZMM state saved
+bool cpu_has_avx512_vnni();             // kernels.cpp: the above and AVX512_VNNI
 #endif
 #if defined(FFNSKIP_NEON)
 extern const KernelTable kNeonKernels;  // kernels_neon.cpp (AArch64)

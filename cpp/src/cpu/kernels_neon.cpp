@@ -217,39 +217,41 @@ void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n) {
 }
 
 // ---- activation quantization ---------------------------------------------------------------
-void prepare_row(const float* x, int64_t cols, uint8_t* out) {
+void prepare_row(const float* x, int64_t cols, int group, uint8_t* out) {
     const int64_t nb = cols / kActBlock;
     auto* qs = reinterpret_cast<int16_t*>(out);
     auto* d = reinterpret_cast<float*>(out + nb * kActBlock * sizeof(int16_t));
     float* s = d + nb;
-    for (int64_t b = 0; b < nb; ++b) {
-        const float32x4x4_t v0 = vld1q_f32_x4(x + b * kActBlock);
-        const float32x4x4_t v1 = vld1q_f32_x4(x + b * kActBlock + 16);
-        float32x4_t v[8];
-        for (int i = 0; i < 4; ++i) v[i] = v0.val[i], v[4 + i] = v1.val[i];
-        // x * 0 is NaN exactly for Inf/NaN inputs; such a block is marked NaN, as in the scalar
+    for (int64_t g0 = 0; g0 < nb; g0 += group) {
+        const int64_t g1 = std::min<int64_t>(nb, g0 + group);
+        // x * 0 is NaN exactly for Inf/NaN inputs; such a group is marked NaN, as in the scalar
         // path.
-        float32x4_t m = vabsq_f32(v[0]), z = vmulq_n_f32(v[0], 0.0f);
-        for (int i = 1; i < 8; ++i) {
-            m = vmaxq_f32(m, vabsq_f32(v[i]));
-            z = vaddq_f32(z, vmulq_n_f32(v[i], 0.0f));
+        float32x4_t m = vdupq_n_f32(0.0f), z = vdupq_n_f32(0.0f);
+        for (const float* p = x + g0 * kActBlock; p < x + g1 * kActBlock; p += 4) {
+            const float32x4_t v = vld1q_f32(p);
+            m = vmaxq_f32(m, vabsq_f32(v));
+            z = vaddq_f32(z, vmulq_n_f32(v, 0.0f));
         }
         if (vminvq_u32(vceqq_f32(z, z)) == 0) {
-            set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
+            for (int64_t b = g0; b < g1; ++b) set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
             continue;
         }
         const float amax = vmaxvq_f32(m);
         const float id = amax > kActMinMax ? kActMax / amax : 0.0f;
-        int32x4_t sum = vdupq_n_s32(0);
-        for (int i = 0; i < 8; i += 2) {
-            // FCVTNS rounds to nearest even, as nearbyint in the scalar path; |x * id| <= 32767.
-            const int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(v[i], id));
-            const int32x4_t q1 = vcvtnq_s32_f32(vmulq_n_f32(v[i + 1], id));
-            vst1q_s16(qs + b * kActBlock + 4 * i, vcombine_s16(vmovn_s32(q0), vmovn_s32(q1)));
-            sum = vaddq_s32(sum, vaddq_s32(q0, q1));
+        for (int64_t b = g0; b < g1; ++b) {
+            const float* xb = x + b * kActBlock;
+            int32x4_t sum = vdupq_n_s32(0);
+            for (int i = 0; i < 8; i += 2) {
+                // FCVTNS rounds to nearest even, as nearbyint in the scalar path; |x * id| <=
+                // 32767.
+                const int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xb + 4 * i), id));
+                const int32x4_t q1 = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xb + 4 * i + 4), id));
+                vst1q_s16(qs + b * kActBlock + 4 * i, vcombine_s16(vmovn_s32(q0), vmovn_s32(q1)));
+                sum = vaddq_s32(sum, vaddq_s32(q0, q1));
+            }
+            d[b] = amax / kActMax;
+            s[b] = d[b] * static_cast<float>(vaddvq_s32(sum));
         }
-        d[b] = amax / kActMax;
-        s[b] = d[b] * static_cast<float>(vaddvq_s32(sum));
     }
 }
 

@@ -173,7 +173,7 @@ void gemm_f32(const WeightView& w, const float* x, int64_t n_tok, float* y, int6
               int64_t r1);
 // Quantize one token row into the 16-bit activation layout (bit-exact with the scalar path;
 // kernels_neon.cpp).
-void prepare_row(const float* x, int64_t cols, uint8_t* out);
+void prepare_row(const float* x, int64_t cols, int group, uint8_t* out);
 // Fast dequantization (bit-exact with dequantize_row_ref).
 void dequantize_row(uint32_t type, const void* src, float* dst, int64_t n);
 

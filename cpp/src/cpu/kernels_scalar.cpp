@@ -2,6 +2,7 @@
 // tested against. The quantized dot products use the same integer decomposition as the SIMD
 // code (weight codes times 16-bit activations, offsets through block sums), so both levels agree
 // up to the order of float additions.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -15,34 +16,37 @@ namespace ffnskip::cpu {
 namespace {
 
 // ---- activations -------------------------------------------------------------------------------
-// Symmetric 16-bit quantization per block of 32: d = max|x| / 32767, q = round-to-nearest-even(x /
-// d) (computed as x * (32767 / max|x|), which the AVX2 path reproduces bit for bit).
-void prepare_row_scalar(const float* x, int64_t cols, uint8_t* out) {
+// Symmetric 16-bit quantization per block of 32 with one scale per group of `group` blocks
+// (kernels_impl.h act_group_blocks): d = max|x| / 32767 over the group, q = round-to-nearest-even(x
+// / d) (computed as x * (32767 / max|x|), which the SIMD paths reproduce bit for bit).
+void prepare_row_scalar(const float* x, int64_t cols, int group, uint8_t* out) {
     const int64_t nb = cols / kActBlock;
     auto* qs = reinterpret_cast<int16_t*>(out);
     auto* d = reinterpret_cast<float*>(out + nb * kActBlock * sizeof(int16_t));
     float* s = d + nb;
-    for (int64_t b = 0; b < nb; ++b) {
-        const float* xb = x + b * kActBlock;
+    for (int64_t g0 = 0; g0 < nb; g0 += group) {
+        const int64_t g1 = std::min<int64_t>(nb, g0 + group);
         float amax = 0.0f;
         bool finite = true;
-        for (int i = 0; i < kActBlock; ++i) {
-            amax = std::fmax(amax, std::fabs(xb[i]));
-            finite = finite && std::isfinite(xb[i]);
+        for (int64_t i = g0 * kActBlock; i < g1 * kActBlock; ++i) {
+            amax = std::fmax(amax, std::fabs(x[i]));
+            finite = finite && std::isfinite(x[i]);
         }
         if (!finite) {  // Inf/NaN activations (a broken model): propagate NaN, never cast it
-            set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
+            for (int64_t b = g0; b < g1; ++b) set_nonfinite_block(qs + b * kActBlock, d + b, s + b);
             continue;
         }
         const float id = amax > kActMinMax ? kActMax / amax : 0.0f;
-        int32_t sum = 0;
-        for (int i = 0; i < kActBlock; ++i) {
-            const auto q = static_cast<int16_t>(std::nearbyint(xb[i] * id));
-            qs[b * kActBlock + i] = q;
-            sum += q;
+        for (int64_t b = g0; b < g1; ++b) {
+            int32_t sum = 0;
+            for (int i = 0; i < kActBlock; ++i) {
+                const auto q = static_cast<int16_t>(std::nearbyint(x[b * kActBlock + i] * id));
+                qs[b * kActBlock + i] = q;
+                sum += q;
+            }
+            d[b] = amax / kActMax;
+            s[b] = d[b] * static_cast<float>(sum);
         }
-        d[b] = amax / kActMax;
-        s[b] = d[b] * static_cast<float>(sum);
     }
 }
 

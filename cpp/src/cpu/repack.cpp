@@ -81,13 +81,8 @@ void group_q4k_scales(const uint8_t* s, uint8_t* out) {
 }
 
 void ungroup_q4k_scales(const uint8_t* g, uint8_t* s) {
-    uint32_t hi = 0;
-    for (int i = 0; i < 4; ++i) hi |= static_cast<uint32_t>(g[8 + i]) << (8 * i);
     uint8_t sc[8], m[8];
-    for (int j = 0; j < 8; ++j) {
-        sc[j] = static_cast<uint8_t>((g[j] & 15) | ((hi >> (2 * j)) & 3) << 4);
-        m[j] = static_cast<uint8_t>((g[j] >> 4) | ((hi >> (16 + 2 * j)) & 3) << 4);
-    }
+    grouped_q4k_scale_mins(g, sc, m);
     for (int k = 0; k < 4; ++k) {
         s[k] = static_cast<uint8_t>(sc[k] | (sc[k + 4] >> 4) << 6);
         s[k + 4] = static_cast<uint8_t>(m[k] | (m[k + 4] >> 4) << 6);
@@ -107,6 +102,15 @@ void convert_q4k_row(const uint8_t* src, uint8_t* dst, int64_t n_super, bool gro
 }
 
 }  // namespace
+
+void grouped_q4k_scale_mins(const uint8_t* g, uint8_t* sc, uint8_t* m) {
+    uint32_t hi = 0;
+    for (int i = 0; i < 4; ++i) hi |= static_cast<uint32_t>(g[8 + i]) << (8 * i);
+    for (int j = 0; j < 8; ++j) {
+        sc[j] = static_cast<uint8_t>((g[j] & 15) | ((hi >> (2 * j)) & 3) << 4);
+        m[j] = static_cast<uint8_t>((g[j] >> 4) | ((hi >> (16 + 2 * j)) & 3) << 4);
+    }
+}
 
 bool grouped_layout_pays_off(uint32_t type) {
     BlockShape s;

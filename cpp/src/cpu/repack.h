@@ -38,6 +38,9 @@ bool grouped_layout_pays_off(uint32_t type);
 // Writes the grouped form of w's rows to dst (w.bytes() bytes) and returns the view of them.
 // w must be a plain Q4_0, Q4_1 or Q4_K view (InvalidArgument otherwise).
 WeightView group_weight(const WeightView& w, uint8_t* dst);
+// The 8 six-bit block scales and mins of a grouped Q4_K super-block, from its 12 re-packed scale
+// bytes `g` (byte j: low 4 bits of sc_j and m_j; then one word with their top 2 bits).
+void grouped_q4k_scale_mins(const uint8_t* g, uint8_t* sc, uint8_t* m);
 // One row back to the plain layout: `type` is the grouped type, cols the row length.
 void ungroup_row(uint32_t type, const uint8_t* src, uint8_t* dst, int64_t cols);
 

@@ -338,7 +338,9 @@ def test_gate_first_and_block_skip_compose(tmp_path_factory, qtype):
 def test_all_nan_thresholds_are_bitwise_dense(smollm2_path):
     eng = _core.Engine(str(smollm2_path), backend="cpu", n_ctx=128, n_threads=2)
     tokens = [int(t) for t in np.random.default_rng(5).integers(0, eng.n_vocab, 40)]
-    dense = eng.logits(tokens, all_positions=True)
+    # The same split into prompt (8) and generated tokens (32, one batch) as the runs below: a
+    # prompt of 40 would reach the AMX kernels (32 tokens or more) for all of them.
+    dense = eng.logits(tokens, all_positions=True, prompt_len=8)
     n = eng.n_layer
     for cfg in (
         SkipConfig(threshold=NAN, warmup=0, t_in=[NAN] * n, t_gate=NAN, t_mid=[NAN] * n),

@@ -3,8 +3,8 @@
 # member function, an inline function used elsewhere) is merged with the other files' copies at
 # link time, and the linker may keep the one built with AVX-512 for every caller: the library
 # then faults on a CPU without AVX-512 even though it dispatches at run time. Compiles each
-# cpp/src/cpu/*_avx512.cpp and *_avx512vnni.cpp with the flags CMakeLists.txt gives it and lists
-# its weak symbols.
+# cpp/src/cpu/*_avx512.cpp, *_avx512vnni.cpp and *_amx.cpp with the flags CMakeLists.txt gives it
+# and lists its weak symbols.
 #
 #   bash tools/check_isa_objects.sh
 set -euo pipefail
@@ -12,10 +12,11 @@ cd "$(dirname "$0")/.."
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 status=0
-for src in cpp/src/cpu/*_avx512.cpp cpp/src/cpu/*_avx512vnni.cpp; do
+for src in cpp/src/cpu/*_avx512.cpp cpp/src/cpu/*_avx512vnni.cpp cpp/src/cpu/*_amx.cpp; do
     obj="$out/$(basename "$src" .cpp).o"
     extra=()
     [[ $src == *_avx512vnni.cpp ]] && extra=(-mavx512vnni)
+    [[ $src == *_amx.cpp ]] && extra=(-mamx-tile -mamx-bf16 -mavx512bf16)
     "${CXX:-g++}" -std=c++17 -O3 -DFFNSKIP_X86=1 -Icpp/include -Icpp/src \
         -mavx512f -mavx512bw -mavx512vl -mavx512dq "${extra[@]}" -mavx2 -mfma -mf16c -mbmi2 \
         -c "$src" -o "$obj"

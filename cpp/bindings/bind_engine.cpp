@@ -171,6 +171,8 @@ void bind_engine(py::module_& m) {
     m.def("gemm_lanes", &cpu::gemm_lanes,
           "The x86 K-quant prompt matmul's lane width in bits (512: AVX-512 VNNI, 256: AVX2; 0 "
           "elsewhere).");
+    m.def("gemm_amx", &cpu::gemm_amx,
+          "Whether prompt matmuls of quantized weights run on AMX BF16 tiles.");
     m.def(
         "channel_hist_edges",
         [] {

@@ -337,6 +337,8 @@ void bind_testing(py::module_& m) {
     t.def("set_gemm_lanes", &cpu::set_gemm_lanes, py::arg("bits"),
           "Force the x86 K-quant prompt matmul's lane width, 256 or 512; False when this CPU "
           "cannot.");
+    t.def("set_gemm_amx", &cpu::set_gemm_amx, py::arg("on"),
+          "Switch the AMX BF16 prompt matmul on or off; False when this CPU cannot run it.");
     t.def(
         "row_bytes", [](uint32_t type, int64_t n) { return checked_row_bytes(type, n); },
         py::arg("type"), py::arg("n"));

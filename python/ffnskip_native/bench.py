@@ -151,6 +151,7 @@ def run_bench(
             "simd": _core.simd_level(),
             "sparse_lanes": _core.sparse_lanes(),
             "gemm_lanes": _core.gemm_lanes(),
+            "gemm_amx": _core.gemm_amx(),
             "n_layer": eng.n_layer,
             "n_prompt": n_prompt,
             "prompt_tok_s": _time_prompt(eng, prompt, repeat),

@@ -197,6 +197,32 @@ void check_matmul(const char* level, uint32_t type, bool grouped, test::Report& 
                  fmt("%.2e", worst) + " <= " + fmt("%.0e", tol));
 }
 
+// The AMX BF16 prompt matmul (32 tokens or more) against the scalar integer path: weights and
+// activations split into two BF16 halves (~4e-6 from exact, tests/test_kernels.py), so the
+// difference is the integer path's own 16-bit rounding with 30x outliers (up to ~1.4e-4).
+void check_amx(const char* level, test::Report& rep) {
+    double worst = 0;
+    int cases = 0;
+    for (uint32_t type :
+         {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K}) {
+        const int64_t rows = 37, cols = 768;
+        const std::vector<uint8_t> data = random_rows(type, rows, cols);
+        const WeightView w = view(type, data, rows, cols);
+        for (int64_t n_tok : {32, 70}) {
+            const std::vector<float> x = activations(n_tok, cols);
+            const double err =
+                rel_l2(matmul_at(level, w, x, n_tok), matmul_at("scalar", w, x, n_tok));
+            worst = std::isnan(err) ? err : std::max(worst, err);
+            ++cases;
+        }
+    }
+    const double tol = 3e-4;
+    rep.line(worst <= tol, "matmul on AMX BF16 tiles",
+             std::to_string(cases) +
+                 " cases (8 quantized types, 37 rows, 768 cols, 32/70 tokens), " + "max rel L2 " +
+                 fmt("%.2e", worst) + " <= " + fmt("%.0e", tol));
+}
+
 // The channel-sparse FFN's two kernels at `level` against scalar: listed rows of a quantized
 // matrix (gate-first W_up) and the sparse product on the layout by input channel (W_down). Both
 // are dispatched through the level's kernel table, so a level without its own version must still
@@ -415,6 +441,9 @@ int main(int argc, char** argv) {
     std::printf("SIMD kernels at level '%s' against the scalar reference\n", level.c_str());
     test::Report rep;
     const char* lv = level.c_str();
+    // The integer kernels first; the AMX prompt path (BF16) is checked on its own below.
+    const bool amx = cpu::gemm_amx();
+    cpu::set_gemm_amx(false);
     check_prepare_acts(lv, rep);
     for (uint32_t type : {GGML_F32, GGML_F16, GGML_BF16, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1,
                           GGML_Q8_0, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K})
@@ -430,6 +459,10 @@ int main(int argc, char** argv) {
         for (uint32_t type : {GGML_Q4_K, GGML_Q5_K, GGML_Q6_K}) check_matmul(lv, type, false, rep);
         check_matmul(lv, GGML_Q4_K, true, rep);
         cpu::set_gemm_lanes(lanes);
+    }
+    if (amx) {
+        cpu::set_gemm_amx(true);
+        check_amx(lv, rep);
     }
     check_channel_kernels(lv, rep);
     check_dequantize(lv, rep);

@@ -2,6 +2,11 @@
 // it; AArch64: NEON, always present; scalar everywhere, also selectable for tests).
 #include "cpu/kernels.h"
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -67,6 +72,27 @@ bool cpu_has_avx512() {
 
 bool cpu_has_avx512_vnni() {
     return cpu_has_avx512() && (leaf7_ecx() & (1u << 11));
+}
+
+bool cpu_has_amx_bf16() {
+    static const bool ok = [] {
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+        const bool amx_bf16 = edx & (1u << 22), amx_tile = edx & (1u << 24);
+        unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+        const bool avx512_bf16 = __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5));
+        if (!(cpu_has_avx512() && amx_bf16 && amx_tile && avx512_bf16)) return false;
+#if defined(__linux__)
+        // The tile data state is off until the process asks for it (Linux 5.16+); a kernel
+        // or hypervisor that refuses leaves the kernels on AVX-512.
+        constexpr long kReqXcompPerm = 0x1023, kXfeatureTileData = 18;
+        if (syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureTileData) != 0) return false;
+        return (xcr0() & 0x60000u) == 0x60000u;
+#else
+        return false;
+#endif
+    }();
+    return ok;
 }
 #endif
 
@@ -319,6 +345,12 @@ int gemm_lanes() {
 }
 bool set_gemm_lanes(int) {
     return false;
+}
+bool gemm_amx() {
+    return false;
+}
+bool set_gemm_amx(bool on) {
+    return !on;
 }
 #endif
 

@@ -67,5 +67,11 @@ bool set_sparse_lanes(int bits);
 // CPU cannot (the width is then unchanged).
 int gemm_lanes();
 bool set_gemm_lanes(int bits);
+// Whether prompt-sized matmuls of quantized weights (kAmxMinTokens tokens or more) run on AMX
+// BF16 tiles (kernels_gemm_amx.cpp): on by default where the CPU has AMX-TILE and AMX-BF16 and
+// the OS grants their state, off with FFNSKIP_AMX=0 at start-up. set_gemm_amx switches it for
+// tests/benchmarks; false when the CPU cannot (the setting is then unchanged).
+bool gemm_amx();
+bool set_gemm_amx(bool on);
 
 }  // namespace ffnskip::cpu

@@ -5,6 +5,9 @@
 #include "cpu/kernels_avx2.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "cpu/kernels_impl.h"
 #include "fp16.h"
@@ -89,6 +92,15 @@ void matmul_float(const WeightView& w, const float* x, int64_t n_tok, float* y, 
     }
 }
 
+namespace {
+// kernels.h gemm_amx: on from the start where the CPU can, unless FFNSKIP_AMX=0 (comparisons).
+bool amx_at_start() {
+    const char* env = std::getenv("FFNSKIP_AMX");
+    return cpu_has_amx_bf16() && !(env != nullptr && std::strcmp(env, "0") == 0);
+}
+std::atomic<bool> g_gemm_amx{amx_at_start()};
+}  // namespace
+
 void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_tok, float* y,
             int64_t ldy, int64_t r0, int64_t r1) {
     const bool float_weights = act_kind(w.type) == ActKind::kF32;
@@ -102,6 +114,9 @@ void matmul(const WeightView& w, const float* x, const uint8_t* acts, int64_t n_
             return matmul_float<GGML_BF16>(w, x, n_tok, y, ldy, r0, r1);
         default:
             if (n_tok == 1) return matvec_quant(w, acts, y, r0, r1);
+            if (n_tok >= kAmxMinTokens && x != nullptr &&
+                g_gemm_amx.load(std::memory_order_relaxed))
+                return amx::gemm(w, x, n_tok, y, ldy, r0, r1);
             return gemm_quant(w, acts, n_tok, y, ldy, r0, r1);
     }
 }
@@ -317,5 +332,15 @@ void f32_to_f16(const float* x, uint16_t* y, int64_t n) {
 const KernelTable kAvx2Kernels = {avx2::prepare_row, avx2::matmul,        avx2::dequantize_row,
                                   avx2::dot_f16_f32, avx2::axpy_f16,      avx2::f32_to_f16,
                                   avx2::matvec_rows, avx2::sparse_matvec, avx2::matmul_each_token};
+
+bool gemm_amx() {
+    return avx2::g_gemm_amx.load();
+}
+
+bool set_gemm_amx(bool on) {
+    if (on && !cpu_has_amx_bf16()) return false;
+    avx2::g_gemm_amx.store(on);
+    return true;
+}
 
 }  // namespace ffnskip::cpu

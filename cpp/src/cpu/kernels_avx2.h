@@ -153,6 +153,13 @@ bool gemm_k(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, i
             int64_t r0, int64_t r1);
 }  // namespace ffnskip::cpu::avx512vnni
 
+namespace ffnskip::cpu::amx {
+// The prompt matmul of any quantized type on AMX BF16 tiles (kernels_gemm_amx.cpp), from the f32
+// x; only where cpu::gemm_amx() is on.
+void gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t ldy, int64_t r0,
+          int64_t r1);
+}  // namespace ffnskip::cpu::amx
+
 namespace ffnskip::cpu::avx512 {
 // The same product with 512-bit lanes (kernels_sparse_avx512.cpp); only where cpu_has_avx512().
 void sparse_matvec(const TransposedView& t, const SparseInput& x, float* y, int64_t k0, int64_t k1);

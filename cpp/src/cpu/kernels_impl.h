@@ -45,6 +45,9 @@ constexpr float kActMax = 32767.0f;
 // use the integer kernels (vpmaddwd: 16 multiply-adds per instruction, like two FMAs, without
 // dequantizing the weights to f32).
 constexpr int64_t kGemmMinTokens = 16;
+// Quantized weights: from this many tokens on, matmul runs on AMX tiles where cpu::gemm_amx() is
+// on (kernels_gemm_amx.cpp pads tokens to blocks of 32).
+constexpr int64_t kAmxMinTokens = 32;
 
 enum class ActKind { kF32, kBlock32 };
 ActKind act_kind(uint32_t weight_type);
@@ -82,6 +85,9 @@ extern const KernelTable kScalarKernels;  // kernels_scalar.cpp
 extern const KernelTable kAvx2Kernels;  // kernels_avx2.cpp (AVX2 + FMA + F16C)
 bool cpu_has_avx512();                  // kernels.cpp: F, BW, VL and DQ, with ZMM state saved
 bool cpu_has_avx512_vnni();             // kernels.cpp: the above and AVX512_VNNI
+// kernels.cpp: AVX-512 (with BF16), AMX-TILE and AMX-BF16, and the OS granted this process the
+// tile state (Linux asks for it once, with arch_prctl).
+bool cpu_has_amx_bf16();
 #endif
 #if defined(FFNSKIP_NEON)
 extern const KernelTable kNeonKernels;  // kernels_neon.cpp (AArch64)

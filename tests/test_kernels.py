@@ -20,7 +20,10 @@ Tolerances (relative L2 error over the whole (n_tok, rows) output, Gaussian x):
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -185,6 +188,20 @@ def test_amx_prompt_matmul_grouped(qtype, amx):
     want = x.astype(np.float64) @ dequantize(w, qtype).astype(np.float64).T
     got = T.matmul(int(qtype), w.tobytes(), rows, cols, x, grouped=True)
     assert rel_l2(got, want) <= 2e-5
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 lane widths")
+def test_avx512_can_be_hidden_for_avx2_speed_checks():
+    # FFNSKIP_AVX512=0: every x86 kernel as on a CPU (or VM) without AVX-512, AMX included.
+    code = (
+        "from ffnskip_native import _core as c\n"
+        "print(c.gemm_amx(), c.gemm_lanes(), c.sparse_lanes())"
+    )
+    env = {**os.environ, "FFNSKIP_AVX512": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "256", "256"]
 
 
 @pytest.mark.parametrize("outlier", [30.0, 100.0])

@@ -18,8 +18,11 @@
 // sums of a call's rows and tokens are kept in a scratch buffer between chunks.
 //
 // Built with the AMX flags; no std::vector here (thread_scratch.h says why).
+// GCC 12's AVX-512 headers self-initialize "undefined" operands (kernels_gemm_k_avx512vnni.cpp).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>

@@ -16,8 +16,10 @@
 // GCC 12's AVX-512 headers initialize the "undefined" pass-through operand of _mm512_cvtepi32_ps
 // and of the 256-bit extraction in _mm512_reduce_add_ps from itself, which -Wuninitialized
 // reports at every use; nothing here reads an uninitialized value.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>

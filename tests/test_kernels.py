@@ -178,6 +178,22 @@ def test_amx_prompt_matmul(qtype, n_tok, amx):
     np.testing.assert_array_equal(got, three)
 
 
+@pytest.mark.parametrize("n_tok", [64, 256])
+@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q6_K, Q.Q8_0], ids=lambda q: q.name)
+def test_amx_prompt_matmul_whole_blocks(qtype, n_tok, amx):
+    # Rows and tokens in whole blocks of 32 (per thread too): the sums build up in the output
+    # itself across column chunks instead of in scratch.
+    rng = np.random.default_rng(int(qtype) + n_tok)
+    rows, cols = 64, 256 * 11
+    w = random_blocks(qtype, rows, cols, rng)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    want = x.astype(np.float64) @ dequantize(w, qtype).astype(np.float64).T
+    one = T.matmul(int(qtype), w.tobytes(), rows, cols, x)
+    two = T.matmul(int(qtype), w.tobytes(), rows, cols, x, n_threads=2)
+    assert rel_l2(one, want) <= 2e-5
+    np.testing.assert_array_equal(one, two)
+
+
 @pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_K], ids=lambda q: q.name)
 def test_amx_prompt_matmul_grouped(qtype, amx):
     # Grouped (re-packed) rows are ungrouped row by row before dequantization.

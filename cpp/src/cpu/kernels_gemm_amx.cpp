@@ -15,7 +15,8 @@
 // tiles (A: row-major BF16, 32 columns each), tiles 6-7 two 16-row weight tiles (B: pairs of
 // columns side by side, "VNNI" order: row p holds columns 2p and 2p + 1 of each of the 16 rows).
 // Columns are walked in chunks whose activations (all tokens, both halves) stay within ~1 MiB; the
-// sums of a call's rows and tokens are kept in a scratch buffer between chunks.
+// sums of a call's rows and tokens are carried between chunks in y itself (whole blocks) or in a
+// scratch buffer.
 //
 // Built with the AMX flags; no std::vector here (thread_scratch.h says why).
 // GCC 12's AVX-512 headers self-initialize "undefined" operands (kernels_gemm_k_avx512vnni.cpp).
@@ -105,28 +106,50 @@ void convert_acts(const float* x, int64_t cols, int64_t n_tok, int64_t n_tok_pad
     }
 }
 
+// In-register transpose of 16 x 16 dwords: r[i] lane c -> r[c] lane i (unpack 32- and 64-bit
+// elements, then two rounds of 128-bit lane shuffles).
+inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    // r[4i + j], 128-bit lane q: rows 4i..4i+3 of column 4q + j.
+    for (int i = 0; i < 4; ++i) {
+        r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; ++i) {
+        for (int j = 0; j < 4; ++j) {
+            t[8 * i + j] = _mm512_shuffle_i32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_i32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+        }
+    }
+    for (int j = 0; j < 8; ++j) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xDD);
+    }
+}
+
 // Rows [0, 16) of a weight tile group, columns [0, kc) from f32 rows (stride kc) -> both halves
-// in the pairs layout: b[(k / 2) * 32 + 2 * row + (k & 1)].
+// in the pairs layout: b[(k / 2) * 32 + 2 * row + (k & 1)]. A 32-column step of a row is 16 pairs
+// (dwords) in one vector; the 16 rows' vectors are transposed into the step's 16 pair rows.
 void pack_rows(const float* rows, int64_t kc, uint16_t* b_hi, uint16_t* b_lo) {
-    alignas(64) uint32_t hi[kTile][kTile], lo[kTile][kTile];  // [row][pair] of a 32-column step
-    const __m512i idx =
-        _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
     for (int64_t k = 0; k < kc; k += kTileK) {
+        __m512i hi[kTile], lo[kTile];
         for (int r = 0; r < kTile; ++r) {
             const float* src = rows + r * kc + k;
-            __m512i h, l;
-            split32(_mm512_loadu_ps(src), _mm512_loadu_ps(src + 16), h, l);
-            _mm512_store_si512(hi[r], h);
-            _mm512_store_si512(lo[r], l);
+            split32(_mm512_loadu_ps(src), _mm512_loadu_ps(src + 16), hi[r], lo[r]);
         }
-        // Transpose [row][pair] -> [pair][row]: 16 x 16 dwords.
-        auto* out_hi = reinterpret_cast<uint32_t*>(b_hi + (k / 2) * 2 * kTile);
-        auto* out_lo = reinterpret_cast<uint32_t*>(b_lo + (k / 2) * 2 * kTile);
+        transpose16(hi);
+        transpose16(lo);
+        auto* out_hi = b_hi + (k / 2) * 2 * kTile;
+        auto* out_lo = b_lo + (k / 2) * 2 * kTile;
         for (int p = 0; p < kTile; ++p) {
-            _mm512_store_si512(out_hi + p * kTile,
-                               _mm512_i32gather_epi32(idx, &hi[0][p], sizeof(uint32_t)));
-            _mm512_store_si512(out_lo + p * kTile,
-                               _mm512_i32gather_epi32(idx, &lo[0][p], sizeof(uint32_t)));
+            _mm512_storeu_si512(out_hi + p * 2 * kTile, hi[p]);
+            _mm512_storeu_si512(out_lo + p * 2 * kTile, lo[p]);
         }
     }
 }
@@ -199,20 +222,25 @@ void gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t 
     const bool grouped = is_grouped(w.type);
     const int64_t nr = r1 - r0, nr_pad = round_up(nr, kBlock), nt_pad = round_up(n_tok, kBlock);
     const int64_t kc_max = chunk_cols(w.cols, nt_pad, block);
-    // Scratch: sums (tokens x rows), the activation halves of a chunk, f32 rows of a chunk, the
-    // weight halves of 32 rows, one chunk of a row ungrouped.
-    const size_t sums = static_cast<size_t>(nt_pad * nr_pad), acts = nt_pad * kc_max,
+    // Whole blocks of tokens and rows (the usual prompt): the sums build up in y itself. Else in
+    // a scratch buffer c, copied out at the end.
+    const bool whole = nr == nr_pad && n_tok == nt_pad;
+    // Scratch: c, the activation halves of a chunk, f32 rows of a chunk, the weight halves of 32
+    // rows, one chunk of a row ungrouped.
+    const size_t n_c = whole ? 0 : static_cast<size_t>(nt_pad * nr_pad), acts = nt_pad * kc_max,
                  rows = kBlock * kc_max;
     auto* mem = static_cast<uint8_t*>(
         thread_scratch(ScratchSlot::kGemmActs,
-                       sums * 4 + 2 * acts * 2 + rows * 4 + 2 * rows * 2 + w.row_bytes + 256));
+                       n_c * 4 + 2 * acts * 2 + rows * 4 + 2 * rows * 2 + w.row_bytes + 256));
     auto* c = reinterpret_cast<float*>(mem);
-    auto* a_hi = reinterpret_cast<uint16_t*>(c + sums);
+    auto* a_hi = reinterpret_cast<uint16_t*>(c + n_c);
     uint16_t* a_lo = a_hi + acts;
     auto* rows_f32 = reinterpret_cast<float*>(a_lo + acts);
     auto* b_hi = reinterpret_cast<uint16_t*>(rows_f32 + rows);
     uint16_t* b_lo = b_hi + rows;
     auto* plain = reinterpret_cast<uint8_t*>(b_lo + rows);
+    float* const sums = whole ? y + r0 : c;
+    const int64_t ld = whole ? ldy : nr_pad;
 
     configure_tiles();
     for (int64_t k0 = 0; k0 < w.cols; k0 += kc_max) {
@@ -239,13 +267,15 @@ void gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t 
             for (int64_t tb = 0; tb < nt_pad; tb += kBlock) {
                 const Operands o{a_hi + tb * kc, a_lo + tb * kc,    b_hi,
                                  b_lo,           b_hi + kTile * kc, b_lo + kTile * kc};
-                block_4tiles(o, kc, c + tb * nr_pad + rb, nr_pad, k0 == 0);
+                block_4tiles(o, kc, sums + tb * ld + rb, ld, k0 == 0);
             }
         }
     }
     _tile_release();
-    for (int64_t t = 0; t < n_tok; ++t)
-        std::memcpy(y + t * ldy + r0, c + t * nr_pad, static_cast<size_t>(nr) * 4);
+    if (!whole) {
+        for (int64_t t = 0; t < n_tok; ++t)
+            std::memcpy(y + t * ldy + r0, c + t * nr_pad, static_cast<size_t>(nr) * 4);
+    }
 }
 
 }  // namespace ffnskip::cpu::amx

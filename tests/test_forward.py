@@ -250,3 +250,21 @@ def test_oversubscribed_thread_pool_completes_and_matches_one_thread(tmp_path_fa
         a = np.stack([one.eval([t]) for t in tokens])
         b = np.stack([many.eval([t]) for t in tokens])
         assert np.array_equal(a, b)
+
+
+def test_smollm2_long_prompt_same_on_amx_and_integer_kernels(smollm2_path):
+    # 700 tokens: a prompt step of 512, then one of 188 whose column chunks (1344 of 1536 on the
+    # down projection) once split a group of grouped Q4_1 blocks and gave NaN logits on AMX.
+    eng = _core.Engine(str(smollm2_path), backend="cpu", n_ctx=1024, n_threads=2)
+    tokens = sample_tokens(700, eng.n_vocab, seed=11)
+    was = _core.gemm_amx()
+    if not _core._testing.set_gemm_amx(True):
+        pytest.skip("CPU (or OS) offers no AMX BF16 tiles")
+    try:
+        amx = eng.logits(tokens, all_positions=True)
+        _core._testing.set_gemm_amx(False)
+        integer = eng.logits(tokens, all_positions=True)
+    finally:
+        _core._testing.set_gemm_amx(was)
+    assert np.isfinite(amx).all()
+    assert rel_err(amx, integer).max() <= 1e-2

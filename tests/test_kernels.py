@@ -194,13 +194,16 @@ def test_amx_prompt_matmul_whole_blocks(qtype, n_tok, amx):
     np.testing.assert_array_equal(one, two)
 
 
-@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_K], ids=lambda q: q.name)
-def test_amx_prompt_matmul_grouped(qtype, amx):
-    # Grouped (re-packed) rows are ungrouped row by row before dequantization.
+@pytest.mark.parametrize("n_tok", [40, 168])
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q4_K], ids=lambda q: q.name)
+def test_amx_prompt_matmul_grouped(qtype, n_tok, amx):
+    # Grouped (re-packed) rows are ungrouped chunk by chunk before dequantization. 168 tokens x
+    # 1536 columns (SmolLM2's down projection): two column chunks, which must start on a group of
+    # 8 blocks (a chunk of 1344 columns read the group after it as plain blocks: NaN logits).
     rng = np.random.default_rng(int(qtype))
-    rows, cols = 40, 256 * 3
+    rows, cols = 40, 1536
     w = random_blocks(qtype, rows, cols, rng)
-    x = rng.standard_normal((40, cols)).astype(np.float32)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     want = x.astype(np.float64) @ dequantize(w, qtype).astype(np.float64).T
     got = T.matmul(int(qtype), w.tobytes(), rows, cols, x, grouped=True)
     assert rel_l2(got, want) <= 2e-5

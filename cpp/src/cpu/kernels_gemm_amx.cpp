@@ -64,11 +64,9 @@ int64_t round_up(int64_t v, int64_t m) {
     return (v + m - 1) / m * m;
 }
 
-// Columns per chunk: a multiple of the weight block (and of 32), activations of all tokens (both
-// halves) within ~1 MiB.
-int64_t chunk_cols(int64_t cols, int64_t n_tok_pad, int64_t block) {
+// Columns per chunk: a multiple of `step`, activations of all tokens (both halves) within ~1 MiB.
+int64_t chunk_cols(int64_t cols, int64_t n_tok_pad, int64_t step) {
     constexpr int64_t kBudget = int64_t{1} << 20;
-    const int64_t step = std::max<int64_t>(block, kTileK);
     const int64_t fit = kBudget / (n_tok_pad * 4) / step * step;
     return std::clamp<int64_t>(fit, step, round_up(cols, step));
 }
@@ -221,7 +219,12 @@ void gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t 
     const size_t block_bytes = type_info(type)->block_bytes;
     const bool grouped = is_grouped(w.type);
     const int64_t nr = r1 - r0, nr_pad = round_up(nr, kBlock), nt_pad = round_up(n_tok, kBlock);
-    const int64_t kc_max = chunk_cols(w.cols, nt_pad, block);
+    // Chunks start on a weight block and on a tile step; on grouped Q4_0/Q4_1 rows also on a group
+    // of 8 blocks (repack.h; Q4_K's grouping stays within its super-block), so that a chunk of a
+    // row ungroups as a row of its own.
+    const int64_t group = grouped && block < 256 ? kGroupBlocks * block : block;
+    const int64_t step = std::max<int64_t>(group, kTileK);
+    const int64_t kc_max = chunk_cols(w.cols, nt_pad, step);
     // Whole blocks of tokens and rows (the usual prompt): the sums build up in y itself. Else in
     // a scratch buffer c, copied out at the end.
     const bool whole = nr == nr_pad && n_tok == nt_pad;
@@ -256,7 +259,7 @@ void gemm(const WeightView& w, const float* x, int64_t n_tok, float* y, int64_t 
                     continue;
                 }
                 const uint8_t* src = w.data + static_cast<size_t>(r) * w.row_bytes + chunk_at;
-                if (grouped) {  // a chunk starts on a group (8 blocks) and reads as a short row
+                if (grouped) {  // the chunk starts on a group: it reads as a short row
                     ungroup_row(w.type, src, plain, kc);
                     src = plain;
                 }

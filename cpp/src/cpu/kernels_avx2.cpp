@@ -93,10 +93,13 @@ void matmul_float(const WeightView& w, const float* x, int64_t n_tok, float* y, 
 }
 
 namespace {
-// kernels.h gemm_amx: on from the start where the CPU can, unless FFNSKIP_AMX=0 (comparisons).
+// kernels.h gemm_amx: on from the start where the CPU can, unless FFNSKIP_AMX=0. The variable is
+// read first, so that with it the process never asks Linux for the tile state (which also makes
+// the kernel refuse later sigaltstack() stacks too small for that state).
 bool amx_at_start() {
     const char* env = std::getenv("FFNSKIP_AMX");
-    return cpu_has_amx_bf16() && !(env != nullptr && std::strcmp(env, "0") == 0);
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    return cpu_has_amx_bf16();
 }
 std::atomic<bool> g_gemm_amx{amx_at_start()};
 }  // namespace

@@ -179,30 +179,31 @@ void block_4tiles(const Operands& o, int64_t kc, float* c, int64_t ldc, bool fir
     }
     const size_t as = static_cast<size_t>(kc) * 2;
     const int64_t a1 = kTile * kc;
+    // A tiles 4, 5: 16 tokens each; B tiles 6, 7: 16 rows each; sums 0-3 += A x B.
+    const auto load_a = [&](const uint16_t* a) {
+        _tile_loadd(4, a, as);
+        _tile_loadd(5, a + a1, as);
+    };
+    const auto load_b = [](const uint16_t* b0, const uint16_t* b1) {
+        _tile_loadd(6, b0, 64);
+        _tile_loadd(7, b1, 64);
+    };
+    const auto products = [] {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    };
     for (int64_t k = 0; k < kc; k += kTileK) {
         const int64_t bk = k * kTile;
-        _tile_loadd(4, o.a_hi + k, as);
-        _tile_loadd(5, o.a_hi + a1 + k, as);
-        _tile_loadd(6, o.b0_hi + bk, 64);
-        _tile_loadd(7, o.b1_hi + bk, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(6, o.b0_lo + bk, 64);
-        _tile_loadd(7, o.b1_lo + bk, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(4, o.a_lo + k, as);
-        _tile_loadd(5, o.a_lo + a1 + k, as);
-        _tile_loadd(6, o.b0_hi + bk, 64);
-        _tile_loadd(7, o.b1_hi + bk, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        load_a(o.a_hi + k);
+        load_b(o.b0_hi + bk, o.b1_hi + bk);
+        products();  // hi * hi
+        load_b(o.b0_lo + bk, o.b1_lo + bk);
+        products();  // hi * lo
+        load_a(o.a_lo + k);
+        load_b(o.b0_hi + bk, o.b1_hi + bk);
+        products();  // lo * hi
     }
     _tile_stored(0, c, cs);
     _tile_stored(1, c01, cs);

@@ -52,8 +52,16 @@ inline void store_scaled_u8(int16_t* dst, __m256i codes, int scale) {
                                                _mm512_set1_epi16(static_cast<int16_t>(scale))));
 }
 
+// Q4_K / Q5_K: the super-block scale d and the 8 min terms -(dmin * m_j), rounded as the scalar
+// path rounds them.
+inline void scale_and_mins(uint16_t d16, uint16_t dmin16, const uint8_t* m, float* d, float* mn) {
+    *d = avx2::half(d16);
+    const float dmin = avx2::half(dmin16);
+    for (int j = 0; j < kSubs; ++j) mn[j] = -(dmin * static_cast<float>(m[j]));
+}
+
 // The per-type decoders: super-block `sb` (one GGUF block) -> 256 folded codes, its scale and
-// (kMin) the 8 min terms -(dmin * m_j), rounded as the scalar path rounds them.
+// (kMin) the 8 min terms.
 template <bool kGrouped>
 struct DecodeQ4K {
     static constexpr bool kMin = true;
@@ -65,9 +73,7 @@ struct DecodeQ4K {
             grouped_q4k_scale_mins(b.scales, sc, m);
         else
             avx2::scale_min_k4(b.scales, sc, m);
-        *d = avx2::half(b.d);
-        const float dmin = avx2::half(b.dmin);
-        for (int j = 0; j < kSubs; ++j) mn[j] = -(dmin * static_cast<float>(m[j]));
+        scale_and_mins(b.d, b.dmin, m, d, mn);
         const __m256i low = _mm256_set1_epi8(0x0F);
         for (int p = 0; p < 4; ++p) {  // blocks 2p and 2p + 1 share 32 bytes (low, high nibbles)
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * p));
@@ -85,12 +91,9 @@ struct DecodeQ5K {
         const auto& b = *reinterpret_cast<const block_q5_K*>(sb);
         uint8_t sc[8], m[8];
         avx2::scale_min_k4(b.scales, sc, m);
-        *d = avx2::half(b.d);
-        const float dmin = avx2::half(b.dmin);
-        for (int j = 0; j < kSubs; ++j) {
-            mn[j] = -(dmin * static_cast<float>(m[j]));
+        scale_and_mins(b.d, b.dmin, m, d, mn);
+        for (int j = 0; j < kSubs; ++j)
             store_scaled_u8(q + 32 * j, avx2::q5k_codes(b.qs, b.qh, j), sc[j]);
-        }
     }
 };
 

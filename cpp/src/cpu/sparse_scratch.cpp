@@ -1,28 +1,29 @@
 #include "cpu/sparse_scratch.h"
 
-#include <vector>
+#include <algorithm>
+
+#include "cpu/thread_scratch.h"
 
 namespace ffnskip::cpu {
 
+namespace {
+float* zeroed_floats(ScratchSlot slot, size_t n) {
+    auto* f = static_cast<float*>(thread_scratch(slot, n * sizeof(float)));
+    std::fill(f, f + n, 0.0f);
+    return f;
+}
+}  // namespace
+
 SparseScratch sparse_scratch(size_t n_out, bool super, size_t acc_bytes, size_t n_rows) {
-    thread_local std::vector<float> y, z, zm;
-    thread_local std::vector<uint8_t> acc;
-    thread_local std::vector<const uint8_t*> rows;
-    constexpr size_t kAlign = 64;
     SparseScratch s;
-    y.assign(n_out, 0.0f);
-    s.y = y.data();
+    s.y = zeroed_floats(ScratchSlot::kSparseY, n_out);
     if (super) {
-        z.assign(n_out, 0.0f);
-        zm.assign(n_out, 0.0f);
-        s.z = z.data();
-        s.zm = zm.data();
+        s.z = zeroed_floats(ScratchSlot::kSparseZ, n_out);
+        s.zm = zeroed_floats(ScratchSlot::kSparseZm, n_out);
     }
-    acc.resize(acc_bytes + kAlign);
-    const auto at = reinterpret_cast<uintptr_t>(acc.data());
-    s.acc = acc.data() + (kAlign - at % kAlign) % kAlign;
-    rows.resize(n_rows);
-    s.rows = rows.data();
+    s.acc = thread_scratch(ScratchSlot::kSparseAcc, acc_bytes);
+    s.rows = static_cast<const uint8_t**>(
+        thread_scratch(ScratchSlot::kSparseRows, n_rows * sizeof(const uint8_t*)));
     return s;
 }
 

@@ -1,8 +1,6 @@
 // Per-thread scratch of the x86 channel-sparse kernels (sparse_x86.h), sized and zeroed here, in
-// a file built for the baseline ISA. The kernel files must not instantiate std::vector's member
-// functions themselves: those are weak symbols, and the linker may keep the copy built with
-// AVX-512 (kernels_sparse_avx512.cpp) for every other caller in the library, which then faults
-// on a CPU without AVX-512.
+// a file built for the baseline ISA, from thread_scratch.h's buffers (which says why the kernel
+// files keep no std::vector of their own).
 #pragma once
 
 #include <cstddef>

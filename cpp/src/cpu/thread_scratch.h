@@ -10,7 +10,16 @@
 namespace ffnskip::cpu {
 
 // Scratch slots a thread may hold at once.
-enum class ScratchSlot { kGemmActs, kGemmRows, kCount };
+enum class ScratchSlot {
+    kGemmActs,
+    kGemmRows,
+    kSparseY,  // the channel-sparse product's buffers (sparse_scratch.h)
+    kSparseZ,
+    kSparseZm,
+    kSparseAcc,
+    kSparseRows,
+    kCount
+};
 
 // `bytes` of this thread's memory for `slot`, 64-byte aligned, not zeroed; valid until the
 // thread's next call for the same slot.

@@ -25,6 +25,7 @@
 #include "cpu/ops.h"
 #include "cpu/repack.h"
 #include "cpu/threadpool.h"
+#include "env_flag.h"
 #include "host_memory.h"
 
 namespace ffnskip {
@@ -165,8 +166,7 @@ class CpuBackend final : public Backend {
     void group_weights() {
         layers_ = model_->layers;
         output_ = model_->output;
-        const char* env = std::getenv("FFNSKIP_REPACK");
-        if (env != nullptr && std::strcmp(env, "0") == 0) return;
+        if (env_set_to_zero("FFNSKIP_REPACK")) return;
         std::vector<WeightView*> views;  // the ones to group, and where their copies start
         std::vector<size_t> at;
         size_t total = 0;

@@ -15,6 +15,7 @@
 
 #include "cpu/kernels_impl.h"
 #include "cpu/repack.h"
+#include "env_flag.h"
 #include "ffnskip/ffnskip.h"
 #include "ggml_types.h"
 #include "quants.h"
@@ -66,8 +67,7 @@ bool cpu_has_avx2() {
 bool cpu_has_avx512() {
     // FFNSKIP_AVX512=0 hides AVX-512 (and so VNNI and AMX) from every kernel, as the VMs that do
     // not expose it would: speed claims are checked on the AVX2 kernels too.
-    const char* env = std::getenv("FFNSKIP_AVX512");
-    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    if (env_set_to_zero("FFNSKIP_AVX512")) return false;
     // F, DQ, BW and VL, with the opmask and both halves of the ZMM registers saved too.
     const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
     return cpu_has_avx2() && (xcr0() & 0xE6u) == 0xE6u &&

@@ -6,10 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 
 #include "cpu/kernels_impl.h"
+#include "env_flag.h"
 #include "fp16.h"
 #include "ggml_types.h"
 
@@ -97,9 +96,7 @@ namespace {
 // read first, so that with it the process never asks Linux for the tile state (which also makes
 // the kernel refuse later sigaltstack() stacks too small for that state).
 bool amx_at_start() {
-    const char* env = std::getenv("FFNSKIP_AMX");
-    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-    return cpu_has_amx_bf16();
+    return !env_set_to_zero("FFNSKIP_AMX") && cpu_has_amx_bf16();
 }
 std::atomic<bool> g_gemm_amx{amx_at_start()};
 }  // namespace

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
 # shellcheck disable=SC2046  # the flags are meant to split
 cc -std=c11 -Wall -Wextra -Werror examples/c/generate.c \
     $(python -m ffnskip_native.capi --cflags --libs) -o "$out/generate"

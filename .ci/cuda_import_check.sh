@@ -13,7 +13,9 @@ ninja -C "$build" -j2 _core ffnskip
 unset LD_LIBRARY_PATH
 
 purelib="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-site="$(mktemp -d)/site-packages"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+site="$scratch/site-packages"
 mkdir -p "$site"
 cp -r python/ffnskip_native "$site/"
 cmake --install "$build" --prefix "$site" >/dev/null

@@ -12,15 +12,18 @@
 set -euo pipefail
 wheel="$([ $# -ge 1 ] && realpath "$1" || true)"
 cd "$(dirname "$0")/.."
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
 if [ -z "$wheel" ]; then
-    dist="$(mktemp -d)"
+    dist="$scratch/dist"
     bash tools/build_wheel.sh "$dist"
     wheel="$(ls "$dist"/*.whl)"
 fi
 
-venv="$(mktemp -d)/venv"
+venv="$scratch/venv"
 python3 -m venv "$venv"
-tools="$(mktemp -d)"
+tools="$scratch/tools"
+mkdir -p "$tools"
 ln -s "$(command -v nm)" "$tools/nm"
 nocc() { env -u CC -u CXX -u CUDACXX -u CMAKE_ARGS -u LD_LIBRARY_PATH PATH="$venv/bin:$tools" "$@"; }
 py="$venv/bin/python"

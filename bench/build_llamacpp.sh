@@ -7,12 +7,26 @@
 #
 #   bench/build_llamacpp.sh            # cache in ~/.cache/ffnskip-peer
 #   FFNSKIP_PEER_DIR=/some/dir bench/build_llamacpp.sh
+#   FFNSKIP_PEER_ISA=avx2 bench/build_llamacpp.sh   # AVX2 + FMA + F16C only, for comparing with
+#                                                   # our kernels under FFNSKIP_AVX512=0
 set -euo pipefail
 
 version=0.3.36
 peer_dir=${FFNSKIP_PEER_DIR:-$HOME/.cache/ffnskip-peer}
 src_root=$peer_dir/llama_cpp_python-$version
+isa=${FFNSKIP_PEER_ISA:-native}
 build_dir=$peer_dir/build-$version
+isa_flags=(-DGGML_NATIVE=ON)
+if [[ $isa == avx2 ]]; then
+    # The ISA of an AVX2-only host (these VMs sometimes hide AVX-512): the reference level of
+    # issue 17's speed claims, so both engines are held to it in the same run.
+    build_dir=$peer_dir/build-$version-avx2
+    isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+        -DGGML_BMI2=ON -DGGML_AVX512=OFF)
+elif [[ $isa != native ]]; then
+    echo "FFNSKIP_PEER_ISA must be native or avx2, got '$isa'" >&2
+    exit 2
+fi
 jobs=${JOBS:-$(nproc)}
 
 mkdir -p "$peer_dir"
@@ -33,7 +47,7 @@ if [[ ! -f $build_dir/CMakeCache.txt ]]; then
     generator=()
     command -v ninja >/dev/null && generator=(-G Ninja)
     cmake -S "$src_root/vendor/llama.cpp" -B "$build_dir" "${generator[@]}" \
-        -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+        -DCMAKE_BUILD_TYPE=Release "${isa_flags[@]}" -DLLAMA_CURL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
         "-DCMAKE_C_FLAGS=$no_amx" "-DCMAKE_CXX_FLAGS=$no_amx" >&2
 fi

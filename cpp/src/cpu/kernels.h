@@ -62,9 +62,9 @@ bool set_simd_level(const char* level);
 int sparse_lanes();
 bool set_sparse_lanes(int bits);
 // The lane width of the x86 prompt matmul of K-quant weights: 512 bits (AVX-512 VNNI,
-// kernels_gemm_k_avx512vnni.cpp) where the CPU has AVX-512 F/BW/VL/DQ and VNNI, else 256 (the AVX2
-// tiles); 0 on other hosts. set_gemm_lanes forces 256 or 512 for tests/benchmarks; false when the
-// CPU cannot (the width is then unchanged).
+// kernels_gemm_k_avx512vnni.cpp) where the CPU has AVX-512 F/BW/VL/DQ and VNNI, else 256 (its AVX2
+// twin, kernels_gemm_k_avx2.cpp); 0 on other hosts. set_gemm_lanes forces 256 or 512 for
+// tests/benchmarks; false when the CPU cannot (the width is then unchanged).
 int gemm_lanes();
 bool set_gemm_lanes(int bits);
 // Whether prompt-sized matmuls of quantized weights (kAmxMinTokens tokens or more) run on AMX

@@ -123,6 +123,10 @@ void matvec_quant(const WeightView& w, const uint8_t* acts, float* y, int64_t r0
 // Any n_tok >= 1 through the prompt tiles (kernels_gemm_quant_avx2.cpp), for prompts:
 void gemm_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                 int64_t r0, int64_t r1);
+// The K-quants (Q4_K plain or grouped, Q5_K, Q6_K) at several tokens on rows decoded into folded
+// 16-bit codes (kernels_gemm_k_avx2.cpp); false, doing nothing, for the other types.
+bool gemm_k_folded(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
+                   int64_t r0, int64_t r1);
 // kernels.h matmul_each_token for the quantized types (grouped or not): several-token variants
 // of the one-token tiles (kernels_matvec_quant_avx2.cpp); false, doing nothing, for the others.
 bool matmul_each_token(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y,

@@ -5,7 +5,8 @@
 // (row, token)). Measured on the 2-core EPYC (thread CPU time, n_tok = 512): 57-72 GFLOP/s,
 // against 47-54 for the 8-bit activations with per-tile decoding. Fewer tokens run the generic
 // tile, which decodes the codes inside the tile. The types' decoders are in
-// kernels_quant_blocks_avx2.h.
+// kernels_quant_blocks_avx2.h. K-quants at kDecodedMinTokens tokens or more go to the folded-scale
+// tiles instead (gemm_k_folded.h: AVX-512 VNNI or AVX2, by gemm_lanes()).
 #include <algorithm>
 #include <atomic>
 #include <vector>
@@ -360,9 +361,12 @@ std::atomic<int> g_gemm_lanes{cpu_has_avx512_vnni() ? 512 : 256};
 
 void gemm_quant(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                 int64_t r0, int64_t r1) {
-    if (n_tok >= kDecodedMinTokens && g_gemm_lanes.load(std::memory_order_relaxed) == 512 &&
-        avx512vnni::gemm_k(w, acts, n_tok, y, ldy, r0, r1))
-        return;
+    if (n_tok >= kDecodedMinTokens) {
+        const bool vnni = g_gemm_lanes.load(std::memory_order_relaxed) == 512;
+        if (vnni ? avx512vnni::gemm_k(w, acts, n_tok, y, ldy, r0, r1)
+                 : gemm_k_folded(w, acts, n_tok, y, ldy, r0, r1))
+            return;
+    }
     with_decoder(w.type, [&](auto tag) {
         drive<typename decltype(tag)::type>(w, acts, n_tok, y, ldy, r0, r1);
     });

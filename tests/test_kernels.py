@@ -136,9 +136,10 @@ K_TYPES = [Q.Q4_K, Q.Q5_K, Q.Q6_K]
 @pytest.mark.parametrize("qtype", K_TYPES, ids=lambda q: q.name)
 def test_k_prompt_tiles_agree_at_both_lane_widths(qtype, n_tok):
     # The K-quant prompt matmul at 512-bit lanes (AVX-512 VNNI: a super-block summed in integers
-    # with the sub-block scales folded into the codes) and at 256 (AVX2: per-32-block sums) read
-    # the same activations, so only float rounding differs; both match float64. 11 super-blocks
-    # per row: a partial chunk of 16 and an odd count for the 16-block min loop.
+    # with the sub-block scales folded into the codes) and at 256 (AVX2: the same folded codes,
+    # summed per half super-block) read the same activations, so only float rounding differs;
+    # both match float64. 11 super-blocks per row: a partial chunk of 16 and an odd count for the
+    # 16-block min loop.
     if not T.set_simd_level("avx2"):
         pytest.skip("CPU has no AVX2")
     before = _core.gemm_lanes()
@@ -158,6 +159,35 @@ def test_k_prompt_tiles_agree_at_both_lane_widths(qtype, n_tok):
         T.set_simd_level("auto")
     assert rel_l2(wide, narrow.astype(np.float64)) <= 1e-6
     assert rel_l2(wide, want) <= tolerance(qtype)
+
+
+@pytest.mark.parametrize("lanes", [256, 512])
+@pytest.mark.parametrize("qtype", K_TYPES + [Q.Q4_0], ids=lambda q: q.name)
+def test_prompt_tiles_give_a_token_the_same_outputs_in_any_call(qtype, lanes):
+    # A prompt read in pieces gives the logits of reading it whole (the engine's chunked prompts
+    # and prefix reuse rely on it): from 4 tokens on, a token's outputs are bitwise the same
+    # whatever other tokens share the call and wherever it sits among them (tiles of 3 or 4
+    # tokens, chunks of 64 to 256). 70 tokens whole against pieces of 4, 29 and 37.
+    if not T.set_simd_level("avx2"):
+        pytest.skip("CPU has no AVX2")
+    before, amx_before = _core.gemm_lanes(), _core.gemm_amx()
+    try:
+        if not T.set_gemm_lanes(lanes):
+            pytest.skip(f"CPU has no {lanes}-bit prompt tiles")
+        T.set_gemm_amx(False)
+        rng = np.random.default_rng(int(qtype) + lanes)
+        rows, cols = 11, 256 * 3
+        w = random_blocks(qtype, rows, cols, rng).tobytes()
+        x = rng.standard_normal((70, cols)).astype(np.float32)
+        whole = T.matmul(int(qtype), w, rows, cols, x)
+        pieces = [
+            T.matmul(int(qtype), w, rows, cols, x[a:b]) for a, b in ((0, 4), (4, 33), (33, 70))
+        ]
+    finally:
+        T.set_gemm_lanes(before)
+        T.set_gemm_amx(amx_before)
+        T.set_simd_level("auto")
+    assert np.array_equal(whole, np.concatenate(pieces))
 
 
 @pytest.mark.parametrize("n_tok", [32, 33, 70, 256])

@@ -29,6 +29,7 @@
 #include "cuda/norm_rope.cuh"
 #include "cuda/skip_gate.cuh"
 #include "cuda/swiglu.cuh"
+#include "env_flag.h"
 
 namespace ffnskip {
 
@@ -103,8 +104,7 @@ class CudaBackend final : public Backend {
         : Backend(std::move(model), n_ctx, kChunk) {
         check_shapes();
         FFNSKIP_CUDA_CHECK(cudaSetDevice(device_));
-        const char* g = std::getenv("FFNSKIP_CUDA_GRAPHS");
-        use_graphs_ = !(g && std::strcmp(g, "0") == 0);
+        use_graphs_ = !env_set_to_zero("FFNSKIP_CUDA_GRAPHS");
 
         const int64_t kvd = static_cast<int64_t>(hp_.n_head_kv) * hp_.head_dim;
         dec_split_len_ =

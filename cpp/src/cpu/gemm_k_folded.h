@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "cpu/kernels_avx2.h"
 #include "cpu/kernels_impl.h"
@@ -128,12 +129,34 @@ inline int64_t tokens_per_chunk(int64_t cols) {
     return std::clamp<int64_t>(kActBudget / (cols * int64_t{sizeof(int16_t)}), 64, kMaxTokChunk);
 }
 
-// Rows [r0, r1) of w times n_tok tokens through tiles of at most kRows x kTokens: tile_for(nr, nt)
-// gives the tile for nr rows and nt tokens. kDecoded rows are decoded per pass, so a group of
-// tokens' activations is read from L2 once for all of them.
-template <class D, int kRows, int kTokens, int kDecoded, class TileFor>
+// A kernel file's tiles: struct Tiles { static constexpr int kRows, kTokens, kDecoded; template
+// <bool kMin, int R, int NT> static void tile(const KRow*, const TokAct*, int64_t, float* const*);
+// }, tile<kMin, R, NT> computing R <= kRows rows x NT <= kTokens tokens (kMin: with min terms).
+// tile_for picks it from tables built here once for every kernel file.
+template <class Tiles, bool kMin, int R, size_t... T>
+TileFn tile_for_tokens(int nt, std::index_sequence<T...>) {
+    constexpr TileFn kFns[] = {&Tiles::template tile<kMin, R, static_cast<int>(T) + 1>...};
+    return kFns[nt - 1];
+}
+
+template <class Tiles, bool kMin, int R>
+TileFn tile_for_rows(int nt) {
+    return tile_for_tokens<Tiles, kMin, R>(nt, std::make_index_sequence<Tiles::kTokens>{});
+}
+
+template <class Tiles, bool kMin, size_t... R>
+TileFn tile_for(int nr, int nt, std::index_sequence<R...>) {
+    constexpr TileFn (*kByRows[])(int) = {&tile_for_rows<Tiles, kMin, static_cast<int>(R) + 1>...};
+    return kByRows[nr - 1](nt);
+}
+
+// Rows [r0, r1) of w times n_tok tokens through tiles of at most Tiles::kRows x Tiles::kTokens.
+// Tiles::kDecoded rows are decoded per pass, so a group of tokens' activations is read from L2
+// once for all of them.
+template <class D, class Tiles>
 void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
-           int64_t r0, int64_t r1, TileFor tile_for) {
+           int64_t r0, int64_t r1) {
+    constexpr int kRows = Tiles::kRows, kTokens = Tiles::kTokens, kDecoded = Tiles::kDecoded;
     const int64_t nsb = w.cols / kSuper, nb = nsb * kSubs;
     const size_t astride = static_cast<size_t>(nb) * kActBytes32;
     // Decoded rows: codes, then super-block scales and min terms, each padded to 64 bytes.
@@ -173,7 +196,8 @@ void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, in
                     const int ni = std::min(kRows, nr - i);
                     float* out[kTokens];
                     for (int j = 0; j < nt; ++j) out[j] = y + (tc + t + j) * ldy + r + i;
-                    tile_for(ni, nt)(rows + i, tok + t, nsb, out);
+                    tile_for<Tiles, D::kMin>(ni, nt, std::make_index_sequence<kRows>{})(
+                        rows + i, tok + t, nsb, out);
                 }
             }
             r += nr;
@@ -182,15 +206,11 @@ void drive(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, in
 }
 
 // The drive for w's type (plain or grouped Q4_K, Q5_K, Q6_K); false, doing nothing, for others.
-// TileFor(kMin) gives the tile_for of drive for the types with (without) a min term.
-template <class Store, int kRows, int kTokens, int kDecoded, class TileFor>
+template <class Store, class Tiles>
 bool gemm_k_folded(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
-                   int64_t r0, int64_t r1, TileFor tile_for) {
+                   int64_t r0, int64_t r1) {
     auto run = [&](auto decoder) {
-        using D = decltype(decoder);
-        drive<D, kRows, kTokens, kDecoded>(w, acts, n_tok, y, ldy, r0, r1, [&](int nr, int nt) {
-            return tile_for(D::kMin, nr, nt);
-        });
+        drive<decltype(decoder), Tiles>(w, acts, n_tok, y, ldy, r0, r1);
         return true;
     };
     switch (w.type) {

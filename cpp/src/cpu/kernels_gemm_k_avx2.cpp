@@ -22,7 +22,6 @@ namespace {
 using gemm_k::KRow;
 using gemm_k::kSubs;
 using gemm_k::kSuper;
-using gemm_k::TileFn;
 using gemm_k::TokAct;
 
 // The decoders' widening stores: 32 byte codes -> 16-bit, times their scale, in two registers.
@@ -120,28 +119,19 @@ void tile(const KRow* rows, const TokAct* acts, int64_t nsb, float* const* out) 
 
 // 2 rows x 3 tokens: 6 integer and 6 float accumulators, 2 weight vectors and one activation
 // vector in the 16 registers.
-constexpr int kRows = 2, kTokens = 3;
-constexpr int kDecodedRows = 8 * kRows;
-
-template <bool kMin, int R>
-TileFn tile_for_tokens(int nt) {
-    constexpr TileFn kFns[kTokens] = {tile<kMin, R, 1>, tile<kMin, R, 2>, tile<kMin, R, 3>};
-    return kFns[nt - 1];
-}
-
-template <bool kMin>
-TileFn tile_fn(int nr, int nt) {
-    return nr == 1 ? tile_for_tokens<kMin, 1>(nt) : tile_for_tokens<kMin, 2>(nt);
-}
+struct Tiles256 {
+    static constexpr int kRows = 2, kTokens = 3, kDecoded = 8 * kRows;
+    template <bool kMin, int R, int NT>
+    static void tile(const KRow* rows, const TokAct* acts, int64_t nsb, float* const* out) {
+        avx2::tile<kMin, R, NT>(rows, acts, nsb, out);
+    }
+};
 
 }  // namespace
 
 bool gemm_k_folded(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
                    int64_t r0, int64_t r1) {
-    return gemm_k::gemm_k_folded<Store256, kRows, kTokens, kDecodedRows>(
-        w, acts, n_tok, y, ldy, r0, r1, [](bool with_min, int nr, int nt) {
-            return with_min ? tile_fn<true>(nr, nt) : tile_fn<false>(nr, nt);
-        });
+    return gemm_k::gemm_k_folded<Store256, Tiles256>(w, acts, n_tok, y, ldy, r0, r1);
 }
 
 }  // namespace ffnskip::cpu::avx2

@@ -27,7 +27,6 @@ namespace {
 using gemm_k::KRow;
 using gemm_k::kSubs;
 using gemm_k::kSuper;
-using gemm_k::TileFn;
 using gemm_k::TokAct;
 
 // The decoders' widening stores: 32 byte codes -> 16-bit, times their scale, in one register.
@@ -111,37 +110,19 @@ void tile(const KRow* rows, const TokAct* acts, int64_t nsb, float* const* out) 
 
 // 3 rows x 4 tokens: 12 integer and 12 float accumulators, 3 weight vectors and one activation
 // vector in the 32 registers.
-constexpr int kRows = 3, kTokens = 4;
-
-template <bool kMin, int R>
-TileFn tile_for_tokens(int nt) {
-    constexpr TileFn kFns[kTokens] = {tile<kMin, R, 1>, tile<kMin, R, 2>, tile<kMin, R, 3>,
-                                      tile<kMin, R, 4>};
-    return kFns[nt - 1];
-}
-
-template <bool kMin>
-TileFn tile_fn(int nr, int nt) {
-    switch (nr) {
-        case 1:
-            return tile_for_tokens<kMin, 1>(nt);
-        case 2:
-            return tile_for_tokens<kMin, 2>(nt);
-        default:
-            return tile_for_tokens<kMin, 3>(nt);
+struct Tiles512 {
+    static constexpr int kRows = 3, kTokens = 4, kDecoded = 4 * kRows;
+    template <bool kMin, int R, int NT>
+    static void tile(const KRow* rows, const TokAct* acts, int64_t nsb, float* const* out) {
+        avx512vnni::tile<kMin, R, NT>(rows, acts, nsb, out);
     }
-}
-
-constexpr int kDecodedRows = 4 * kRows;
+};
 
 }  // namespace
 
 bool gemm_k(const WeightView& w, const uint8_t* acts, int64_t n_tok, float* y, int64_t ldy,
             int64_t r0, int64_t r1) {
-    return gemm_k::gemm_k_folded<Store512, kRows, kTokens, kDecodedRows>(
-        w, acts, n_tok, y, ldy, r0, r1, [](bool with_min, int nr, int nt) {
-            return with_min ? tile_fn<true>(nr, nt) : tile_fn<false>(nr, nt);
-        });
+    return gemm_k::gemm_k_folded<Store512, Tiles512>(w, acts, n_tok, y, ldy, r0, r1);
 }
 
 }  // namespace ffnskip::cpu::avx512vnni
